@@ -1,0 +1,94 @@
+"""Reading tables, fingerprinting them, and the bundled sample data.
+
+The sample data is scikit-learn's breast-cancer set (shipped with the package, no
+download), with snake_case column names and a 0/1 ``target`` (1 = benign):
+
+- ``train.csv``: 469 rows, the training and reference data.
+- ``current.csv``: the other 100 rows, standing in for production traffic, with a
+  documented, seeded shift: every ``mean_*`` and ``worst_*`` feature (20 of 30)
+  multiplied by 1.3 plus 2 % Gaussian noise, as if an upstream system changed
+  units. Labels are kept so later stages can measure quality on it.
+
+Regenerate with ``python -m mlops.data data/`` (byte-identical for the same seed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mlops.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["SHIFTED_PREFIXES", "data_fingerprint", "load_table", "make_sample_data", "write_sample_data"]
+
+SHIFTED_PREFIXES = ("mean_", "worst_")
+SHIFT_FACTOR = 1.3
+SHIFT_NOISE = 0.02
+CURRENT_ROWS = 100
+SAMPLE_SEED = 7
+
+
+def load_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV file, turning every way it can be unreadable into a :class:`DataError`."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"Data file {path} does not exist. Check the path or the 'data' section of the config.")
+    try:
+        frame = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"Data file {path} is empty. Provide a CSV file with a header row and data rows.") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"Data file {path} is not a readable UTF-8 CSV file: {exc}") from None
+    if frame.empty:
+        raise DataError(f"Data file {path} has a header but no rows. Provide at least one data row.")
+    return frame
+
+
+def data_fingerprint(frame: pd.DataFrame) -> str:
+    """A content hash of the table (values, column names, order), stable across runs."""
+    import pandas as pd
+
+    digest = hashlib.sha256()
+    digest.update("\x1f".join(map(str, frame.columns)).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def make_sample_data(seed: int = SAMPLE_SEED) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Return ``(train, current)`` built from scikit-learn's breast-cancer data."""
+    import numpy as np
+    from sklearn.datasets import load_breast_cancer
+
+    bunch = load_breast_cancer(as_frame=True)
+    frame = bunch.frame.rename(columns=lambda name: name.replace(" ", "_"))
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(frame))
+    current = frame.iloc[order[:CURRENT_ROWS]].reset_index(drop=True)
+    train = frame.iloc[order[CURRENT_ROWS:]].reset_index(drop=True)
+    shifted = [column for column in current.columns if column.startswith(SHIFTED_PREFIXES)]
+    noise = rng.normal(1.0, SHIFT_NOISE, size=(len(current), len(shifted)))
+    current[shifted] = (current[shifted] * SHIFT_FACTOR * noise).round(6)
+    return train, current
+
+
+def write_sample_data(folder: str | Path, seed: int = SAMPLE_SEED) -> tuple[Path, Path]:
+    """Write ``train.csv`` and ``current.csv`` into ``folder``; return their paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    train, current = make_sample_data(seed)
+    paths = folder / "train.csv", folder / "current.csv"
+    for frame, path in zip((train, current), paths):
+        frame.to_csv(path, index=False, float_format="%.6g", lineterminator="\n")
+    return paths
+
+
+if __name__ == "__main__":
+    for written in write_sample_data(sys.argv[1] if len(sys.argv) > 1 else "data"):
+        print(written)

@@ -1,0 +1,33 @@
+"""Shared fixtures: every test gets its own state folder (MLflow store, Prefect home,
+BentoML home, prediction logs) under ``tmp_path``; the repository's sample data is
+used read-only."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from mlops.config import Settings, load_settings
+from mlops.environment import TELEMETRY_OFF, tool_environment
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "data"
+
+# Telemetry off before any tool is imported by a test module.
+os.environ.update(TELEMETRY_OFF)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Default settings with the state folder under ``tmp_path`` and the bundled data."""
+    monkeypatch.chdir(REPO)
+    return load_settings(state_dir=tmp_path / "state")
+
+
+@pytest.fixture
+def tool_env(settings: Settings):
+    """The tools bound to the test's state folder for the duration of the test."""
+    with tool_environment(settings) as variables:
+        yield variables
