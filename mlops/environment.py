@@ -29,6 +29,7 @@ _DEFAULTS: Mapping[str, str] = {
     # The ephemeral server takes ~15 s to start on 2 cores, close to the 20 s default.
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "PREFECT_LOGGING_LEVEL": "WARNING",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
     "GIT_PYTHON_REFRESH": "quiet",
     "TQDM_DISABLE": "1",
 }

@@ -5,6 +5,7 @@ used read-only."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -19,11 +20,24 @@ DATA = REPO / "data"
 os.environ.update(TELEMETRY_OFF)
 
 
+@pytest.fixture(scope="session")
+def mlflow_db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty, fully migrated MLflow SQLite store: copying it saves each test ~5 s of migrations."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_db_template: Path) -> Settings:
     """Default settings with the state folder under ``tmp_path`` and the bundled data."""
     monkeypatch.chdir(REPO)
-    return load_settings(state_dir=tmp_path / "state")
+    settings = load_settings(state_dir=tmp_path / "state")
+    settings.state_dir.mkdir(parents=True)
+    shutil.copy(mlflow_db_template, settings.state_dir / "mlflow.db")
+    return settings
 
 
 @pytest.fixture

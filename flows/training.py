@@ -1,0 +1,83 @@
+"""The training flow: validate → train → register → gate.
+
+Validation is the first task: a failing batch raises
+:class:`~mlops.errors.ValidationFailed` before anything is trained, registered
+or promoted, and the flow run ends Failed with the report as its message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect import flow, get_run_logger, runtime, task
+from prefect.cache_policies import NO_CACHE
+
+from mlops import data, tracking, training, validation
+from mlops.config import Settings
+from mlops.training import DataSplit, TrainedModel
+
+__all__ = ["TrainingOutcome", "training_flow"]
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    """What one training run produced and what the gate decided."""
+
+    registered: tracking.RegisteredVersion
+    decision: tracking.PromotionDecision
+    validation_report: Path
+    data_fingerprint: str
+    flow_run_id: str | None
+
+
+@task(cache_policy=NO_CACHE)
+def validate_data(frame, settings: Settings, data_path: Path) -> Path:
+    result = validation.validate_frame(frame, settings.data.suite)
+    stamp = runtime.flow_run.id or "local"
+    report = validation.write_html_report(result, settings.reports_dir / f"validation-{stamp}.html")
+    validation.require_valid(result)
+    get_run_logger().info("Validation passed: %s rows, %s expectations", result.rows, result.evaluated)
+    return report
+
+
+@task(cache_policy=NO_CACHE)
+def split_data(frame, settings: Settings) -> DataSplit:
+    return training.split_holdout(frame, settings.data.target, settings.model.test_size, settings.model.seed)
+
+
+@task(cache_policy=NO_CACHE)
+def train(split: DataSplit, settings: Settings) -> TrainedModel:
+    trained = training.train_model(split, settings.model)
+    get_run_logger().info("Holdout metrics: %s", trained.metrics)
+    return trained
+
+
+@task(cache_policy=NO_CACHE)
+def register(trained, split, frame, settings: Settings, data_path: Path, tags: dict[str, str]):
+    return tracking.log_and_register(trained, split, frame, settings, data_path=data_path, tags=tags)
+
+
+@task(cache_policy=NO_CACHE)
+def gate(registered: tracking.RegisteredVersion, split: DataSplit, settings: Settings) -> tracking.PromotionDecision:
+    decision = tracking.decide_promotion(registered, split, settings)
+    tracking.apply_promotion(decision, registered.name)
+    verdict = "promoted to champion" if decision.promoted else "kept as challenger"
+    get_run_logger().info("Version %s %s: %s", registered.version, verdict, decision.reason)
+    return decision
+
+
+@flow(name="training", validate_parameters=False)
+def training_flow(settings: Settings, data_path: Path | None = None, trigger: str = "manual") -> TrainingOutcome:
+    """Validate the data, train, register a new version and run the champion gate."""
+    data_path = Path(data_path or settings.data.training)
+    frame = data.load_table(data_path)
+    report = validate_data(frame, settings, data_path)
+    split = split_data(frame, settings)
+    trained = train(split, settings)
+    fingerprint = data.data_fingerprint(frame)
+    flow_run_id = str(runtime.flow_run.id) if runtime.flow_run.id else None
+    tags = {"trigger": trigger, "data_fingerprint": fingerprint, "flow_run_id": flow_run_id or ""}
+    registered = register(trained, split, frame, settings, data_path, tags)
+    decision = gate(registered, split, settings)
+    return TrainingOutcome(registered, decision, report, fingerprint, flow_run_id)

@@ -1,0 +1,160 @@
+"""The ``mlops`` command line.
+
+Exit codes: 0 success (a challenger that is not promoted is a normal outcome),
+1 a gate blocked the run, 2 usage or configuration error, 3 the endpoint failed.
+Everything heavy is imported inside the commands, so ``mlops --help`` is instant.
+The CLI is the top layer: it may import ``flows``; the library modules may not.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mlops.config import Settings, load_settings
+from mlops.errors import MlopsError, ValidationFailed
+
+__all__ = ["cli", "main"]
+
+
+def _settings(ctx: click.Context) -> Settings:
+    return ctx.find_root().obj()
+
+
+def _command(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a command with the tools bound to the state folder; turn MlopsError into a clean exit."""
+
+    @functools.wraps(function)
+    @click.pass_context
+    def wrapper(ctx: click.Context, /, **kwargs: Any) -> Any:
+        from mlops.environment import tool_environment
+
+        try:
+            settings = _settings(ctx)
+            with tool_environment(settings):
+                return function(settings, **kwargs)
+        except MlopsError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(exc.exit_code)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", type=click.Path(dir_okay=False), envvar="MLOPS_CONFIG", help="Config file (YAML).")
+@click.option("--state-dir", type=click.Path(file_okay=False), envvar="MLOPS_STATE_DIR", help="State folder.")
+@click.pass_context
+def cli(ctx: click.Context, config: str | None, state_dir: str | None) -> None:
+    """Validate, train, register, serve and monitor models: the whole ML loop."""
+    ctx.obj = functools.partial(load_settings, config, state_dir)
+
+
+@cli.command()
+@click.argument("data", required=False, type=click.Path(dir_okay=False))
+@_command
+def validate(settings: Settings, data: str | None) -> None:
+    """Check DATA (default: the training file) against the expectation suite."""
+    from mlops import validation
+
+    path = Path(data) if data else settings.data.training
+    result = validation.validate_file(path, settings.data.suite)
+    report = validation.write_html_report(result, settings.reports_dir / "validation-latest.html")
+    click.echo(result.summary())
+    click.echo(f"HTML report: {report}")
+    if not result.success:
+        sys.exit(ValidationFailed.exit_code)
+
+
+@cli.command()
+@click.option("--data", type=click.Path(dir_okay=False), help="Training data (default: data.training).")
+@_command
+def train(settings: Settings, data: str | None) -> None:
+    """Validate, train, register a new version and run the champion gate."""
+    from flows.training import training_flow
+
+    from mlops import reporting
+
+    outcome = training_flow(settings, data_path=Path(data) if data else None)
+    reporting.print_training(outcome)
+
+
+@cli.command()
+@click.option("--port", type=click.IntRange(1, 65535), help="Port (default: serving.port).")
+@click.option("--alias", help="Registry alias to serve (default: serving.alias).")
+@_command
+def serve(settings: Settings, port: int | None, alias: str | None) -> None:
+    """Serve the model behind ALIAS on 127.0.0.1 until interrupted."""
+    from mlops import serving
+
+    alias = alias or settings.serving.alias
+    version = serving.resolve_alias(settings.model.name, alias)
+    tag = serving.import_model(settings.model.name, version)
+    server = serving.start_server(settings, tag, port=port or settings.serving.port)
+    click.echo(f"Serving {settings.model.name} v{version} ({alias}) at {server.url}  (Ctrl-C to stop)")
+    try:
+        server.process.wait()
+    except KeyboardInterrupt:
+        click.echo("Stopping.")
+    finally:
+        server.stop()
+
+
+@cli.command()
+@click.option("--current", type=click.Path(dir_okay=False), help="Current data (default: logged predictions).")
+@_command
+def monitor(settings: Settings, current: str | None) -> None:
+    """Measure drift against the training data; retrain when it passes the threshold."""
+    from flows.monitoring import monitoring_flow
+    from mlops import reporting
+
+    outcome = monitoring_flow(settings, current_path=Path(current) if current else None)
+    reporting.print_monitoring(outcome)
+
+
+@cli.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@_command
+def ui(settings: Settings, port: int) -> None:
+    """Open the MLflow UI on 127.0.0.1 for the project's store."""
+    import os
+
+    args = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", settings.mlflow_tracking_uri]
+    args += ["--host", "127.0.0.1", "--port", str(port)]
+    click.echo(f"MLflow UI at http://127.0.0.1:{port} (Ctrl-C to stop)")
+    os.execv(sys.executable, args)
+
+
+@cli.command()
+@_command
+def demo(settings: Settings) -> None:
+    """Run the whole loop: validate, train, serve, send traffic, detect drift, retrain."""
+    from flows.demo import run_demo
+    from mlops import reporting
+
+    reporting.print_demo(run_demo(settings))
+
+
+@cli.command("config")
+@click.option("--schema", is_flag=True, help="Print the JSON schema instead of the effective config.")
+@click.pass_context
+def show_config(ctx: click.Context, schema: bool) -> None:
+    """Print the effective configuration (or its JSON schema)."""
+    import json
+
+    try:
+        settings = _settings(ctx)
+    except MlopsError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(exc.exit_code)
+    shown = Settings.model_json_schema() if schema else settings.model_dump(mode="json")
+    click.echo(json.dumps(shown, indent=2))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="mlops")

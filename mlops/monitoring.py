@@ -1,0 +1,244 @@
+"""Monitoring: has the production input drifted away from the training data?
+
+A thin adapter over Evidently 0.7's ``DataDriftPreset``. Evidently picks a
+statistical test per column (K-S p-value for numerical columns up to 1000 rows,
+a normed Wasserstein distance above) and says whether each column drifted; we
+count the drifted columns and compare their share with our own threshold
+(``monitoring.drift_share_threshold``)::
+
+    summary = compute_drift(train[features], current[features], threshold=0.3,
+                            report_path="reports/drift.html")
+    if summary.drift_detected:
+        print(summary.summary())
+
+Drift is detected when ``drift_share >= threshold`` (the same rule Evidently uses
+for its dataset-level verdict), so a threshold of 0.3 means "30 % or more of the
+columns drifted". Evidently and pandas are imported inside the functions, so
+``import mlops.monitoring`` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlops.errors import DataError, MlopsError
+from mlops.prediction_log import read_prediction_log
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import pandas as pd
+
+__all__ = [
+    "ColumnDrift",
+    "DriftSummary",
+    "compute_drift",
+    "load_current_window",
+    "save_summary",
+]
+
+_VALUE_DRIFT = "evidently:metric_v2:ValueDrift"
+
+
+@dataclass(frozen=True)
+class ColumnDrift:
+    """Evidently's verdict for one column: which test, its score and its threshold."""
+
+    column: str
+    method: str
+    score: float
+    threshold: float
+    drifted: bool
+
+
+@dataclass(frozen=True)
+class DriftSummary:
+    """What a drift check found, small enough to log, print and save as JSON."""
+
+    reference_rows: int
+    current_rows: int
+    columns: tuple[ColumnDrift, ...]
+    drifted_columns: tuple[str, ...]
+    drift_share: float
+    threshold: float
+    drift_detected: bool
+    report_path: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (tuples become lists)."""
+        return asdict(self)
+
+    def summary(self) -> str:
+        """A few readable lines for the CLI and the logs."""
+        verdict = "DRIFT DETECTED" if self.drift_detected else "no drift"
+        lines = [
+            f"{verdict}: {len(self.drifted_columns)} of {len(self.columns)} columns drifted "
+            f"(share {self.drift_share:.2f}, threshold {self.threshold:.2f}); "
+            f"reference {self.reference_rows} rows, current {self.current_rows} rows.",
+        ]
+        if self.drifted_columns:
+            lines.append("Drifted: " + ", ".join(self.drifted_columns) + ".")
+        if self.report_path:
+            lines.append(f"Report: {self.report_path}")
+        return "\n".join(lines)
+
+
+def compute_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    *,
+    threshold: float,
+    columns: Sequence[str] | None = None,
+    report_path: str | Path | None = None,
+    min_rows: int = 1,
+) -> DriftSummary:
+    """Compare ``current`` with ``reference`` column by column with Evidently.
+
+    ``columns`` defaults to the columns both frames share; pass the feature list
+    to leave out the target, the prediction and log metadata. The HTML report is
+    written to ``report_path`` when given, so a human can see *why* it drifted.
+    """
+    selected = _select_columns(reference, current, columns)
+    _check_rows(reference, current, min_rows)
+    snapshot = _run_report(reference[selected], current[selected], threshold)
+    saved = _save_html(snapshot, report_path) if report_path is not None else None
+    drifts = _column_drifts(snapshot.dict(), selected)
+    drifted = tuple(drift.column for drift in drifts if drift.drifted)
+    share = len(drifted) / len(drifts)
+    return DriftSummary(
+        reference_rows=len(reference),
+        current_rows=len(current),
+        columns=drifts,
+        drifted_columns=drifted,
+        drift_share=share,
+        threshold=threshold,
+        drift_detected=share >= threshold,
+        report_path=saved,
+    )
+
+
+def load_current_window(
+    predictions_dir: str | Path,
+    feature_columns: Sequence[str],
+    last: int | None = None,
+) -> pd.DataFrame:
+    """The inputs the endpoint has served (the newest ``last`` records), features only.
+
+    This is the "current" side of a drift check when no batch file is given.
+    """
+    log = read_prediction_log(predictions_dir, last=last)
+    if log.empty:
+        raise DataError(
+            f"No predictions are logged in {predictions_dir} yet. Serve the model and send it "
+            "requests, or pass --current FILE to check a batch file instead."
+        )
+    missing = [column for column in feature_columns if column not in log.columns]
+    if missing:
+        raise DataError(
+            f"The prediction log in {predictions_dir} has no input column(s) {', '.join(missing)}. "
+            "Send requests with every feature, or pass --current FILE."
+        )
+    return log[list(feature_columns)].reset_index(drop=True)
+
+
+def save_summary(summary: DriftSummary, path: str | Path) -> Path:
+    """Write the summary as JSON beside the HTML report, for flows and dashboards."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def _select_columns(reference: pd.DataFrame, current: pd.DataFrame, columns: Sequence[str] | None) -> list[str]:
+    if columns is None:
+        selected = [column for column in reference.columns if column in set(current.columns)]
+        if not selected:
+            raise DataError("Reference and current data share no column. Check that both hold the same features.")
+        return selected
+    selected = list(columns)
+    if not selected:
+        raise DataError("No column to check for drift. Pass at least one feature column.")
+    for name, frame in (("reference", reference), ("current", current)):
+        missing = [column for column in selected if column not in frame.columns]
+        if missing:
+            raise DataError(
+                f"The {name} data lacks column(s) {', '.join(missing)}. "
+                "Provide data with every feature, or leave those columns out of the check."
+            )
+    return selected
+
+
+def _check_rows(reference: pd.DataFrame, current: pd.DataFrame, min_rows: int) -> None:
+    for name, frame in (("reference", reference), ("current", current)):
+        if len(frame) < max(min_rows, 1):
+            raise DataError(
+                f"The {name} data has {len(frame)} row(s); a drift check needs at least {max(min_rows, 1)}. "
+                "Collect more predictions (or lower monitoring.min_rows), or pass a larger batch."
+            )
+
+
+def _run_report(reference: pd.DataFrame, current: pd.DataFrame, threshold: float) -> Any:
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    reference, current, definition = _typed_frames(reference, current)
+    columns = list(reference.columns)
+    # include_tests gives Evidently's own per-column verdict; drift_share makes the
+    # HTML report's dataset-level verdict agree with ours.
+    report = Report([DataDriftPreset(columns=columns, drift_share=threshold)], include_tests=True)
+    return report.run(
+        reference_data=Dataset.from_pandas(reference, data_definition=DataDefinition(**definition)),
+        current_data=Dataset.from_pandas(current, data_definition=DataDefinition(**definition)),
+    )
+
+
+def _typed_frames(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    # Evidently infers column types per frame: an int column with <= 10 distinct
+    # values counts as categorical (chi-square), so a float feature logged as ints
+    # would switch tests. We declare the types from the reference and cast to float.
+    import pandas as pd
+
+    numerical = [column for column in reference.columns if pd.api.types.is_numeric_dtype(reference[column])]
+    categorical = [column for column in reference.columns if column not in numerical]
+    try:
+        current = current.astype({column: "float64" for column in numerical})
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"The current data has non-numeric values in a numerical feature: {exc}") from None
+    reference = reference.astype({column: "float64" for column in numerical})
+    return reference, current, {"numerical_columns": numerical, "categorical_columns": categorical}
+
+
+def _save_html(snapshot: Any, path: str | Path) -> str:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Evidently 0.7 silently writes nothing when given a Path: pass a str.
+    snapshot.save_html(str(path))
+    return str(path)
+
+
+def _column_drifts(result: dict[str, Any], columns: list[str]) -> tuple[ColumnDrift, ...]:
+    # Metric results and test verdicts are matched by metric id and column name,
+    # never by position in the lists.
+    verdicts = {test["metric_config"]["metric_id"]: test["status"] for test in result["tests"]}
+    found: dict[str, ColumnDrift] = {}
+    for metric in result["metrics"]:
+        config = metric.get("config", {})
+        if config.get("type") != _VALUE_DRIFT or metric["id"] not in verdicts:
+            continue
+        found[config["column"]] = ColumnDrift(
+            column=config["column"],
+            method=str(config["method"]),
+            score=float(metric["value"]),
+            threshold=float(config["threshold"]),
+            drifted=verdicts[metric["id"]] == "FAIL",
+        )
+    missing = [column for column in columns if column not in found]
+    if missing:
+        raise MlopsError(
+            f"Evidently returned no drift verdict for column(s) {', '.join(missing)}. "
+            "Check the installed Evidently version (0.7 is supported)."
+        )
+    return tuple(found[column] for column in columns)

@@ -1,0 +1,67 @@
+"""Human-readable summaries of what the flows did, for the terminal.
+
+Takes the flows' outcome objects by their named fields (duck-typed), so the
+library never imports ``flows``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["print_demo", "print_monitoring", "print_training"]
+
+
+def print_training(outcome: Any, console: Console | None = None) -> None:
+    """Registered version, holdout metrics and the gate's decision."""
+    console = console or Console()
+    registered, decision = outcome.registered, outcome.decision
+    verdict = "[green]promoted to champion[/green]" if decision.promoted else "[yellow]kept as challenger[/yellow]"
+    console.print(f"Registered [bold]{registered.name}[/bold] v{registered.version} (run {registered.run_id}): {verdict}")
+    console.print(f"  gate: {decision.reason}")
+    console.print("  holdout: " + ", ".join(f"{name}={value:.4f}" for name, value in registered.metrics.items()))
+    console.print(f"  validation report: {outcome.validation_report}")
+
+
+def print_monitoring(outcome: Any, console: Console | None = None) -> None:
+    """Drift figures, report paths and the retraining it triggered, if any."""
+    console = console or Console()
+    drift = outcome.drift
+    console.print(drift.summary())
+    console.print(f"  drift report: {drift.report_path}")
+    console.print(f"  drift summary: {outcome.summary_path}")
+    if outcome.retrain is not None:
+        console.print("[bold]Retraining triggered by drift:[/bold]")
+        print_training(outcome.retrain, console)
+    elif drift.drift_detected:
+        console.print("Drift detected; retraining is off (monitoring.retrain_on_drift: false).")
+
+
+def print_demo(summary: Any, console: Console | None = None) -> None:
+    """The closing table of ``mlops demo``."""
+    console = console or Console()
+    table = Table(title="mlops demo", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    training = summary.training
+    table.add_row("training run", f"{training.registered.run_id} → v{training.registered.version}")
+    table.add_row("champion served", f"v{summary.served_version} at {summary.endpoint_url} (stopped)")
+    table.add_row("requests", f"{summary.records_sent} records sent, {summary.failed_requests} failed requests")
+    monitoring = summary.monitoring
+    drift = monitoring.drift
+    table.add_row("drift", f"{len(drift.drifted_columns)}/{len(drift.columns)} columns drifted ({drift.drift_share:.0%})")
+    table.add_row("drift report", str(drift.report_path))
+    if monitoring.retrain is not None:
+        retrain = monitoring.retrain
+        decision = "promoted to champion" if retrain.decision.promoted else "kept as challenger"
+        table.add_row("retrained", f"v{retrain.registered.version} (run {retrain.registered.run_id}): {decision}")
+        table.add_row("gate", retrain.decision.reason)
+    else:
+        table.add_row("retrained", "no (drift below threshold)")
+    table.add_row("validation report", str(training.validation_report))
+    table.add_row("MLflow store", summary.tracking_uri)
+    table.add_row("MLflow UI", "mlops ui  →  http://127.0.0.1:5000")
+    table.add_row("stages", ", ".join(f"{name} {seconds:.1f}s" for name, seconds in summary.stage_seconds.items()))
+    console.print(table)

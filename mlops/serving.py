@@ -1,0 +1,220 @@
+"""Serve a registered MLflow model over HTTP with BentoML.
+
+Three steps, each usable alone: find the version behind an alias, copy that version
+into the BentoML model store, and run ``models/service.py`` in a subprocess::
+
+    with tool_environment(settings):
+        version = resolve_alias(settings.model.name, settings.serving.alias)
+        tag = import_model(settings.model.name, version)
+        with start_server(settings, tag, port=free_port()) as server:
+            httpx.post(f"{server.url}/predict", json={"records": [...]})
+
+The server is a process group (BentoML's arbiter plus its workers), so it stops as one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlops.config import Settings
+from mlops.environment import tool_variables
+from mlops.errors import RegistryError, ServingError
+
+__all__ = [
+    "SERVICE",
+    "ServerProcess",
+    "free_port",
+    "import_model",
+    "resolve_alias",
+    "start_server",
+    "wait_until_ready",
+]
+
+SERVICE = "models.service:Classifier"
+# The folder holding the ``models`` package, whether a checkout or site-packages.
+_SERVICE_ROOT = Path(__file__).resolve().parents[1]
+_LOG_TAIL_LINES = 20
+# uvicorn's message when the service's __init__ raised.
+_STARTUP_FAILED = "Application startup failed"
+
+
+def resolve_alias(model_name: str, alias: str) -> str:
+    """Return the version of ``model_name`` that ``alias`` points at, e.g. ``"3"``."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(MlflowClient().get_model_version_by_alias(model_name, alias).version)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise RegistryError(f"Model {model_name!r} is not registered. Run `mlops train` first.") from None
+        if exc.error_code == "INVALID_PARAMETER_VALUE":
+            raise RegistryError(
+                f"No version of model {model_name!r} has alias {alias!r}. Run `mlops train` first."
+            ) from None
+        raise
+
+
+def import_model(model_name: str, version: str) -> str:
+    """Copy ``models:/{model_name}/{version}`` into the BentoML store as ``{model_name}:v{version}``.
+
+    Reuses the stored model when the tag exists. Labels record where it came from:
+    ``mlflow_model``, ``mlflow_version`` and ``mlflow_run_id``. Returns the tag.
+    """
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    tag = f"{model_name}:v{version}"
+    try:
+        return str(bentoml.models.get(tag).tag)
+    except NotFound:
+        pass
+    labels = {"mlflow_model": model_name, "mlflow_version": str(version), "mlflow_run_id": _run_id(model_name, version)}
+    uri = f"models:/{model_name}/{version}"
+    bento_model = bentoml.mlflow.import_model(tag, uri, labels=labels, metadata={"mlflow_model_uri": uri})
+    return str(bento_model.tag)
+
+
+def _run_id(model_name: str, version: str) -> str:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return MlflowClient().get_model_version(model_name, str(version)).run_id or ""
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise RegistryError(
+                f"Model {model_name!r} has no version {version}. List versions with `mlflow models` or train one."
+            ) from None
+        raise
+
+
+@dataclass
+class ServerProcess:
+    """A running ``bentoml serve``; stop it with :meth:`stop` or a ``with`` block."""
+
+    url: str
+    port: int
+    process: subprocess.Popen[bytes]
+    model_tag: str
+    log_path: Path
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM the process group, wait up to ``timeout``, then SIGKILL what is left."""
+        if self.process.poll() is None:
+            _signal_group(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        # Workers can outlive the arbiter; the group outlives neither.
+        _signal_group(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def start_server(settings: Settings, tag: str, *, port: int | None = None, host: str | None = None) -> ServerProcess:
+    """Start the prediction service for BentoML model ``tag`` and wait until it is ready.
+
+    Raises :class:`ServingError` with the end of the server log if it exits or is not
+    ready within ``settings.serving.startup_timeout_seconds``.
+    """
+    host = host or settings.serving.host
+    port = port or settings.serving.port
+    log_path = settings.state_dir / "logs" / f"serve-{port}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "bentoml", "serve", SERVICE, "--host", host, "--port", str(port)]
+    command += ["--working-dir", str(_SERVICE_ROOT)]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=_SERVICE_ROOT,
+            env=_server_env(settings, tag),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = ServerProcess(f"http://{_client_host(host)}:{port}", port, process, tag, log_path)
+    try:
+        wait_until_ready(server.url, settings.serving.startup_timeout_seconds, process=process, log_path=log_path)
+    except ServingError as exc:
+        server.stop()
+        raise ServingError(f"{exc} Server log {log_path}:\n{_tail(log_path)}") from None
+    return server
+
+
+def _server_env(settings: Settings, tag: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        **tool_variables(settings),
+        "MLOPS_BENTO_MODEL": tag,
+        "MLOPS_PREDICTIONS_DIR": str(settings.predictions_dir),
+        # MLflow refuses to deserialize any model, skops included, without this; our
+        # own registry is the trusted source.
+        "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true",
+    }
+
+
+def wait_until_ready(
+    url: str,
+    timeout: float,
+    *,
+    process: subprocess.Popen[bytes] | None = None,
+    log_path: Path | None = None,
+) -> None:
+    """Poll ``{url}/readyz`` until it answers 200.
+
+    Raises :class:`ServingError` on timeout, when ``process`` exits, or when ``log_path``
+    shows the service failed to start (BentoML respawns a failing worker forever).
+    """
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise ServingError(f"The server at {url} exited with code {process.returncode} before it was ready.")
+        if log_path is not None and _STARTUP_FAILED in log_path.read_text(encoding="utf-8", errors="replace"):
+            raise ServingError(f"The service at {url} failed to start (is the model in the BentoML store?).")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.25)
+    raise ServingError(f"The server at {url} was not ready after {timeout:g} s; raise serving.startup_timeout_seconds.")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _client_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    try:
+        os.killpg(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _tail(path: Path) -> str:
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    return "\n".join(lines[-_LOG_TAIL_LINES:])

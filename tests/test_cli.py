@@ -1,0 +1,91 @@
+"""The ``mlops`` command as a user runs it: a subprocess, real exit codes, no tracebacks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MLOPS = Path(sys.executable).with_name("mlops")
+
+
+def run_mlops(*args: str, state_dir: Path, timeout: float = 600, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "MLOPS_STATE_DIR": str(state_dir), **env}
+    return subprocess.run(
+        [str(MLOPS), *args], capture_output=True, text=True, cwd=REPO, env=environment, timeout=timeout
+    )
+
+
+def test_help__is_fast_and_lists_the_commands(tmp_path):
+    started = time.perf_counter()
+    result = run_mlops("--help", state_dir=tmp_path)
+    elapsed = time.perf_counter() - started
+    assert result.returncode == 0
+    for command in ("validate", "train", "serve", "monitor", "ui", "demo"):
+        assert command in result.stdout
+    print(f"mlops --help: {elapsed:.2f} s")  # measured, never asserted: see benchmarks/
+
+
+def test_validate__training_data_passes_and_writes_a_report(tmp_path):
+    result = run_mlops("validate", state_dir=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Validation passed" in result.stdout
+    assert (tmp_path / "reports" / "validation-latest.html").is_file()
+
+
+def test_validate__failing_data_exits_1_naming_the_expectations(tmp_path):
+    bad = tmp_path / "bad.csv"
+    lines = (REPO / "data" / "train.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    row = lines[1].split(",")
+    row[header.index("mean_area")] = "-1"
+    bad.write_text("\n".join([lines[0], ",".join(row), *lines[2:]]) + "\n")
+    result = run_mlops("validate", str(bad), state_dir=tmp_path)
+    assert result.returncode == 1
+    assert "mean_area" in result.stdout and "expect_column_values_to_be_between" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("validate", "missing.csv"), "does not exist"),
+        (("--config", "missing.yaml", "train"), "Config file missing.yaml does not exist"),
+        (("serve",), "Run `mlops train` first"),
+        (("train", "--bogus"), "No such option"),
+    ],
+)
+def test_user_errors__exit_2_with_a_message_and_no_traceback(tmp_path, args, message):
+    result = run_mlops(*args, state_dir=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_config_value__exit_2_naming_the_key(tmp_path):
+    config = tmp_path / "mlops.yaml"
+    config.write_text("monitoring:\n  drift_share_threshold: 7\n")
+    result = run_mlops("--config", str(config), "train", state_dir=tmp_path)
+    assert result.returncode == 2
+    assert "monitoring.drift_share_threshold" in result.stderr
+
+
+@pytest.mark.slow
+def test_demo__runs_the_whole_loop_on_a_clean_and_on_an_existing_state_folder(tmp_path):
+    state = tmp_path / "state"
+    for attempt, retrained_version in (("clean", 2), ("existing", 4)):
+        result = run_mlops("demo", state_dir=state)
+        assert result.returncode == 0, f"{attempt} state folder:\n{result.stdout}\n{result.stderr}"
+        assert "champion served" in result.stdout and "(stopped)" in result.stdout
+        assert "120 records sent, 0 failed requests" in result.stdout
+        assert f"v{retrained_version} (run" in result.stdout, "the drift triggered a retrained version"
+        assert "Traceback" not in result.stderr
+    reports = list((state / "reports").glob("drift-*.html"))
+    assert len(reports) == 2
+    assert list((state / "predictions").glob("predictions-*.jsonl"))
+    assert not list(Path.home().glob(".mlops*")), "nothing is written to the home directory"

@@ -1,0 +1,170 @@
+"""Monitoring stage: real Evidently on the bundled data, no mocks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mlops.data import load_table
+from mlops.errors import DataError
+from mlops.monitoring import (
+    ColumnDrift,
+    DriftSummary,
+    compute_drift,
+    load_current_window,
+    save_summary,
+)
+from mlops.prediction_log import PredictionLogWriter
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+THRESHOLD = 0.3
+
+
+@pytest.fixture(scope="module")
+def train() -> pd.DataFrame:
+    return load_table(DATA / "train.csv")
+
+
+@pytest.fixture(scope="module")
+def current() -> pd.DataFrame:
+    return load_table(DATA / "current.csv")
+
+
+@pytest.fixture(scope="module")
+def features(train: pd.DataFrame) -> list[str]:
+    return [column for column in train.columns if column != "target"]
+
+
+@pytest.fixture(scope="module")
+def shifted(train, current, features, tmp_path_factory) -> DriftSummary:
+    """One Evidently run on the shifted batch, shared by the tests that read it."""
+    report = tmp_path_factory.mktemp("reports") / "nested" / "drift.html"
+    return compute_drift(train, current, threshold=THRESHOLD, columns=features, report_path=report)
+
+
+def test_compute_drift__shifted_batch_detects_drift(shifted: DriftSummary, features: list[str]) -> None:
+    assert shifted.drift_detected
+    assert shifted.drift_share >= THRESHOLD
+    assert shifted.drift_share == pytest.approx(len(shifted.drifted_columns) / len(features))
+    assert [drift.column for drift in shifted.columns] == features
+    assert (shifted.reference_rows, shifted.current_rows) == (469, 100)
+
+
+def test_compute_drift__shifted_batch_flags_shifted_columns_only(shifted: DriftSummary) -> None:
+    drifted = set(shifted.drifted_columns)
+    assert {"mean_radius", "mean_texture", "worst_radius", "worst_area", "worst_smoothness"} <= drifted
+    # Only mean_* and worst_* were scaled; the *_error columns are untouched
+    # (their K-S p-values are all above 0.15 on this data).
+    assert not {column for column in drifted if column.endswith("_error")}
+    shifted_columns = [c for c in (d.column for d in shifted.columns) if c.startswith(("mean_", "worst_"))]
+    assert len(drifted) >= 0.8 * len(shifted_columns)
+
+
+def test_compute_drift__column_verdicts_carry_method_and_threshold(shifted: DriftSummary) -> None:
+    radius = next(drift for drift in shifted.columns if drift.column == "mean_radius")
+    assert radius.method == "K-S p_value"  # Evidently's choice for numerical data under 1000 rows
+    assert radius.threshold == pytest.approx(0.05)
+    assert radius.drifted and radius.score < radius.threshold
+
+
+def test_compute_drift__html_report_written(shifted: DriftSummary) -> None:
+    assert shifted.report_path is not None
+    report = Path(shifted.report_path)
+    assert report.is_file()
+    assert report.stat().st_size > 100_000
+    assert "<html" in report.read_text(encoding="utf-8")[:2000].lower()
+
+
+def test_compute_drift__sample_of_reference_has_no_drift(train, features) -> None:
+    half = train.sample(frac=0.5, random_state=0)
+    summary = compute_drift(train, half, threshold=THRESHOLD, columns=features)
+    assert summary.drift_share < THRESHOLD
+    assert not summary.drift_detected
+    assert summary.report_path is None
+
+
+def test_compute_drift__integer_feature_stays_numerical(train, current) -> None:
+    # Given a feature that arrives as a few distinct integers (Evidently would call it categorical)
+    batch = current[["mean_radius", "mean_texture"]].copy()
+    batch["mean_radius"] = batch["mean_radius"].round().astype(int).clip(10, 15)
+    summary = compute_drift(train, batch, threshold=THRESHOLD, columns=["mean_radius", "mean_texture"])
+    assert {drift.method for drift in summary.columns} == {"K-S p_value"}
+
+
+def test_compute_drift__default_columns_are_the_shared_ones(train, current) -> None:
+    reference = train[["mean_radius", "radius_error", "target"]]
+    summary = compute_drift(reference, current[["mean_radius", "radius_error"]], threshold=THRESHOLD)
+    assert [drift.column for drift in summary.columns] == ["mean_radius", "radius_error"]
+
+
+def test_compute_drift__missing_column_raises_data_error(train, current, features) -> None:
+    with pytest.raises(DataError, match="current data lacks column.*mean_radius"):
+        compute_drift(train, current.drop(columns=["mean_radius"]), threshold=THRESHOLD, columns=features)
+
+
+def test_compute_drift__empty_current_raises_data_error(train, current, features) -> None:
+    with pytest.raises(DataError, match="current data has 0 row"):
+        compute_drift(train, current.iloc[:0], threshold=THRESHOLD, columns=features)
+
+
+def test_compute_drift__fewer_rows_than_min_rows_raises_data_error(train, current, features) -> None:
+    with pytest.raises(DataError, match="at least 30"):
+        compute_drift(train, current.iloc[:10], threshold=THRESHOLD, columns=features, min_rows=30)
+
+
+def test_compute_drift__text_in_numerical_feature_raises_data_error(train, current) -> None:
+    batch = current[["mean_radius"]].astype(object)
+    batch.loc[0, "mean_radius"] = "n/a"
+    with pytest.raises(DataError, match="non-numeric"):
+        compute_drift(train, batch, threshold=THRESHOLD, columns=["mean_radius"])
+
+
+def test_load_current_window__reads_logged_inputs(tmp_path: Path, current, features) -> None:
+    # Given 20 records logged by the serving endpoint's writer
+    writer = PredictionLogWriter(tmp_path / "predictions")
+    records = current[features].iloc[:20].to_dict(orient="records")
+    writer.log(request_id="r1", model_name="m", model_version="1", inputs=records[:12], predictions=[1] * 12)
+    writer.log(request_id="r2", model_name="m", model_version="1", inputs=records[12:], predictions=[0] * 8)
+    writer.close()
+    # When the window is read
+    window = load_current_window(tmp_path / "predictions", features, last=15)
+    # Then only the features of the newest 15 records remain
+    assert list(window.columns) == features
+    assert len(window) == 15
+    pd.testing.assert_frame_equal(window, current[features].iloc[5:20].reset_index(drop=True))
+
+
+def test_load_current_window__empty_dir_raises_data_error(tmp_path: Path, features) -> None:
+    with pytest.raises(DataError, match="--current FILE"):
+        load_current_window(tmp_path / "predictions", features)
+
+
+def test_save_summary__json_round_trips(shifted: DriftSummary, tmp_path: Path) -> None:
+    path = save_summary(shifted, tmp_path / "out" / "drift.json")
+    loaded = json.loads(path.read_text(encoding="utf-8"))
+    rebuilt = DriftSummary(
+        **{
+            **loaded,
+            "columns": tuple(ColumnDrift(**column) for column in loaded["columns"]),
+            "drifted_columns": tuple(loaded["drifted_columns"]),
+        }
+    )
+    assert rebuilt == shifted
+
+
+def test_summary__names_verdict_and_drifted_columns(shifted: DriftSummary) -> None:
+    text = shifted.summary()
+    assert text.startswith("DRIFT DETECTED")
+    assert "mean_radius" in text
+    assert f"of {len(shifted.columns)} columns" in text
+
+
+def test_import__does_not_load_evidently_or_pandas() -> None:
+    code = "import sys, mlops.monitoring; print(sorted(m for m in ('evidently', 'pandas') if m in sys.modules))"
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert output.strip() == "[]"

@@ -1,0 +1,224 @@
+"""The serving stage against real tools: an MLflow registry in SQLite, a BentoML model
+store and a ``bentoml serve`` process on a free 127.0.0.1 port.
+
+The registry and the server are shared by the module (a start takes ~10 s), so the
+state folder comes from ``tmp_path_factory`` rather than the per-test ``settings``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from mlops.config import Settings, load_settings
+from mlops.environment import tool_environment
+from mlops.errors import RegistryError, ServingError
+from mlops.prediction_log import read_prediction_log
+from mlops.serving import ServerProcess, free_port, import_model, resolve_alias, start_server
+
+TRAIN_CSV = Path(__file__).resolve().parents[1] / "data" / "train.csv"
+
+
+@dataclass(frozen=True)
+class Registry:
+    settings: Settings
+    version: str
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """A champion registered the way training registers it, in a store of our own."""
+    settings = load_settings(state_dir=tmp_path_factory.mktemp("serving") / "state")
+    with tool_environment(settings):
+        yield Registry(settings, _register_champion(settings))
+
+
+def _register_champion(settings: Settings) -> str:
+    import mlflow
+    import skops.io
+    from mlflow import MlflowClient
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    features, target = _features(), _target()
+    pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(features, target)
+    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
+    location = (settings.state_dir / "mlartifacts").as_uri()
+    experiment_id = mlflow.create_experiment(settings.model.experiment, artifact_location=location)
+    with mlflow.start_run(experiment_id=experiment_id):
+        info = mlflow.sklearn.log_model(
+            pipeline,
+            name="model",
+            signature=infer_signature(features, pipeline.predict(features)),
+            input_example=features.head(2),
+            registered_model_name=settings.model.name,
+            serialization_format="skops",
+            skops_trusted_types=trusted,
+            pip_requirements=["scikit-learn"],
+        )
+    version = str(info.registered_model_version)
+    MlflowClient().set_registered_model_alias(settings.model.name, "champion", version)
+    return version
+
+
+def _features():
+    import pandas as pd
+
+    return pd.read_csv(TRAIN_CSV).drop(columns="target")
+
+
+def _target():
+    import pandas as pd
+
+    return pd.read_csv(TRAIN_CSV)["target"]
+
+
+def _records(start: int, count: int) -> list[dict[str, float]]:
+    return _features().iloc[start : start + count].to_dict(orient="records")
+
+
+@pytest.fixture(scope="module")
+def server(registry: Registry) -> Iterator[ServerProcess]:
+    tag = import_model(registry.settings.model.name, registry.version)
+    with start_server(registry.settings, tag, port=free_port()) as running:
+        yield running
+
+
+def _post(server: ServerProcess, payload: object):
+    import httpx
+
+    return httpx.post(f"{server.url}/predict", json=payload, timeout=30.0)
+
+
+def _is_listening(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_import_serving__loads_no_tool():
+    code = "import sys, mlops.serving; print(sorted({'bentoml', 'mlflow', 'httpx'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_resolve_alias__returns_the_champion_version(registry: Registry):
+    assert resolve_alias(registry.settings.model.name, "champion") == registry.version
+
+
+def test_resolve_alias__unknown_alias_is_a_registry_error(registry: Registry):
+    with pytest.raises(RegistryError, match="has alias 'staging'.*mlops train"):
+        resolve_alias(registry.settings.model.name, "staging")
+
+
+def test_resolve_alias__unknown_model_is_a_registry_error(registry: Registry):
+    with pytest.raises(RegistryError, match="'no-such-model' is not registered"):
+        resolve_alias("no-such-model", "champion")
+
+
+def test_import_model__is_idempotent_and_labelled(registry: Registry):
+    import bentoml
+
+    name = registry.settings.model.name
+
+    first = import_model(name, registry.version)
+    second = import_model(name, registry.version)
+
+    assert first == second == f"{name}:v{registry.version}"
+    assert [str(model.tag) for model in bentoml.models.list(name)] == [first]
+    labels = bentoml.models.get(first).info.labels
+    assert labels["mlflow_model"] == name
+    assert labels["mlflow_version"] == registry.version
+    assert labels["mlflow_run_id"]
+
+
+def test_import_model__unknown_version_is_a_registry_error(registry: Registry):
+    with pytest.raises(RegistryError, match="has no version 99"):
+        import_model(registry.settings.model.name, "99")
+
+
+@pytest.mark.slow
+def test_predict__answers_predictions_and_probabilities(server: ServerProcess, registry: Registry):
+    response = _post(server, {"records": _records(0, 5)})
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["model_name"] == registry.settings.model.name
+    assert body["model_version"] == registry.version
+    assert len(body["predictions"]) == len(body["probabilities"]) == 5
+    assert set(body["predictions"]) <= {0, 1}
+    assert all(len(pair) == 2 and sum(pair) == pytest.approx(1.0) for pair in body["probabilities"])
+
+
+@pytest.mark.slow
+def test_predict__missing_field_is_a_client_error(server: ServerProcess):
+    records = _records(0, 2)
+    del records[1]["mean_radius"]
+
+    response = _post(server, {"records": records})
+
+    assert 400 <= response.status_code < 500
+    assert "mean_radius" in response.text
+    assert _post(server, {"records": _records(0, 1)}).status_code == 200
+
+
+@pytest.mark.slow
+def test_predict__logs_inputs_and_version(server: ServerProcess, registry: Registry):
+    records = _records(100, 3)
+    sent = {record["mean_radius"] for record in records}
+
+    assert _post(server, {"records": records}).status_code == 200
+
+    logged = _wait_for_log(registry.settings, lambda frame: sent <= set(frame.get("mean_radius", [])))
+    rows = logged[logged["mean_radius"].isin(sent)]
+    assert len(rows) == 3
+    assert set(rows["model_version"].astype(str)) == {registry.version}
+    assert set(rows["prediction"]) <= {0, 1}
+
+
+def _wait_for_log(settings: Settings, done, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        frame = read_prediction_log(settings.predictions_dir)
+        if done(frame) or time.monotonic() > deadline:
+            return frame
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_stop__leaves_nothing_listening(registry: Registry):
+    tag = import_model(registry.settings.model.name, registry.version)
+    server = start_server(registry.settings, tag, port=free_port())
+    assert _is_listening(server.port)
+
+    server.stop()
+
+    assert not _is_listening(server.port)
+    assert not _group_alive(server.process.pid)
+
+
+@pytest.mark.slow
+def test_start_server__unknown_model_fails_fast_with_the_log(registry: Registry):
+    started = time.monotonic()
+
+    with pytest.raises(ServingError, match="(?s)failed to start.*no-such-model:v1"):
+        start_server(registry.settings, "no-such-model:v1", port=free_port())
+
+    assert time.monotonic() - started < registry.settings.serving.startup_timeout_seconds / 2
