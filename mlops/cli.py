@@ -12,18 +12,24 @@ import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from mlops.config import Settings, load_settings
 from mlops.errors import MlopsError, ValidationFailed
+
+if TYPE_CHECKING:
+    from mlops.config import Settings
 
 __all__ = ["cli", "main"]
 
 
 def _settings(ctx: click.Context) -> Settings:
-    return ctx.find_root().obj()
+    # pydantic is imported here, not at start-up, so `mlops --help` stays instant.
+    from mlops.config import load_settings
+
+    config, state_dir = ctx.find_root().obj
+    return load_settings(config, state_dir)
 
 
 def _command(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -51,7 +57,7 @@ def _command(function: Callable[..., Any]) -> Callable[..., Any]:
 @click.pass_context
 def cli(ctx: click.Context, config: str | None, state_dir: str | None) -> None:
     """Validate, train, register, serve and monitor models: the whole ML loop."""
-    ctx.obj = functools.partial(load_settings, config, state_dir)
+    ctx.obj = (config, state_dir)
 
 
 @cli.command()
@@ -145,6 +151,8 @@ def demo(settings: Settings) -> None:
 def show_config(ctx: click.Context, schema: bool) -> None:
     """Print the effective configuration (or its JSON schema)."""
     import json
+
+    from mlops.config import Settings
 
     try:
         settings = _settings(ctx)

@@ -162,9 +162,6 @@ def _server_env(settings: Settings, tag: str) -> dict[str, str]:
         **tool_variables(settings),
         "MLOPS_BENTO_MODEL": tag,
         "MLOPS_PREDICTIONS_DIR": str(settings.predictions_dir),
-        # MLflow refuses to deserialize any model, skops included, without this; our
-        # own registry is the trusted source.
-        "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true",
     }
 
 
