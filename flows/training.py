@@ -1,20 +1,25 @@
 """The training flow: validate → train → register → gate.
 
-Validation is the first task: a failing batch raises
-:class:`~mlops.errors.ValidationFailed` before anything is trained, registered
-or promoted, and the flow run ends Failed with the report as its message.
+Validation is the first task: on a failing batch the flow run ends Failed, with
+the report as its message, before anything is trained, registered or promoted;
+calling the flow raises :class:`~mlops.errors.ValidationFailed`. The gate is an
+expected outcome, so it is returned as a state rather than raised inside a task
+(which would log a traceback for a data problem).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import flow, get_run_logger, runtime, task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Failed
 
 from mlops import data, tracking, training, validation
 from mlops.config import Settings
+from mlops.errors import ValidationFailed
 from mlops.training import DataSplit, TrainedModel
 
 __all__ = ["TrainingOutcome", "training_flow"]
@@ -32,13 +37,14 @@ class TrainingOutcome:
 
 
 @task(cache_policy=NO_CACHE)
-def validate_data(frame, settings: Settings, data_path: Path) -> Path:
+def validate_data(frame, settings: Settings, data_path: Path) -> tuple[validation.ValidationResult, Path]:
     result = validation.validate_frame(frame, settings.data.suite)
+    result = dataclasses.replace(result, data_path=str(data_path))
     stamp = runtime.flow_run.id or "local"
     report = validation.write_html_report(result, settings.reports_dir / f"validation-{stamp}.html")
-    validation.require_valid(result)
-    get_run_logger().info("Validation passed: %s rows, %s expectations", result.rows, result.evaluated)
-    return report
+    if result.success:
+        get_run_logger().info("Validation passed: %s rows, %s expectations", result.rows, result.evaluated)
+    return result, report
 
 
 @task(cache_policy=NO_CACHE)
@@ -72,7 +78,10 @@ def training_flow(settings: Settings, data_path: Path | None = None, trigger: st
     """Validate the data, train, register a new version and run the champion gate."""
     data_path = Path(data_path or settings.data.training)
     frame = data.load_table(data_path)
-    report = validate_data(frame, settings, data_path)
+    result, report = validate_data(frame, settings, data_path)
+    if not result.success:
+        message = f"{result.summary()}\nHTML report: {report}"
+        return Failed(message=message, data=ValidationFailed(message, result))
     split = split_data(frame, settings)
     trained = train(split, settings)
     fingerprint = data.data_fingerprint(frame)

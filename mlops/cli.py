@@ -1,7 +1,8 @@
 """The ``mlops`` command line.
 
 Exit codes: 0 success (a challenger that is not promoted is a normal outcome),
-1 a gate blocked the run, 2 usage or configuration error, 3 the endpoint failed.
+1 a gate blocked the run, 2 usage, configuration or data-file error, 3 the endpoint
+failed to start, 4 a configured server (MLflow, Prefect) does not answer.
 Everything heavy is imported inside the commands, so ``mlops --help`` is instant.
 The CLI is the top layer: it may import ``flows``; the library modules may not.
 """
@@ -38,10 +39,11 @@ def _command(function: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(function)
     @click.pass_context
     def wrapper(ctx: click.Context, /, **kwargs: Any) -> Any:
-        from mlops.environment import tool_environment
+        from mlops.environment import check_services, tool_environment
 
         try:
             settings = _settings(ctx)
+            check_services(settings)
             with tool_environment(settings):
                 return function(settings, **kwargs)
         except MlopsError as exc:

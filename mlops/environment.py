@@ -12,8 +12,9 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 from mlops.config import Settings
+from mlops.errors import ServiceUnavailable
 
-__all__ = ["TELEMETRY_OFF", "tool_environment", "tool_variables"]
+__all__ = ["TELEMETRY_OFF", "check_services", "tool_environment", "tool_variables"]
 
 # Each tool's own switch; DO_NOT_TRACK also covers Evidently.
 TELEMETRY_OFF: Mapping[str, str] = {
@@ -67,3 +68,34 @@ def tool_environment(settings: Settings) -> Iterator[dict[str, str]]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def check_services(settings: Settings, timeout: float = 5.0) -> None:
+    """Fail fast, with the fix, when a configured MLflow or Prefect server does not answer.
+
+    The embedded defaults (SQLite, ephemeral Prefect) need no check.
+    """
+    checks = []
+    if settings.tracking_uri and settings.tracking_uri.startswith(("http://", "https://")):
+        checks.append(("MLflow tracking server", settings.tracking_uri.rstrip("/") + "/health", "tracking_uri"))
+    if settings.prefect_api_url:
+        checks.append(("Prefect server", settings.prefect_api_url.rstrip("/") + "/health", "prefect_api_url"))
+    for name, url, key in checks:
+        _probe(name, url, key, timeout)
+
+
+def _probe(name: str, url: str, key: str, timeout: float) -> None:
+    import httpx
+
+    try:
+        status = httpx.get(url, timeout=timeout).status_code
+    except httpx.HTTPError as exc:
+        problem = f"does not answer ({type(exc).__name__})"
+    else:
+        if status < 400:
+            return
+        problem = f"answered HTTP {status}"
+    raise ServiceUnavailable(
+        f"The {name} at {url.rsplit('/health', 1)[0]} {problem}. Start it, or fix or remove '{key}' "
+        f"in the config (MLOPS_{key.upper()}) to use the embedded default."
+    )

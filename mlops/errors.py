@@ -5,7 +5,8 @@
     ├── DataError              a data file that cannot be read as a table (exit 2)
     ├── ValidationFailed       the validation gate blocked the run (exit 1)
     ├── RegistryError          no such registered model, version or alias (exit 2)
-    └── ServingError           the endpoint did not start or did not answer (exit 3)
+    ├── ServingError           the endpoint did not start or did not answer (exit 3)
+    └── ServiceUnavailable     a configured server (MLflow, Prefect) does not answer (exit 4)
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ __all__ = [
     "DataError",
     "MlopsError",
     "RegistryError",
+    "ServiceUnavailable",
     "ServingError",
     "ValidationFailed",
 ]
@@ -58,3 +60,9 @@ class ServingError(MlopsError):
     """The prediction endpoint failed to start or to answer."""
 
     exit_code = 3
+
+
+class ServiceUnavailable(MlopsError):
+    """A server the configuration points at (MLflow, Prefect) does not answer."""
+
+    exit_code = 4

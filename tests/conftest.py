@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,12 @@ from mlops.environment import TELEMETRY_OFF, tool_environment
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data"
 
-# Telemetry off before any tool is imported by a test module.
+# Telemetry off, and the tools' homes out of the user's home directory, before any
+# tool is imported by a test module (Prefect reads PREFECT_HOME once, at import).
 os.environ.update(TELEMETRY_OFF)
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="mlops-tests-"))
+os.environ["PREFECT_HOME"] = str(_SESSION_HOME / "prefect")
+os.environ["BENTOML_HOME"] = str(_SESSION_HOME / "bentoml")
 
 
 @pytest.fixture(scope="session")
@@ -45,3 +50,7 @@ def tool_env(settings: Settings):
     """The tools bound to the test's state folder for the duration of the test."""
     with tool_environment(settings) as variables:
         yield variables
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_SESSION_HOME, ignore_errors=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -38,17 +39,73 @@ def test_validate__training_data_passes_and_writes_a_report(tmp_path):
     assert (tmp_path / "reports" / "validation-latest.html").is_file()
 
 
-def test_validate__failing_data_exits_1_naming_the_expectations(tmp_path):
+def _bad_training_file(tmp_path: Path) -> Path:
+    """The training data with one negative area: out of the suite's range."""
     bad = tmp_path / "bad.csv"
     lines = (REPO / "data" / "train.csv").read_text().splitlines()
     header = lines[0].split(",")
     row = lines[1].split(",")
     row[header.index("mean_area")] = "-1"
     bad.write_text("\n".join([lines[0], ",".join(row), *lines[2:]]) + "\n")
-    result = run_mlops("validate", str(bad), state_dir=tmp_path)
+    return bad
+
+
+def test_validate__failing_data_exits_1_naming_the_expectations(tmp_path):
+    result = run_mlops("validate", str(_bad_training_file(tmp_path)), state_dir=tmp_path)
     assert result.returncode == 1
     assert "mean_area" in result.stdout and "expect_column_values_to_be_between" in result.stdout
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_train__failing_data_exits_1_and_registers_nothing(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    result = run_mlops("train", "--data", str(_bad_training_file(tmp_path)), state_dir=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "mean_area" in result.stderr and "Validation FAILED" in result.stderr
+    assert "Traceback" not in result.stderr
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert client.search_registered_models() == []
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+
+
+@pytest.mark.parametrize("variable", ["MLOPS_TRACKING_URI", "MLOPS_PREFECT_API_URL"])
+def test_configured_server_down__exit_4_naming_the_server_and_the_fix(tmp_path, variable):
+    from mlops.serving import free_port
+
+    down = f"http://127.0.0.1:{free_port()}" + ("/api" if "PREFECT" in variable else "")
+    result = run_mlops("train", state_dir=tmp_path, **{variable: down})
+    assert result.returncode == 4
+    assert down in result.stderr and "Start it" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_ui__serves_the_mlflow_ui_on_loopback(tmp_path):
+    import httpx
+
+    from mlops.serving import free_port
+
+    port = free_port()
+    environment = {**os.environ, "MLOPS_STATE_DIR": str(tmp_path)}
+    process = subprocess.Popen(
+        [str(MLOPS), "ui", "--port", str(port)], cwd=REPO, env=environment,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        status = None
+        while time.monotonic() < deadline and status != 200:
+            try:
+                status = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code
+            except httpx.TransportError:
+                time.sleep(0.5)
+        assert status == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 200
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(30)
 
 
 @pytest.mark.parametrize(
