@@ -168,3 +168,32 @@ def test_import__does_not_load_evidently_or_pandas() -> None:
     code = "import sys, mlops.monitoring; print(sorted(m for m in ('evidently', 'pandas') if m in sys.modules))"
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output.strip() == "[]"
+
+
+def _graded_shift_frames(rows: int, seed: int = 5):
+    """Numeric columns shifted by growing amounts (scores on both sides of 0.1) and categories."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+
+    def frame(shift: bool) -> pd.DataFrame:
+        data = {f"num_{i}": rng.normal(0.04 * i * shift, 1, rows) for i in range(10)}
+        probabilities = [0.3, 0.2, 0.2, 0.15, 0.15] if shift else [0.2] * 5
+        data["cat"] = rng.choice(list("abcde"), rows, p=probabilities)
+        return pd.DataFrame(data)
+
+    return frame(False), frame(True)
+
+
+def test_compute_drift__sampled_verdicts_equal_the_full_data_verdicts():
+    reference, current = _graded_shift_frames(60_000)
+    fast = compute_drift(reference, current, threshold=0.3, sample_rows=5_000)
+    full = compute_drift(reference, current, threshold=0.3, sample_rows=10**9)
+    assert [c.drifted for c in fast.columns] == [c.drifted for c in full.columns]
+    assert any(c.drifted for c in full.columns) and not all(c.drifted for c in full.columns)
+    assert any(not c.exact for c in fast.columns), "clear-cut columns are decided on the sample"
+    for sampled, exact in zip(fast.columns, full.columns):
+        if sampled.exact:
+            assert sampled.score == pytest.approx(exact.score, rel=1e-9)
+            assert sampled.method == exact.method
