@@ -6,7 +6,7 @@ UV := .uv/bin/uv
 VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install demo test test-fast ui clean
+.PHONY: install demo test test-fast bench ui clean
 
 install: $(VENV)/.installed
 
@@ -26,6 +26,9 @@ test: install
 
 test-fast: install
 	$(VENV)/bin/pytest -m "not slow"
+
+bench: install
+	for script in benchmarks/[a-z]*.py; do $(VENV)/bin/python $$script || exit 1; done
 
 ui: install
 	$(VENV)/bin/mlops ui

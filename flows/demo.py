@@ -8,6 +8,7 @@ drift on the logged predictions (monitoring flow) → retrain (child flow run)
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,7 +60,15 @@ def run_demo(settings: Settings, console: Console | None = None) -> DemoSummary:
             summary.monitoring = monitoring_flow(settings)
     finally:
         server.stop()
+    _save_stage_times(settings, summary)
     return summary
+
+
+def _save_stage_times(settings: Settings, summary: DemoSummary) -> None:
+    """Stage timings as JSON beside the reports, for benchmarks and dashboards."""
+    path = settings.reports_dir / "demo-stages.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary.stage_seconds, indent=2) + "\n", encoding="utf-8")
 
 
 def _send_traffic(settings: Settings, url: str) -> tuple[int, int]:
