@@ -27,6 +27,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from mlops.errors import ConfigError
 
 __all__ = [
+    "AlertsConfig",
     "DataConfig",
     "ModelConfig",
     "MonitoringConfig",
@@ -78,7 +79,22 @@ class MonitoringConfig(_Section):
 
     drift_share_threshold: float = Field(0.3, ge=0.0, le=1.0)
     retrain_on_drift: bool = True
-    min_rows: int = Field(30, ge=1)
+    min_rows: int = Field(30, ge=1, description="Smallest window that may trigger a retrain.")
+    quality_metric: Literal["accuracy", "f1", "rmse", "mae"] = "accuracy"
+    quality_floor: float | None = Field(None, description="Retrain when quality on labeled rows falls past it.")
+    cooldown_minutes: float = Field(60.0, ge=0, description="Minimum time between two automatic retrains.")
+    max_retrains_per_day: int = Field(3, ge=0)
+
+
+class AlertsConfig(_Section):
+    """Where alerts go: a webhook (JSON POST) and/or a Prefect notification block."""
+
+    webhook_url: str | None = None
+    prefect_block: str | None = Field(
+        None, description="A saved Prefect notification block as 'type-slug/name', e.g. 'slack-webhook/ops'."
+    )
+    events: tuple[str, ...] = ("drift_detected", "gate_rejected", "deployment_rolled_back", "flow_failed")
+    timeout_seconds: float = Field(5.0, gt=0)
 
 
 class Settings(BaseSettings):
@@ -99,6 +115,7 @@ class Settings(BaseSettings):
     model: ModelConfig = ModelConfig()
     serving: ServingConfig = ServingConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,70 @@
+"""Tell someone: drift detected, gate rejected, deployment rolled back, flow failed.
+
+Alerts go to a webhook (a JSON POST, e.g. a chat incoming-webhook or an
+on-call tool) and/or a saved Prefect notification block. Sending an alert never
+fails the flow that sends it: a receiver that is down is logged and skipped.
+
+Payload::
+
+    {"event": "drift_detected", "message": "…", "details": {…}, "time": "2026-…Z", "source": "mlops"}
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlops.config import AlertsConfig
+
+__all__ = ["EVENTS", "send_alert"]
+
+EVENTS = ("drift_detected", "gate_rejected", "deployment_rolled_back", "flow_failed")
+logger = logging.getLogger(__name__)
+
+
+def send_alert(config: AlertsConfig, event: str, message: str, details: dict[str, Any] | None = None) -> bool:
+    """Deliver one alert to every configured channel; True when at least one accepted it."""
+    if event not in EVENTS:
+        raise ValueError(f"unknown alert event {event!r}; expected one of {', '.join(EVENTS)}")
+    if event not in config.events:
+        return False
+    payload = {
+        "event": event,
+        "message": message,
+        "details": details or {},
+        "time": datetime.now(timezone.utc).isoformat(),
+        "source": "mlops",
+    }
+    delivered = False
+    if config.webhook_url:
+        delivered |= _post_webhook(config.webhook_url, payload, config.timeout_seconds)
+    if config.prefect_block:
+        delivered |= _notify_block(config.prefect_block, f"[mlops] {event}: {message}")
+    return delivered
+
+
+def _post_webhook(url: str, payload: dict[str, Any], timeout: float) -> bool:
+    import httpx
+
+    try:
+        response = httpx.post(url, json=payload, timeout=timeout)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        # The URL may hold a token: name the host only.
+        logger.warning("Alert %s not delivered to webhook %s: %s", payload["event"], httpx.URL(url).host, exc)
+        return False
+    return True
+
+
+def _notify_block(name: str, body: str) -> bool:
+    from prefect.blocks.core import Block
+
+    try:
+        block = Block.load(name)
+        block.notify(body)
+    except Exception as exc:  # any block type, any transport: an alert never fails the flow
+        logger.warning("Alert not delivered through Prefect block %r: %s", name, exc)
+        return False
+    return True
