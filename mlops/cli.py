@@ -147,6 +147,60 @@ def demo(settings: Settings) -> None:
     reporting.print_demo(run_demo(settings))
 
 
+@cli.command()
+@click.option("--list", "list_only", is_flag=True, help="Show the scheduled deployments and their next runs.")
+@_command
+def schedule(settings: Settings, list_only: bool) -> None:
+    """Serve scheduled retraining (cron) and monitoring (interval) until interrupted.
+
+    Without prefect_api_url, starts a local Prefect server (127.0.0.1, state folder).
+    """
+    import os
+
+    from mlops import orchestration
+
+    if list_only:
+        _list_schedules(settings)
+        return
+    server = None
+    if not settings.prefect_api_url:
+        server = orchestration.start_local_server(settings, settings.schedules.prefect_port)
+        os.environ["PREFECT_API_URL"] = server.api_url  # before prefect is imported below
+    try:  # Prefect's runner turns SIGTERM into a graceful stop, so `finally` runs then too
+        import prefect
+
+        from flows.schedules import deployments
+
+        config = click.get_current_context().find_root().params.get("config")
+        click.echo(
+            f"Serving schedules: training '{settings.schedules.training_cron}' (cron, UTC), monitoring every "
+            f"{settings.schedules.monitoring_interval_minutes:g} min, on {os.environ.get('PREFECT_API_URL')}. "
+            "Ctrl-C to stop."
+        )
+        prefect.serve(*deployments(settings, config), print_starting_message=False)
+    except KeyboardInterrupt:
+        click.echo("Stopping.")
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _list_schedules(settings: Settings) -> None:
+    import os
+
+    from mlops import orchestration, reporting
+
+    if not settings.prefect_api_url:
+        server = orchestration.find_local_server(settings)
+        if server is None:
+            click.echo("No schedule server is running for this state folder. Start one with `mlops schedule`.")
+            return
+        os.environ["PREFECT_API_URL"] = server.api_url
+    from flows.schedules import list_schedules
+
+    reporting.print_schedules(list_schedules())
+
+
 @cli.command("config")
 @click.option("--schema", is_flag=True, help="Print the JSON schema instead of the effective config.")
 @click.pass_context

@@ -31,6 +31,7 @@ __all__ = [
     "DataConfig",
     "ModelConfig",
     "MonitoringConfig",
+    "SchedulesConfig",
     "ServingConfig",
     "Settings",
     "load_settings",
@@ -86,6 +87,14 @@ class MonitoringConfig(_Section):
     max_retrains_per_day: int = Field(3, ge=0)
 
 
+class SchedulesConfig(_Section):
+    """When the scheduled flows run (``mlops schedule``)."""
+
+    training_cron: str = Field("0 3 * * *", description="Cron (UTC) of the scheduled retraining.")
+    monitoring_interval_minutes: float = Field(60.0, gt=0, description="Minutes between monitoring runs.")
+    prefect_port: int = Field(4200, ge=1, le=65535, description="Port of the local Prefect server schedules start.")
+
+
 class AlertsConfig(_Section):
     """Where alerts go: a webhook (JSON POST) and/or a Prefect notification block."""
 
@@ -115,6 +124,7 @@ class Settings(BaseSettings):
     model: ModelConfig = ModelConfig()
     serving: ServingConfig = ServingConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
+    schedules: SchedulesConfig = SchedulesConfig()
     alerts: AlertsConfig = AlertsConfig()
 
     @classmethod

@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["print_demo", "print_monitoring", "print_training"]
+__all__ = ["print_demo", "print_monitoring", "print_schedules", "print_training"]
 
 
 def print_training(outcome: Any, console: Console | None = None) -> None:
@@ -64,4 +64,18 @@ def print_demo(summary: Any, console: Console | None = None) -> None:
     table.add_row("MLflow store", summary.tracking_uri)
     table.add_row("MLflow UI", "mlops ui  →  http://127.0.0.1:5000")
     table.add_row("stages", ", ".join(f"{name} {seconds:.1f}s" for name, seconds in summary.stage_seconds.items()))
+    console.print(table)
+
+
+def print_schedules(rows: list[dict[str, str]], console: Console | None = None) -> None:
+    """The scheduled deployments and their next runs."""
+    console = console or Console()
+    if not rows:
+        console.print("No schedules yet. Start them with `mlops schedule`.")
+        return
+    table = Table(title="Schedules")
+    for column in ("deployment", "schedule", "paused", "next run (UTC)"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["deployment"], row["schedule"], row["paused"], row["next_run"])
     console.print(table)

@@ -1,0 +1,95 @@
+"""Scheduled retraining (cron) and monitoring (interval) as Prefect deployments.
+
+``mlops schedule`` serves both from one long-running process with
+``prefect.serve`` (no work pool needed: the embedded default). Each scheduled run
+is a small entry flow that loads the settings in the serving process and runs
+the real flow as a child flow run, so no setting, and no secret in one, is
+stored in the deployment's parameters.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from prefect import flow, tags
+from prefect.client.schemas.objects import ConcurrencyLimitConfig
+
+from flows.monitoring import monitoring_flow
+from flows.training import training_flow
+from mlops.config import Settings, load_settings
+from mlops.prediction_log import read_prediction_log
+
+__all__ = ["TRAINING_DEPLOYMENT", "MONITORING_DEPLOYMENT", "deployments", "scheduled_monitoring", "scheduled_training"]
+
+TRAINING_DEPLOYMENT = "scheduled-training"
+MONITORING_DEPLOYMENT = "scheduled-monitoring"
+
+
+@flow(name="scheduled-training")
+def scheduled_training(config: str | None = None, state_dir: str | None = None) -> str:
+    """Retrain on the configured training data; the gate decides as always."""
+    settings = load_settings(config, state_dir)
+    with tags("trigger:schedule"):
+        outcome = training_flow(settings, trigger="schedule")
+    return f"v{outcome.registered.version}: {outcome.decision.reason}"
+
+
+@flow(name="scheduled-monitoring")
+def scheduled_monitoring(config: str | None = None, state_dir: str | None = None) -> str:
+    """Check the logged predictions for drift; the policy decides whether to retrain."""
+    settings = load_settings(config, state_dir)
+    if read_prediction_log(settings.predictions_dir, last=1).empty:
+        return "skipped: no predictions logged yet"
+    return monitoring_flow(settings).drift.summary()
+
+
+def deployments(settings: Settings, config: str | None) -> list:
+    """The two deployments, parameterised by where to find the settings, not by the settings."""
+    parameters = {"config": config, "state_dir": str(settings.state_dir)}
+    interval = timedelta(minutes=settings.schedules.monitoring_interval_minutes)
+    return [
+        scheduled_training.to_deployment(
+            name=TRAINING_DEPLOYMENT, cron=settings.schedules.training_cron, parameters=parameters, tags=["mlops"]
+        ),
+        scheduled_monitoring.to_deployment(
+            name=MONITORING_DEPLOYMENT,
+            interval=interval,
+            parameters=parameters,
+            tags=["mlops"],
+            # A check still running when the next is due: skip the new one rather than pile up.
+            concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy="CANCEL_NEW"),
+        ),
+    ]
+
+
+def list_schedules() -> list[dict[str, str]]:
+    """Each scheduled deployment with its schedule and next run, read from the Prefect API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter
+    from prefect.client.schemas.filters import FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    names = [TRAINING_DEPLOYMENT, MONITORING_DEPLOYMENT]
+    scheduled = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])))
+    rows = []
+    with get_client(sync_client=True) as client:
+        for deployment in client.read_deployments(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=names))):
+            upcoming = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id={"any_": [deployment.id]}),
+                flow_run_filter=scheduled,
+                sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+                limit=1,
+            )
+            schedules = ", ".join(_describe(item.schedule) for item in deployment.schedules) or "none"
+            next_run = upcoming[0].expected_start_time.isoformat(timespec="seconds") if upcoming else "–"
+            rows.append({"deployment": deployment.name, "schedule": schedules, "paused": str(deployment.paused), "next_run": next_run})
+    return rows
+
+
+def _describe(schedule) -> str:
+    if getattr(schedule, "cron", None):
+        return f"cron {schedule.cron}"
+    if getattr(schedule, "interval", None):
+        return f"every {schedule.interval}"
+    return str(schedule)
