@@ -53,8 +53,11 @@ __all__ = [
     "ColumnDrift",
     "DriftSummary",
     "compute_drift",
+    "join_labels",
     "load_current_window",
+    "log_monitoring_run",
     "save_summary",
+    "window_quality",
 ]
 
 _VALUE_DRIFT = "evidently:metric_v2:ValueDrift"
@@ -346,3 +349,87 @@ def _numeric(series: pd.Series) -> bool:
     import pandas as pd
 
     return pd.api.types.is_numeric_dtype(series)
+
+
+def join_labels(window: pd.DataFrame, labels_path: str | Path) -> pd.DataFrame:
+    """The logged predictions that have a ground-truth label, with a ``label`` column.
+
+    Labels file (CSV): ``request_id``, ``label`` and optionally ``record`` (the
+    record's position in its request, default 0), one row per labeled prediction.
+    """
+    from mlops.data import load_table
+
+    labels = load_table(labels_path)
+    missing = [column for column in ("request_id", "label") if column not in labels.columns]
+    if missing:
+        raise DataError(
+            f"Labels file {labels_path} lacks column(s) {', '.join(missing)}. "
+            "It needs request_id, label and optionally record (position in the request)."
+        )
+    if "record" not in labels.columns:
+        labels = labels.assign(record=0)
+    labels = labels.astype({"request_id": str, "record": int})
+    keyed = window.astype({"request_id": str, "record": int})
+    return keyed.merge(labels[["request_id", "record", "label"]], on=["request_id", "record"], how="inner")
+
+
+def window_quality(labeled: pd.DataFrame, task: str) -> dict[str, float]:
+    """Quality of the served predictions on labeled rows: accuracy/f1 or rmse/mae."""
+    from sklearn import metrics
+
+    if labeled.empty:
+        return {}
+    truth, predicted = labeled["label"], labeled["prediction"]
+    if task == "regression":
+        return {
+            "rmse": float(metrics.root_mean_squared_error(truth, predicted)),
+            "mae": float(metrics.mean_absolute_error(truth, predicted)),
+        }
+    average = "binary" if truth.nunique() <= 2 and predicted.nunique() <= 2 else "macro"
+    return {
+        "accuracy": float(metrics.accuracy_score(truth, predicted)),
+        "f1": float(metrics.f1_score(truth, predicted, average=average, zero_division=0)),
+    }
+
+
+def log_monitoring_run(
+    summary: DriftSummary,
+    *,
+    experiment: str,
+    artifact_dir: Path,
+    model_name: str,
+    model_version: str | None,
+    quality: dict[str, float] | None = None,
+    artifacts: Sequence[str | Path] = (),
+    tags: dict[str, str] | None = None,
+) -> str:
+    """Record one monitoring check as an MLflow run linked to the model version it watched."""
+    import mlflow
+
+    experiment_id = _monitoring_experiment(experiment, artifact_dir)
+    run_tags = {
+        "mlops.kind": "monitoring",
+        "mlops.model_name": model_name,
+        "mlops.model_version": model_version or "",
+        "mlops.drift_detected": str(summary.drift_detected).lower(),
+        **(tags or {}),
+    }
+    with mlflow.start_run(experiment_id=experiment_id, run_name="monitoring", tags=run_tags) as run:
+        mlflow.log_params({"drift_share_threshold": summary.threshold, "window_rows": summary.current_rows})
+        mlflow.log_metrics({"drift_share": summary.drift_share, "drifted_columns": len(summary.drifted_columns)})
+        mlflow.log_metrics({f"window_{name}": value for name, value in (quality or {}).items()})
+        mlflow.log_dict(summary.to_dict(), "drift/summary.json")
+        for path in artifacts:
+            mlflow.log_artifact(str(path), artifact_path="drift")
+    return run.info.run_id
+
+
+def _monitoring_experiment(name: str, artifact_dir: Path) -> str:
+    # Artifacts under the state folder: MLflow's default would be ./mlruns in the CWD.
+    import mlflow
+
+    existing = mlflow.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    artifact_dir.mkdir(parents=True, exist_ok=True)
+    return mlflow.create_experiment(name, artifact_location=artifact_dir.resolve().as_uri())

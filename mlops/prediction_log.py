@@ -2,9 +2,12 @@
 
 One line per predicted record::
 
-    {"timestamp": "2026-11-26T23:59:59.123456+00:00", "request_id": "…",
+    {"timestamp": "2026-11-26T23:59:59.123456+00:00", "request_id": "…", "record": 0,
      "model_name": "breast-cancer-classifier", "model_version": "3",
      "inputs": {"mean_radius": 13.1, …}, "prediction": 1}
+
+``record`` is the record's position in its request, so ``(request_id, record)``
+names one prediction: ground-truth labels that arrive later join on it.
 
 Files are named ``predictions-YYYYMMDD.jsonl`` (UTC) and rotate daily. The writer
 hands lines to a background thread through a bounded queue, so a slow disk never
@@ -58,11 +61,12 @@ class PredictionLogWriter:
     ) -> None:
         """Queue one line per record; never blocks and never raises on a full queue."""
         timestamp = datetime.now(timezone.utc).isoformat()
-        for record, prediction in zip(inputs, predictions):
+        for index, (record, prediction) in enumerate(zip(inputs, predictions)):
             line = json.dumps(
                 {
                     "timestamp": timestamp,
                     "request_id": request_id,
+                    "record": index,
                     "model_name": model_name,
                     "model_version": model_version,
                     "inputs": dict(record),
@@ -105,7 +109,7 @@ class PredictionLogWriter:
 
 def read_prediction_log(folder: str | Path, last: int | None = None) -> pd.DataFrame:
     """Return logged predictions as a frame: one column per input feature, plus
-    ``timestamp``, ``request_id``, ``model_name``, ``model_version`` and ``prediction``.
+    ``timestamp``, ``request_id``, ``record``, ``model_name``, ``model_version`` and ``prediction``.
 
     ``last`` keeps only the newest N records. An absent or empty folder gives an
     empty frame. Partially written trailing lines are skipped.

@@ -13,6 +13,9 @@ import pytest
 from mlops.data import load_table
 from mlops.errors import DataError
 from mlops.monitoring import (
+    join_labels,
+    log_monitoring_run,
+    window_quality,
     ColumnDrift,
     DriftSummary,
     compute_drift,
@@ -197,3 +200,54 @@ def test_compute_drift__sampled_verdicts_equal_the_full_data_verdicts():
         if sampled.exact:
             assert sampled.score == pytest.approx(exact.score, rel=1e-9)
             assert sampled.method == exact.method
+
+
+def test_join_labels__matches_request_and_record(tmp_path):
+    writer = PredictionLogWriter(tmp_path / "log")
+    rows = [{"a": 1.0}, {"a": 2.0}, {"a": 3.0}]
+    writer.log(request_id="req-1", model_name="m", model_version="1", inputs=rows[:2], predictions=[0, 1])
+    writer.log(request_id="req-2", model_name="m", model_version="1", inputs=rows[2:], predictions=[1])
+    writer.close()
+    labels = tmp_path / "labels.csv"
+    labels.write_text("request_id,record,label\nreq-1,1,1\nreq-2,0,0\nreq-9,0,1\n")
+    from mlops.prediction_log import read_prediction_log
+
+    labeled = join_labels(read_prediction_log(tmp_path / "log"), labels)
+    assert sorted(zip(labeled["a"], labeled["label"])) == [(2.0, 1), (3.0, 0)]
+    assert window_quality(labeled, "classification") == {"accuracy": 0.5, "f1": pytest.approx(2 / 3)}
+
+
+def test_join_labels__file_without_required_columns_is_a_data_error(tmp_path):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("id,truth\n1,0\n")
+    with pytest.raises(DataError, match="request_id, label"):
+        join_labels(pd.DataFrame({"request_id": [], "record": []}), labels)
+
+
+def test_window_quality__regression_errors():
+    labeled = pd.DataFrame({"label": [1.0, 2.0, 4.0], "prediction": [1.0, 3.0, 4.0]})
+    quality = window_quality(labeled, "regression")
+    assert quality["mae"] == pytest.approx(1 / 3)
+    assert quality["rmse"] == pytest.approx((1 / 3) ** 0.5)
+
+
+def test_log_monitoring_run__links_the_check_to_the_model_version(tool_env, settings, tmp_path):
+    import mlflow
+
+    reference = load_table(settings.data.training).drop(columns=["target"])
+    current = load_table(settings.data.current).drop(columns=["target"])
+    summary = compute_drift(reference, current, threshold=0.3, report_path=tmp_path / "drift.html")
+    run_id = log_monitoring_run(
+        summary,
+        experiment="breast-cancer-monitoring",
+        artifact_dir=settings.mlflow_artifact_dir,
+        model_name="breast-cancer-classifier",
+        model_version="3",
+        quality={"accuracy": 0.9},
+        artifacts=[tmp_path / "drift.html"],
+    )
+    run = mlflow.get_run(run_id)
+    assert run.data.tags["mlops.model_version"] == "3"
+    assert run.data.metrics["drift_share"] == pytest.approx(summary.drift_share)
+    assert run.data.metrics["window_accuracy"] == 0.9
+    assert list(settings.mlflow_artifact_dir.rglob("drift.html")), "artifacts live under the state folder"
