@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger, runtime, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 
-from mlops import data, tracking, training, validation
+from mlops import contract, data, tracking, training, validation
 from mlops.config import Settings
 from mlops.errors import ValidationFailed
 from mlops.training import DataSplit, TrainedModel
@@ -38,10 +38,13 @@ class TrainingOutcome:
 
 @task(cache_policy=NO_CACHE)
 def validate_data(frame, settings: Settings, data_path: Path) -> tuple[validation.ValidationResult, Path]:
-    result = validation.validate_frame(frame, settings.data.suite)
+    """The gate: the data contract (``data.contract``) in training scope; warnings are logged."""
+    result = contract.validate_with_contract(frame, settings.data.contract, scope="training")
     result = dataclasses.replace(result, data_path=str(data_path))
     stamp = runtime.flow_run.id or "local"
     report = validation.write_html_report(result, settings.reports_dir / f"validation-{stamp}.html")
+    for warning in result.warnings:
+        get_run_logger().warning("Data contract warning: %s", warning.describe())
     if result.success:
         get_run_logger().info("Validation passed: %s rows, %s expectations", result.rows, result.evaluated)
     return result, report

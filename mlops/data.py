@@ -48,7 +48,29 @@ def load_table(path: str | Path) -> pd.DataFrame:
         raise DataError(f"Data file {path} is not a readable UTF-8 CSV file: {exc}") from None
     if frame.empty:
         raise DataError(f"Data file {path} has a header but no rows. Provide at least one data row.")
+    _check_header(path, frame)
     return frame
+
+
+_OTHER_DELIMITERS = (";", "\t", "|")
+
+
+def _check_header(path: Path, frame: pd.DataFrame) -> None:
+    """Catch what pandas hides: a duplicated name (renamed ``a.1``) or a non-comma delimiter."""
+    import csv
+
+    with open(path, encoding="utf-8", newline="") as handle:
+        names = next(csv.reader(handle), [])
+    duplicated = sorted({name for name in names if names.count(name) > 1})
+    if duplicated:
+        raise DataError(f"Data file {path} has duplicated columns {duplicated}. Give every column a unique name.")
+    if len(frame.columns) == 1:
+        found = [mark for mark in _OTHER_DELIMITERS if mark in str(frame.columns[0])]
+        if found:
+            raise DataError(
+                f"Data file {path} has a single column whose name contains {found[0]!r}: it looks delimited by "
+                f"{found[0]!r}, not commas. Save it as a comma-separated file."
+            )
 
 
 def data_fingerprint(frame: pd.DataFrame) -> str:
