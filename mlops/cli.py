@@ -161,6 +161,21 @@ def serve(settings: Settings, port: int | None, alias: str | None) -> None:
 
 
 @cli.command()
+@click.argument("data", type=click.Path(dir_okay=False))
+@click.option("--output", type=click.Path(dir_okay=False), help="Scores file (default: STATE/scores/NAME-scores.csv).")
+@_command
+def score(settings: Settings, data: str, output: str | None) -> None:
+    """Validate DATA against the contract, then score it with the champion (exit 1 if blocked)."""
+    from flows.scoring import scoring_flow
+
+    outcome = scoring_flow(settings, data_path=Path(data), output_path=Path(output) if output else None)
+    for warning in outcome.validation.warnings:
+        click.echo(f"warning: {warning.describe()}")
+    click.echo(f"Scored {outcome.rows} rows with {settings.model.name} v{outcome.model_version}: {outcome.output_path}")
+    click.echo(f"Validation report: {outcome.validation_report}")
+
+
+@cli.command()
 @click.option("--current", type=click.Path(dir_okay=False), help="Current data (default: logged predictions).")
 @_command
 def monitor(settings: Settings, current: str | None) -> None:
@@ -169,6 +184,9 @@ def monitor(settings: Settings, current: str | None) -> None:
     from mlops import reporting
 
     outcome = monitoring_flow(settings, current_path=Path(current) if current else None)
+    if outcome.validation is not None and outcome.validation.failures:
+        click.echo(f"Data contract violations in the current batch (report: {outcome.validation_report}):")
+        click.echo(outcome.validation.summary())
     reporting.print_monitoring(outcome)
 
 

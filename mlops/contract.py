@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -38,18 +39,20 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from mlops.config import Settings
-    from mlops.validation import ValidationResult
+    from mlops.validation import FailedExpectation, ValidationResult
 
 __all__ = [
     "DEFAULT_MARGIN",
     "DEFAULT_SEVERITY",
     "ColumnContract",
     "Contract",
+    "RecordValidator",
     "contract_diff",
     "contract_files",
     "contract_to_yaml",
     "draft_contract",
     "load_contract",
+    "record_validator",
     "to_suite",
     "validate_file_with_contract",
     "validate_with_contract",
@@ -279,7 +282,7 @@ def _column_expectations(column: ColumnContract, scope: Scope) -> list[dict[str,
     if column.categories is not None:
         kwargs = {"column": name, "value_set": list(column.categories)}
         checks.append(_gx("expect_column_values_to_be_in_set", column.severity_of("categories"), "categories", **kwargs))
-    if scope == "training" and column.type != "bool":
+    if scope == "training" and column.type != "bool" and not column.categories:
         kwargs = {"column": name, "min_value": 2}
         checks.append(_gx("expect_column_unique_value_count_to_be_between", column.severity_of("constant"), "constant", **kwargs))
     return checks
@@ -303,8 +306,42 @@ def validate_with_contract(frame: pd.DataFrame, contract_path: str | Path, scope
     contract = load_contract(contract_path)
     if scope == "batch" and contract.target in frame.columns:
         frame = frame.drop(columns=[contract.target])
+    frame, unparsed = _parse_numbers(frame, contract)
     result = validate_frame(frame, to_suite(contract, scope))
-    return replace(result, suite_path=str(contract_path))
+    failures = unparsed + result.failures
+    success = result.success and not any(failure.severity == "block" for failure in unparsed)
+    return replace(result, failures=failures, success=success, suite_path=str(contract_path))
+
+
+def _parse_numbers(frame: pd.DataFrame, contract: Contract) -> tuple[pd.DataFrame, tuple[FailedExpectation, ...]]:
+    """Name the values of a numeric column that are not numbers; GX only sees an ``object`` column.
+
+    The column is then parsed (bad values become nulls) so its range is still checked.
+    """
+    import pandas as pd
+
+    from mlops.validation import SAMPLE_SIZE, FailedExpectation
+
+    failures = []
+    for column in contract.columns:
+        values = frame.get(column.name)
+        if column.type not in ("float", "int") or values is None or pd.api.types.is_numeric_dtype(values):
+            continue
+        parsed = pd.to_numeric(values, errors="coerce")
+        bad = values[values.notna() & parsed.isna()]
+        frame = frame.assign(**{column.name: parsed})
+        failures.append(
+            FailedExpectation(
+                expectation="values_parse_as_numbers",
+                column=column.name,
+                unexpected_count=len(bad),
+                unexpected_percent=100.0 * len(bad) / max(len(values), 1),
+                sample_values=tuple(map(str, bad.head(SAMPLE_SIZE))),
+                details=f"type={column.type}: these values are not numbers (they are counted as nulls below)",
+                severity=column.severity_of("type"),
+            )
+        )
+    return frame, tuple(failures)
 
 
 def validate_file_with_contract(path: str | Path, contract_path: str | Path, scope: Scope = "training") -> ValidationResult:
@@ -314,3 +351,72 @@ def validate_file_with_contract(path: str | Path, contract_path: str | Path, sco
     load_contract(contract_path)  # a broken contract is reported before the data is read
     result = validate_with_contract(load_table(path), contract_path, scope)
     return replace(result, data_path=str(path))
+
+
+# --- Serving -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecordValidator:
+    """The serving side of the contract: one request record at a time.
+
+    ``model`` enforces the block-level checks (a required field, its type, a block
+    range or category set) and raises pydantic's ``ValidationError`` naming the
+    field (HTTP 422); :meth:`warnings` lists the warn-level issues of a valid record,
+    so the service answers and counts them.
+    """
+
+    contract: Contract
+    model: type[BaseModel]
+
+    def validate(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """The record as checked values; raises ``pydantic.ValidationError`` on a block-level issue."""
+        return self.model.model_validate(dict(record)).model_dump()
+
+    def warnings(self, record: Mapping[str, Any]) -> list[str]:
+        """Warn-level issues, e.g. ``"city: 'oslo' is not a known category"``."""
+        found = []
+        for column in self.contract.features:
+            value = record.get(column.name)
+            if value is None:
+                continue
+            if column.severity_of("range") == "warn" and not _within(value, column):
+                found.append(f"{column.name}: {value!r} is outside [{column.min}, {column.max}]")
+            if column.severity_of("categories") == "warn" and column.categories is not None:
+                if value not in column.categories:
+                    found.append(f"{column.name}: {value!r} is not a known category")
+        return found
+
+
+def record_validator(contract: Contract) -> RecordValidator:
+    """Build the request schema from the contract's features (the target is not requested)."""
+    from pydantic import create_model
+
+    fields = {column.name: _record_field(column) for column in contract.features}
+    config = ConfigDict(extra="forbid", frozen=True)
+    return RecordValidator(contract, create_model(f"{contract.name.title()}Record", __config__=config, **fields))
+
+
+def _record_field(column: ColumnContract) -> tuple[Any, Any]:
+    from typing import Literal as Choice
+
+    kinds: dict[str, Any] = {"float": float, "int": int, "str": str, "bool": bool}
+    kind = kinds[column.type]
+    constraints: dict[str, Any] = {"strict": True}
+    if column.type == "float":
+        constraints["allow_inf_nan"] = False
+    if column.severity_of("range") == "block":
+        constraints.update(ge=column.min, le=column.max)
+    if column.categories is not None and column.severity_of("categories") == "block":
+        kind, constraints = Choice[tuple(column.categories)], {}  # type: ignore[valid-type]
+    if column.nullable:
+        return kind | None, Field(None, **constraints)
+    return kind, Field(..., **constraints)
+
+
+def _within(value: Any, column: ColumnContract) -> bool:
+    try:
+        low_ok = column.min is None or value >= column.min
+        return low_ok and (column.max is None or value <= column.max)
+    except TypeError:
+        return True  # a wrong type is the model's (block) concern
