@@ -18,7 +18,7 @@ from prefect.states import Failed
 
 from mlops import contract, data, scoring, validation
 from mlops.config import Settings
-from mlops.errors import ValidationFailed
+from mlops.errors import MlopsError, ValidationFailed
 
 __all__ = ["ScoringOutcome", "scoring_flow"]
 
@@ -47,12 +47,10 @@ def validate_batch(frame, settings: Settings, data_path: Path) -> tuple[validati
 
 
 @task(cache_policy=NO_CACHE)
-def predict(frame, settings: Settings, output_path: Path) -> tuple[Path, str]:
-    model, version = scoring.load_registered_model(settings.model.name, settings.serving.alias)
-    features = [column.name for column in contract.load_contract(settings.data.contract).features]
+def predict(model, frame, features: list[str], output_path: Path) -> Path:
     written = scoring.write_scores(scoring.score_frame(model, frame, features), output_path)
-    get_run_logger().info("Scored %s rows with %s v%s into %s", len(frame), settings.model.name, version, written)
-    return written, version
+    get_run_logger().info("Scored %s rows into %s", len(frame), written)
+    return written
 
 
 @flow(name="scoring", validate_parameters=False)
@@ -60,10 +58,18 @@ def scoring_flow(settings: Settings, data_path: Path, output_path: Path | None =
     """Validate DATA against the contract, score it with the champion, write the scores."""
     data_path = Path(data_path)
     output_path = Path(output_path or settings.state_dir / "scores" / f"{data_path.stem}-scores.csv")
-    frame = data.load_table(data_path)
+    try:  # an unreadable file or contract is the user's to fix: a Failed state, no traceback
+        frame = data.load_table(data_path)
+        features = [column.name for column in contract.load_contract(settings.data.contract).features]
+    except MlopsError as exc:
+        return Failed(message=str(exc), data=exc)
     result, report = validate_batch(frame, settings, data_path)
     if not result.success:
         message = f"{result.summary()}\nHTML report: {report}\nNothing was scored or written."
         return Failed(message=message, data=ValidationFailed(message, result))
-    written, version = predict(frame, settings, output_path)
+    try:
+        model, version = scoring.load_registered_model(settings.model.name, settings.serving.alias)
+    except MlopsError as exc:
+        return Failed(message=str(exc), data=exc)
+    written = predict(model, frame, features, output_path)
     return ScoringOutcome(written, len(frame), version, result, report)

@@ -19,7 +19,7 @@ from prefect.states import Failed
 
 from mlops import contract, data, tracking, training, validation
 from mlops.config import Settings
-from mlops.errors import ValidationFailed
+from mlops.errors import MlopsError, ValidationFailed
 from mlops.training import DataSplit, TrainedModel
 
 __all__ = ["TrainingOutcome", "training_flow"]
@@ -80,7 +80,11 @@ def gate(registered: tracking.RegisteredVersion, split: DataSplit, settings: Set
 def training_flow(settings: Settings, data_path: Path | None = None, trigger: str = "manual") -> TrainingOutcome:
     """Validate the data, train, register a new version and run the champion gate."""
     data_path = Path(data_path or settings.data.training)
-    frame = data.load_table(data_path)
+    try:  # an unreadable file or contract is the user's to fix: a Failed state, no traceback
+        frame = data.load_table(data_path)
+        contract.load_contract(settings.data.contract)
+    except MlopsError as exc:
+        return Failed(message=str(exc), data=exc)
     result, report = validate_data(frame, settings, data_path)
     if not result.success:
         message = f"{result.summary()}\nHTML report: {report}"

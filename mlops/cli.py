@@ -71,13 +71,17 @@ def cli(ctx: click.Context, config: str | None, state_dir: str | None) -> None:
     show_default=True,
     help="training: every column, min_rows, classes; batch: the features a scoring batch needs.",
 )
+@click.option("--chunk-rows", type=click.IntRange(1), help="Stream DATA this many rows at a time (large files).")
 @_command
-def validate(settings: Settings, data: str | None, scope: str) -> None:
+def validate(settings: Settings, data: str | None, scope: str, chunk_rows: int | None) -> None:
     """Check DATA (default: the training file) against the data contract (exit 1 if blocked)."""
     from mlops import contract, validation
 
     path = Path(data) if data else settings.data.training
-    result = contract.validate_file_with_contract(path, settings.data.contract, scope)  # type: ignore[arg-type]
+    if chunk_rows:
+        result = contract.validate_file_in_chunks(path, settings.data.contract, scope, chunk_rows)  # type: ignore[arg-type]
+    else:
+        result = contract.validate_file_with_contract(path, settings.data.contract, scope)  # type: ignore[arg-type]
     report = validation.write_html_report(result, settings.reports_dir / "validation-latest.html")
     click.echo(result.summary())
     click.echo(f"HTML report: {report}")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import difflib
 import math
+from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -54,6 +55,7 @@ __all__ = [
     "load_contract",
     "record_validator",
     "to_suite",
+    "validate_file_in_chunks",
     "validate_file_with_contract",
     "validate_with_contract",
     "write_contract",
@@ -351,6 +353,113 @@ def validate_file_with_contract(path: str | Path, contract_path: str | Path, sco
     load_contract(contract_path)  # a broken contract is reported before the data is read
     result = validate_with_contract(load_table(path), contract_path, scope)
     return replace(result, data_path=str(path))
+
+
+# --- Large files ---------------------------------------------------------------------
+
+# Checks about the whole table, computed exactly while streaming rather than per chunk.
+_WHOLE_TABLE = ("min_rows", "classes", "constant")
+DEFAULT_CHUNK_ROWS = 100_000
+
+
+def validate_file_in_chunks(
+    path: str | Path, contract_path: str | Path, scope: Scope = "training", chunk_rows: int = DEFAULT_CHUNK_ROWS
+) -> ValidationResult:
+    """Validate a CSV file of any length in memory bounded by ``chunk_rows``; the result is exact.
+
+    Row-level checks (type, nulls, range, categories, columns) run in GX on each chunk
+    and their failing-row counts are summed (samples: the first ones found); the
+    whole-table checks (``min_rows``, a classification target's classes, constant
+    features) are counted exactly over the stream, since a chunk cannot judge them.
+    """
+    from mlops.data import iter_table
+    from mlops.validation import ValidationResult, validate_frame
+
+    contract = load_contract(contract_path)
+    suite = to_suite(contract, scope)
+    # ``mostly`` is a share of the whole table: count every failing row per chunk, judge at the end.
+    mostly = {
+        (e["type"], e["kwargs"].get("column")): e["kwargs"]["mostly"] for e in suite["expectations"] if "mostly" in e["kwargs"]
+    }
+    row_level = {
+        **suite,
+        "expectations": [
+            {**e, "kwargs": {k: v for k, v in e["kwargs"].items() if k != "mostly"}}
+            for e in suite["expectations"]
+            if e["meta"]["check"] not in _WHOLE_TABLE
+        ],
+    }
+    merged: dict[tuple[str, str | None], FailedExpectation] = {}
+    distinct: dict[str, set[Any]] = defaultdict(set)
+    rows, columns = 0, set()
+    for chunk in iter_table(path, chunk_rows):
+        if scope == "batch" and contract.target in chunk.columns:
+            chunk = chunk.drop(columns=[contract.target])
+        chunk, unparsed = _parse_numbers(chunk, contract)
+        for failure in unparsed + validate_frame(chunk, row_level).failures:
+            _merge(merged, failure)
+        _count_distinct(chunk, distinct)
+        rows, columns = rows + len(chunk), set(map(str, chunk.columns))
+    failures = [_with_percent(failure, rows) for failure in merged.values()]
+    failures = [failure for failure in failures if not _tolerated(failure, mostly)]
+    failures += _whole_table_failures(suite, rows, distinct, columns)
+    failures.sort(key=lambda failure: (failure.column is not None, failure.column or ""))
+    success = not any(failure.severity == "block" for failure in failures)
+    evaluated = len(suite["expectations"])
+    return ValidationResult(success, contract.name, rows, evaluated, tuple(failures), str(path), str(contract_path))
+
+
+def _merge(merged: dict[tuple[str, str | None], FailedExpectation], failure: FailedExpectation) -> None:
+    from mlops.validation import SAMPLE_SIZE
+
+    key = (failure.expectation, failure.column)
+    seen = merged.get(key)
+    if seen is None:
+        merged[key] = failure
+    elif seen.unexpected_count is not None and failure.unexpected_count is not None:
+        samples = (seen.sample_values + failure.sample_values)[:SAMPLE_SIZE]
+        merged[key] = replace(seen, unexpected_count=seen.unexpected_count + failure.unexpected_count, sample_values=samples)
+
+
+def _tolerated(failure: FailedExpectation, mostly: dict[tuple[str, str | None], float]) -> bool:
+    tolerance = 1.0 - mostly.get((failure.expectation, failure.column), 1.0)
+    return failure.unexpected_percent is not None and failure.unexpected_percent <= 100 * tolerance
+
+
+def _with_percent(failure: FailedExpectation, rows: int) -> FailedExpectation:
+    if failure.unexpected_count is None:
+        return failure
+    return replace(failure, unexpected_percent=100.0 * failure.unexpected_count / max(rows, 1))
+
+
+def _count_distinct(chunk: pd.DataFrame, distinct: dict[str, set[Any]]) -> None:
+    """Up to two distinct non-null values per column: enough to tell "constant" from not."""
+    for name in map(str, chunk.columns):
+        if len(distinct[name]) < 2:
+            distinct[name].update(chunk[name].dropna().drop_duplicates().head(2).tolist())
+
+
+def _whole_table_failures(
+    suite: dict[str, Any], rows: int, distinct: dict[str, set[Any]], columns: set[str]
+) -> list[FailedExpectation]:
+    from mlops.validation import FailedExpectation
+
+    failures = []
+    for expectation in suite["expectations"]:
+        if expectation["meta"]["check"] not in _WHOLE_TABLE:
+            continue
+        kwargs = expectation["kwargs"]
+        column = kwargs.get("column")
+        observed = rows if column is None else len(distinct.get(column, ()))
+        if column is not None and column not in columns:
+            details = "error: the column is missing from the data"
+        elif observed < kwargs["min_value"]:
+            details = f"min_value={kwargs['min_value']}, observed={observed}"
+        else:
+            continue
+        severity = "block" if expectation["severity"] == "critical" else "warn"
+        failures.append(FailedExpectation(expectation["type"], column, None, None, (), details, severity))
+    return failures
 
 
 # --- Serving -------------------------------------------------------------------------

@@ -89,3 +89,19 @@ def test_corpus__cli_exit_codes_and_messages(tmp_path: Path, name: str, exit_cod
     assert result.returncode == exit_code, result.stderr
     assert shown in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("name", "scope"), sorted(CASES), ids=lambda value: str(value))
+def test_corpus__chunked_validation_agrees_with_whole_file(name: str, scope: str):
+    from mlops.contract import validate_file_in_chunks
+
+    def outcome(validate):
+        try:
+            result = validate(CORPUS / name, CONTRACT, scope)
+        except DataError as exc:
+            return str(exc)
+        failures = sorted((f.expectation, f.column, f.severity, f.unexpected_count) for f in result.failures)
+        return result.success, result.rows, failures
+
+    chunked = outcome(lambda *args: validate_file_in_chunks(*args, chunk_rows=7))
+    assert chunked == outcome(validate_file_with_contract)
