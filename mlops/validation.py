@@ -403,8 +403,19 @@ def _render_html(result: ValidationResult) -> str:
         f"<style>{_STYLE}</style></head><body>"
         f"<h1>Validation {status}</h1>"
         f"<p>Suite <b>{e(result.suite_name)}</b> on {e(result.data_path or 'a data frame')}: "
-        f"{result.rows} rows, {result.evaluated} expectations, {len(result.failures)} failed.</p>"
-        f"{table}</body></html>\n"
+        f"{result.rows} rows, {result.evaluated} expectations, {len(result.failures)} failed "
+        f"({len(result.blocking)} blocking, {len(result.warnings)} warnings).</p>"
+        f"{table}{_html_fix(result)}</body></html>\n"
+    )
+
+
+def _html_fix(result: ValidationResult) -> str:
+    if not result.failures:
+        return ""
+    where = html.escape(result.suite_path or "the suite file")
+    return (
+        f"<p>Fix the data, or, if the change is intended, update <code>{where}</code>: redraft it with "
+        "<code>mlops contract draft DATA</code>, or set the check's severity to <code>warn</code>.</p>"
     )
 
 

@@ -114,3 +114,22 @@ def test_cli_score__blocked_batch_exits_1_and_writes_nothing(tmp_path):
     assert "Validation FAILED" in result.stderr and "mean_smoothness" in result.stderr
     assert "Traceback" not in result.stderr
     assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("score", "tests/corpus/does_not_exist.csv"), "does not exist"),
+        (("train", "--data", "tests/corpus/semicolon.csv"), "looks delimited by ';'"),
+        (("score", "data/train.csv"), "Run `mlops train` first"),
+    ],
+)
+def test_cli__unreadable_input_or_no_champion_exits_2_without_traceback(tmp_path, args, message):
+    environment = {**os.environ, "MLOPS_STATE_DIR": str(tmp_path / "state")}
+    command = [str(Path(sys.executable).with_name("mlops")), *args]
+
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=environment, timeout=600)
+
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "state" / "scores").exists()
