@@ -12,9 +12,11 @@ Example::
     print(result.summary())
     require_valid(result)  # raises ValidationFailed (exit code 1) when it failed
 
-Draft or regenerate a suite from training data (review the diff before committing)::
+The project's own suite is generated from the data contract (:mod:`mlops.contract`,
+``mlops contract suite``); expectations of severity ``warning`` are reported without
+failing the run. A stand-alone suite can still be drafted from training data::
 
-    python -m mlops.validation data/train.csv data/expectations/breast_cancer.json
+    python -m mlops.validation data/train.csv my_suite.json
 """
 
 from __future__ import annotations
