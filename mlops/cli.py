@@ -79,7 +79,9 @@ def validate(settings: Settings, data: str | None, scope: str, chunk_rows: int |
 
     path = Path(data) if data else settings.data.training
     if chunk_rows:
-        result = contract.validate_file_in_chunks(path, settings.data.contract, scope, chunk_rows)  # type: ignore[arg-type]
+        result = contract.validate_file_in_chunks(
+            path, settings.data.contract, scope, chunk_rows  # type: ignore[arg-type]
+        )
     else:
         result = contract.validate_file_with_contract(path, settings.data.contract, scope)  # type: ignore[arg-type]
     report = validation.write_html_report(result, settings.reports_dir / "validation-latest.html")

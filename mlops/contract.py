@@ -191,7 +191,9 @@ def draft_contract(
     if task == "classification":
         labels = sorted(frame[target].dropna().unique().tolist())
         columns = [
-            column.model_copy(update={"categories": labels, "min": None, "max": None, "severity": {"categories": "block"}})
+            column.model_copy(
+                update={"categories": labels, "min": None, "max": None, "severity": {"categories": "block"}}
+            )
             if column.name == target
             else column
             for column in columns
@@ -255,7 +257,9 @@ def to_suite(contract: Contract, scope: Scope = "training") -> dict[str, Any]:
     names = sorted(column.name for column in columns)
     expectations = [_gx("expect_table_columns_to_match_set", "block", "columns", column_set=names)]
     if scope == "training":
-        expectations.append(_gx("expect_table_row_count_to_be_between", "block", "min_rows", min_value=contract.min_rows))
+        expectations.append(
+            _gx("expect_table_row_count_to_be_between", "block", "min_rows", min_value=contract.min_rows)
+        )
     for column in sorted(columns, key=lambda column: column.name):
         expectations += _column_expectations(column, scope)
     if scope == "training" and contract.task == "classification":
@@ -274,19 +278,33 @@ def _column_expectations(column: ColumnContract, scope: Scope) -> list[dict[str,
     if column.nullable:
         nulls["mostly"] = round(1.0 - (column.max_null_rate if column.max_null_rate is not None else 1.0), 6)
     checks = [
-        _gx("expect_column_values_to_be_in_type_list", column.severity_of("type"), "type", column=name, type_list=list(types)),
+        _gx(
+            "expect_column_values_to_be_in_type_list",
+            column.severity_of("type"),
+            "type",
+            column=name,
+            type_list=list(types),
+        ),
     ]
     if not column.nullable or nulls["mostly"] > 0:
-        checks.insert(0, _gx("expect_column_values_to_not_be_null", column.severity_of("nullable"), "nullable", **nulls))
+        checks.insert(
+            0, _gx("expect_column_values_to_not_be_null", column.severity_of("nullable"), "nullable", **nulls)
+        )
     if column.min is not None or column.max is not None:
         bounds = {"min_value": column.min, "max_value": column.max}
-        checks.append(_gx("expect_column_values_to_be_between", column.severity_of("range"), "range", column=name, **bounds))
+        checks.append(
+            _gx("expect_column_values_to_be_between", column.severity_of("range"), "range", column=name, **bounds)
+        )
     if column.categories is not None:
         kwargs = {"column": name, "value_set": list(column.categories)}
-        checks.append(_gx("expect_column_values_to_be_in_set", column.severity_of("categories"), "categories", **kwargs))
+        checks.append(
+            _gx("expect_column_values_to_be_in_set", column.severity_of("categories"), "categories", **kwargs)
+        )
     if scope == "training" and column.type != "bool" and not column.categories:
         kwargs = {"column": name, "min_value": 2}
-        checks.append(_gx("expect_column_unique_value_count_to_be_between", column.severity_of("constant"), "constant", **kwargs))
+        checks.append(
+            _gx("expect_column_unique_value_count_to_be_between", column.severity_of("constant"), "constant", **kwargs)
+        )
     return checks
 
 
@@ -298,7 +316,9 @@ def _gx(kind: str, severity: Severity, check: str, **kwargs: Any) -> dict[str, A
 # --- Validation ----------------------------------------------------------------------
 
 
-def validate_with_contract(frame: pd.DataFrame, contract_path: str | Path, scope: Scope = "training") -> ValidationResult:
+def validate_with_contract(
+    frame: pd.DataFrame, contract_path: str | Path, scope: Scope = "training"
+) -> ValidationResult:
     """Validate ``frame`` against the contract (via its GX suite); warn-level failures don't fail it.
 
     In ``batch`` scope a target column, if present, is ignored (scoring files may carry labels).
@@ -346,7 +366,9 @@ def _parse_numbers(frame: pd.DataFrame, contract: Contract) -> tuple[pd.DataFram
     return frame, tuple(failures)
 
 
-def validate_file_with_contract(path: str | Path, contract_path: str | Path, scope: Scope = "training") -> ValidationResult:
+def validate_file_with_contract(
+    path: str | Path, contract_path: str | Path, scope: Scope = "training"
+) -> ValidationResult:
     """Read a CSV file (a :class:`DataError` if unreadable) and validate it against the contract."""
     from mlops.data import load_table
 
@@ -379,7 +401,9 @@ def validate_file_in_chunks(
     suite = to_suite(contract, scope)
     # ``mostly`` is a share of the whole table: count every failing row per chunk, judge at the end.
     mostly = {
-        (e["type"], e["kwargs"].get("column")): e["kwargs"]["mostly"] for e in suite["expectations"] if "mostly" in e["kwargs"]
+        (e["type"], e["kwargs"].get("column")): e["kwargs"]["mostly"]
+        for e in suite["expectations"]
+        if "mostly" in e["kwargs"]
     }
     row_level = {
         **suite,
@@ -418,7 +442,9 @@ def _merge(merged: dict[tuple[str, str | None], FailedExpectation], failure: Fai
         merged[key] = failure
     elif seen.unexpected_count is not None and failure.unexpected_count is not None:
         samples = (seen.sample_values + failure.sample_values)[:SAMPLE_SIZE]
-        merged[key] = replace(seen, unexpected_count=seen.unexpected_count + failure.unexpected_count, sample_values=samples)
+        merged[key] = replace(
+            seen, unexpected_count=seen.unexpected_count + failure.unexpected_count, sample_values=samples
+        )
 
 
 def _tolerated(failure: FailedExpectation, mostly: dict[tuple[str, str | None], float]) -> bool:

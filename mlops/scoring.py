@@ -34,7 +34,9 @@ def load_registered_model(name: str, alias: str) -> tuple[Any, str]:
         version = str(mlflow.MlflowClient().get_model_version_by_alias(name, alias).version)
     except MlflowException as exc:
         if exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
-            raise RegistryError(f"Model {name!r} has no version with alias {alias!r}. Run `mlops train` first.") from None
+            raise RegistryError(
+                f"Model {name!r} has no version with alias {alias!r}. Run `mlops train` first."
+            ) from None
         raise
     return mlflow.sklearn.load_model(f"models:/{name}/{version}"), version
 

@@ -116,9 +116,11 @@ class ValidationResult:
         where = f"{source} ({self.rows} rows, suite '{self.suite_name}')"
         warned = f" with {len(self.warnings)} warning(s)" if self.warnings else ""
         if self.success:
-            lines = [f"Validation passed{warned}: {self.evaluated - len(self.failures)} of {self.evaluated} expectations met by {where}."]
+            met = self.evaluated - len(self.failures)
+            lines = [f"Validation passed{warned}: {met} of {self.evaluated} expectations met by {where}."]
         else:
-            lines = [f"Validation FAILED: {len(self.blocking)} blocking of {self.evaluated} expectations not met by {where}{warned}."]
+            blocking = f"{len(self.blocking)} blocking of {self.evaluated} expectations"
+            lines = [f"Validation FAILED: {blocking} not met by {where}{warned}."]
         lines += [f"  - {failure.describe()}" for failure in self.blocking + self.warnings]
         if self.failures:
             suite = self.suite_path or "the suite file"

@@ -58,7 +58,11 @@ def test_draft_contract__infers_types_ranges_categories_nulls_and_task() -> None
     assert (contract.task, contract.min_rows) == ("classification", 50)
     assert (columns["x"].type, columns["x"].min, columns["x"].max) == ("float", 5.0, 25.0)
     assert (columns["n"].type, columns["n"].min, columns["n"].max) == ("int", 0.0, 4.0)
-    assert (columns["city"].categories, columns["city"].nullable, columns["city"].max_null_rate) == (["a", "b"], True, 0.6667)
+    assert (columns["city"].categories, columns["city"].nullable, columns["city"].max_null_rate) == (
+        ["a", "b"],
+        True,
+        0.6667,
+    )
     assert columns["flag"].type == "bool"
     assert (columns["target"].categories, columns["target"].severity_of("categories")) == (["no", "yes"], "block")
     assert columns["city"].severity_of("categories") == "warn"
@@ -71,7 +75,9 @@ def test_draft_contract__many_distinct_float_targets_is_regression() -> None:
 
     assert contract.task == "regression"
     assert "expect_column_unique_value_count_to_be_between" not in [
-        e["type"] for e in to_suite(contract)["expectations"] if e["kwargs"].get("column") == "y" and e["severity"] == "critical"
+        e["type"]
+        for e in to_suite(contract)["expectations"]
+        if e["kwargs"].get("column") == "y" and e["severity"] == "critical"
     ]
 
 
@@ -106,7 +112,10 @@ def test_write_contract__round_trips(tmp_path: Path, train: pd.DataFrame) -> Non
         ("name: [unclosed", "not valid YAML"),
         ("name: s\ntarget: y\ntask: clustering\ncolumns: []\n", "task"),
         ("name: s\ntarget: y\ntask: regression\ncolumns:\n- {name: x, type: float, colour: red}\n", "colour"),
-        ("name: s\ntarget: y\ntask: regression\ncolumns:\n- {name: x, type: float, severity: {range: stop}}\n", "range"),
+        (
+            "name: s\ntarget: y\ntask: regression\ncolumns:\n- {name: x, type: float, severity: {range: stop}}\n",
+            "range",
+        ),
         ("name: s\ntarget: y\ntask: regression\ncolumns:\n- {name: x, type: float}\n", "target 'y' is not among"),
     ],
 )

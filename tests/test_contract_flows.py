@@ -37,7 +37,9 @@ def _registry_snapshot(settings) -> dict:
     experiments = [experiment.experiment_id for experiment in client.search_experiments()]
     return {
         "versions": sorted((v.version, v.current_stage, tuple(sorted(v.tags.items()))) for v in versions),
-        "aliases": sorted((alias, version) for model in client.search_registered_models() for alias, version in model.aliases.items()),
+        "aliases": sorted(
+            (alias, version) for model in client.search_registered_models() for alias, version in model.aliases.items()
+        ),
         "runs": sorted(run.info.run_id for run in client.search_runs(experiments)),
         "bentoml_store": sorted(str(path) for path in settings.bentoml_home.rglob("*")),
     }
