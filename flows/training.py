@@ -17,9 +17,9 @@ from prefect import flow, get_run_logger, runtime, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 
-from mlops import data, tracking, training, validation
+from mlops import contract, data, tracking, training, validation
 from mlops.config import Settings
-from mlops.errors import ValidationFailed
+from mlops.errors import MlopsError, ValidationFailed
 from mlops.training import DataSplit, TrainedModel
 
 __all__ = ["TrainingOutcome", "training_flow"]
@@ -38,10 +38,13 @@ class TrainingOutcome:
 
 @task(cache_policy=NO_CACHE)
 def validate_data(frame, settings: Settings, data_path: Path) -> tuple[validation.ValidationResult, Path]:
-    result = validation.validate_frame(frame, settings.data.suite)
+    """The gate: the data contract (``data.contract``) in training scope; warnings are logged."""
+    result = contract.validate_with_contract(frame, settings.data.contract, scope="training")
     result = dataclasses.replace(result, data_path=str(data_path))
     stamp = runtime.flow_run.id or "local"
     report = validation.write_html_report(result, settings.reports_dir / f"validation-{stamp}.html")
+    for warning in result.warnings:
+        get_run_logger().warning("Data contract warning: %s", warning.describe())
     if result.success:
         get_run_logger().info("Validation passed: %s rows, %s expectations", result.rows, result.evaluated)
     return result, report
@@ -77,7 +80,11 @@ def gate(registered: tracking.RegisteredVersion, split: DataSplit, settings: Set
 def training_flow(settings: Settings, data_path: Path | None = None, trigger: str = "manual") -> TrainingOutcome:
     """Validate the data, train, register a new version and run the champion gate."""
     data_path = Path(data_path or settings.data.training)
-    frame = data.load_table(data_path)
+    try:  # an unreadable file or contract is the user's to fix: a Failed state, no traceback
+        frame = data.load_table(data_path)
+        contract.load_contract(settings.data.contract)
+    except MlopsError as exc:
+        return Failed(message=str(exc), data=exc)
     result, report = validate_data(frame, settings, data_path)
     if not result.success:
         message = f"{result.summary()}\nHTML report: {report}"

@@ -64,18 +64,72 @@ def cli(ctx: click.Context, config: str | None, state_dir: str | None) -> None:
 
 @cli.command()
 @click.argument("data", required=False, type=click.Path(dir_okay=False))
+@click.option(
+    "--scope",
+    type=click.Choice(["training", "batch"]),
+    default="training",
+    show_default=True,
+    help="training: every column, min_rows, classes; batch: the features a scoring batch needs.",
+)
+@click.option("--chunk-rows", type=click.IntRange(1), help="Stream DATA this many rows at a time (large files).")
 @_command
-def validate(settings: Settings, data: str | None) -> None:
-    """Check DATA (default: the training file) against the expectation suite."""
-    from mlops import validation
+def validate(settings: Settings, data: str | None, scope: str, chunk_rows: int | None) -> None:
+    """Check DATA (default: the training file) against the data contract (exit 1 if blocked)."""
+    from mlops import contract, validation
 
     path = Path(data) if data else settings.data.training
-    result = validation.validate_file(path, settings.data.suite)
+    if chunk_rows:
+        result = contract.validate_file_in_chunks(
+            path, settings.data.contract, scope, chunk_rows  # type: ignore[arg-type]
+        )
+    else:
+        result = contract.validate_file_with_contract(path, settings.data.contract, scope)  # type: ignore[arg-type]
     report = validation.write_html_report(result, settings.reports_dir / "validation-latest.html")
     click.echo(result.summary())
     click.echo(f"HTML report: {report}")
     if not result.success:
         sys.exit(ValidationFailed.exit_code)
+
+
+@cli.group()
+def contract() -> None:
+    """Draft the data contract, or regenerate its GX suite."""
+
+
+@contract.command("draft")
+@click.argument("data", type=click.Path(dir_okay=False))
+@click.option("--margin", type=click.FloatRange(0.0), default=0.1, show_default=True, help="Range widening.")
+@click.option("--write", is_flag=True, help="Overwrite an existing contract instead of printing the diff.")
+@_command
+def contract_draft(settings: Settings, data: str, margin: float, write: bool) -> None:
+    """Infer a contract from DATA; if one exists, print what would change (a diff) instead."""
+    from mlops import contract as contracts
+    from mlops.data import load_table
+
+    path = settings.data.contract
+    drafted = contracts.draft_contract(load_table(data), settings.data.target, path.stem, margin=margin)
+    if path.is_file() and not write:
+        diff = contracts.contract_diff(contracts.load_contract(path), drafted, path)
+        click.echo(diff or f"No change: {path} already matches a draft of {data}.")
+        if diff:
+            click.echo(f"Nothing written. Review the diff, then edit {path} or rerun with --write.")
+        return
+    click.echo(f"Contract written: {contracts.write_contract(drafted, path)}")
+    click.echo(f"GX suite written: {_write_suite(settings)}")
+
+
+@contract.command("suite")
+@_command
+def contract_suite(settings: Settings) -> None:
+    """Regenerate the GX suite (data.suite) from the contract after editing it."""
+    click.echo(f"GX suite written: {_write_suite(settings)}")
+
+
+def _write_suite(settings: Settings) -> Path:
+    from mlops import contract as contracts
+    from mlops.validation import write_suite
+
+    return write_suite(contracts.to_suite(contracts.load_contract(settings.data.contract)), settings.data.suite)
 
 
 @cli.command()
@@ -113,6 +167,21 @@ def serve(settings: Settings, port: int | None, alias: str | None) -> None:
 
 
 @cli.command()
+@click.argument("data", type=click.Path(dir_okay=False))
+@click.option("--output", type=click.Path(dir_okay=False), help="Scores file (default: STATE/scores/NAME-scores.csv).")
+@_command
+def score(settings: Settings, data: str, output: str | None) -> None:
+    """Validate DATA against the contract, then score it with the champion (exit 1 if blocked)."""
+    from flows.scoring import scoring_flow
+
+    outcome = scoring_flow(settings, data_path=Path(data), output_path=Path(output) if output else None)
+    for warning in outcome.validation.warnings:
+        click.echo(f"warning: {warning.describe()}")
+    click.echo(f"Scored {outcome.rows} rows with {settings.model.name} v{outcome.model_version}: {outcome.output_path}")
+    click.echo(f"Validation report: {outcome.validation_report}")
+
+
+@cli.command()
 @click.option("--current", type=click.Path(dir_okay=False), help="Current data (default: logged predictions).")
 @_command
 def monitor(settings: Settings, current: str | None) -> None:
@@ -121,6 +190,9 @@ def monitor(settings: Settings, current: str | None) -> None:
     from mlops import reporting
 
     outcome = monitoring_flow(settings, current_path=Path(current) if current else None)
+    if outcome.validation is not None and outcome.validation.failures:
+        click.echo(f"Data contract violations in the current batch (report: {outcome.validation_report}):")
+        click.echo(outcome.validation.summary())
     reporting.print_monitoring(outcome)
 
 

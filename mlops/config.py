@@ -45,10 +45,16 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    """Where the data and its expectation suite live."""
+    """Where the data and its contract live.
+
+    ``contract`` is the source of truth enforced at training, scoring, monitoring and
+    serving; ``suite`` is the GX suite generated from it (``mlops contract suite``),
+    kept beside it for GX users and logged with each training run.
+    """
 
     training: Path = Path("data/train.csv")
     current: Path = Path("data/current.csv")
+    contract: Path = Path("data/contracts/breast_cancer.yaml")
     suite: Path = Path("data/expectations/breast_cancer.json")
     target: str = "target"
 
@@ -187,7 +193,7 @@ def load_settings(
     base = path.parent if path else Path.cwd()
     updates: dict[str, Any] = {"state_dir": _resolve(base, Path(state_dir) if state_dir else settings.state_dir)}
     updates["data"] = settings.data.model_copy(
-        update={name: _resolve(base, getattr(settings.data, name)) for name in ("training", "current", "suite")}
+        update={name: _resolve(base, getattr(settings.data, name)) for name in ("training", "current", "contract", "suite")}
     )
     return settings.model_copy(update=updates)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,7 +25,7 @@ from mlops.errors import DataError
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["SHIFTED_PREFIXES", "data_fingerprint", "load_table", "make_sample_data", "write_sample_data"]
+__all__ = ["SHIFTED_PREFIXES", "data_fingerprint", "iter_table", "load_table", "make_sample_data", "write_sample_data"]
 
 SHIFTED_PREFIXES = ("mean_", "worst_")
 SHIFT_FACTOR = 1.3
@@ -37,9 +38,7 @@ def load_table(path: str | Path) -> pd.DataFrame:
     """Read a CSV file, turning every way it can be unreadable into a :class:`DataError`."""
     import pandas as pd
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"Data file {path} does not exist. Check the path or the 'data' section of the config.")
+    path = _existing(path)
     try:
         frame = pd.read_csv(path)
     except pd.errors.EmptyDataError:
@@ -48,7 +47,61 @@ def load_table(path: str | Path) -> pd.DataFrame:
         raise DataError(f"Data file {path} is not a readable UTF-8 CSV file: {exc}") from None
     if frame.empty:
         raise DataError(f"Data file {path} has a header but no rows. Provide at least one data row.")
+    _check_header(path, frame)
     return frame
+
+
+def iter_table(path: str | Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """Read a CSV file ``chunk_rows`` rows at a time (bounded memory), with :func:`load_table`'s checks.
+
+    A problem found half-way (a ragged row, a bad byte) is a :class:`DataError` too.
+    """
+    import pandas as pd
+
+    path = _existing(path)
+    chunks = 0
+    try:
+        with pd.read_csv(path, chunksize=chunk_rows) as reader:
+            for index, chunk in enumerate(reader):
+                if index == 0:
+                    _check_header(path, chunk)
+                if not chunk.empty:
+                    chunks += 1
+                    yield chunk
+    except pd.errors.EmptyDataError:
+        raise DataError(f"Data file {path} is empty. Provide a CSV file with a header row and data rows.") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"Data file {path} is not a readable UTF-8 CSV file: {exc}") from None
+    if chunks == 0:
+        raise DataError(f"Data file {path} has a header but no rows. Provide at least one data row.")
+
+
+def _existing(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"Data file {path} does not exist. Check the path or the 'data' section of the config.")
+    return path
+
+
+_OTHER_DELIMITERS = (";", "\t", "|")
+
+
+def _check_header(path: Path, frame: pd.DataFrame) -> None:
+    """Catch what pandas hides: a duplicated name (renamed ``a.1``) or a non-comma delimiter."""
+    import csv
+
+    with open(path, encoding="utf-8", newline="") as handle:
+        names = next(csv.reader(handle), [])
+    duplicated = sorted({name for name in names if names.count(name) > 1})
+    if duplicated:
+        raise DataError(f"Data file {path} has duplicated columns {duplicated}. Give every column a unique name.")
+    if len(frame.columns) == 1:
+        found = [mark for mark in _OTHER_DELIMITERS if mark in str(frame.columns[0])]
+        if found:
+            raise DataError(
+                f"Data file {path} has a single column whose name contains {found[0]!r}: it looks delimited by "
+                f"{found[0]!r}, not commas. Save it as a comma-separated file."
+            )
 
 
 def data_fingerprint(frame: pd.DataFrame) -> str:

@@ -12,9 +12,11 @@ Example::
     print(result.summary())
     require_valid(result)  # raises ValidationFailed (exit code 1) when it failed
 
-Draft or regenerate a suite from training data (review the diff before committing)::
+The project's own suite is generated from the data contract (:mod:`mlops.contract`,
+``mlops contract suite``); expectations of severity ``warning`` are reported without
+failing the run. A stand-alone suite can still be drafted from training data::
 
-    python -m mlops.validation data/train.csv data/expectations/breast_cancer.json
+    python -m mlops.validation data/train.csv my_suite.json
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import json
 import math
 import sys
 from dataclasses import dataclass, replace
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,11 +71,12 @@ class FailedExpectation:
     unexpected_percent: float | None
     sample_values: tuple
     details: str
+    severity: str = "block"
 
     def describe(self) -> str:
         """One line for a terminal: what failed, where, how often, with which values."""
         where = f" on column '{self.column}'" if self.column else ""
-        line = f"{self.expectation}{where}"
+        line = f"[{self.severity}] {self.expectation}{where}"
         if self.unexpected_count is not None:
             percent = f" ({self.unexpected_percent:.1f}%)" if self.unexpected_percent is not None else ""
             rows = "row" if self.unexpected_count == 1 else "rows"
@@ -96,32 +100,54 @@ class ValidationResult:
     data_path: str | None = None
     suite_path: str | None = None
 
+    @property
+    def blocking(self) -> tuple[FailedExpectation, ...]:
+        """The failures that fail the gate (severity ``block``)."""
+        return tuple(failure for failure in self.failures if failure.severity == "block")
+
+    @property
+    def warnings(self) -> tuple[FailedExpectation, ...]:
+        """The failures that are reported but let the run continue (severity ``warn``)."""
+        return tuple(failure for failure in self.failures if failure.severity != "block")
+
     def summary(self) -> str:
-        """A report for humans: what failed and how to fix it."""
+        """A report for humans: what failed, where, and how to fix or override it."""
         source = self.data_path or "the data"
         where = f"{source} ({self.rows} rows, suite '{self.suite_name}')"
+        warned = f" with {len(self.warnings)} warning(s)" if self.warnings else ""
         if self.success:
-            return f"Validation passed: {self.evaluated} expectations met by {where}."
-        lines = [f"Validation FAILED: {len(self.failures)} of {self.evaluated} expectations not met by {where}."]
-        lines += [f"  - {failure.describe()}" for failure in self.failures]
-        suite = self.suite_path or "the suite file"
-        lines.append(f"Fix the data, or, if the change is intended, update the suite file at {suite}.")
+            met = self.evaluated - len(self.failures)
+            lines = [f"Validation passed{warned}: {met} of {self.evaluated} expectations met by {where}."]
+        else:
+            blocking = f"{len(self.blocking)} blocking of {self.evaluated} expectations"
+            lines = [f"Validation FAILED: {blocking} not met by {where}{warned}."]
+        lines += [f"  - {failure.describe()}" for failure in self.blocking + self.warnings]
+        if self.failures:
+            suite = self.suite_path or "the suite file"
+            lines.append(
+                f"Fix the data, or, if the change is intended, update {suite} "
+                "(redraft it with `mlops contract draft DATA`, or set the check's severity to warn)."
+            )
         return "\n".join(lines)
 
 
-def validate_frame(frame: pd.DataFrame, suite_path: str | Path) -> ValidationResult:
-    """Run the suite in ``suite_path`` against ``frame`` in a throw-away in-memory GX context."""
-    suite = _load_suite(Path(suite_path))
+def validate_frame(frame: pd.DataFrame, suite: str | Path | Mapping[str, Any]) -> ValidationResult:
+    """Run a suite (a file, or a suite dict) against ``frame`` in a throw-away in-memory GX context.
+
+    The run fails only on expectations of severity ``critical`` (a contract's ``block``);
+    ``warning`` ones are reported in :attr:`ValidationResult.warnings`.
+    """
+    loaded = _load_suite(suite)
     batch = _ephemeral_batch(frame)
-    outcome = batch.validate(suite, result_format=dict(_RESULT_FORMAT))
+    outcome = batch.validate(loaded, result_format=dict(_RESULT_FORMAT))
     failures = [_failure(item, set(map(str, frame.columns))) for item in outcome.results if not item.success]
     return ValidationResult(
-        success=bool(outcome.success),
-        suite_name=suite.name,
+        success=not any(failure.severity == "block" for failure in failures),
+        suite_name=loaded.name,
         rows=len(frame),
         evaluated=int(outcome.statistics["evaluated_expectations"]),
         failures=tuple(sorted(failures, key=lambda failure: (failure.column is not None, failure.column or ""))),
-        suite_path=str(suite_path),
+        suite_path=None if isinstance(suite, Mapping) else str(suite),
     )
 
 
@@ -193,11 +219,12 @@ def write_suite(suite: dict[str, Any], path: str | Path) -> Path:
 _SUITE_FIX = "Fix the file, or draft a new one with `python -m mlops.validation <train.csv> <suite.json>`."
 
 
-def _load_suite(path: Path) -> ExpectationSuite:
-    """Read and check the suite file; GX itself would log and silently drop a bad expectation."""
+def _load_suite(source: str | Path | Mapping[str, Any]) -> ExpectationSuite:
+    """Read and check the suite; GX itself would log and silently drop a bad expectation."""
     import great_expectations as gx
 
-    raw = _read_suite_json(path)
+    path = Path("<suite>") if isinstance(source, Mapping) else Path(source)
+    raw = json.loads(json.dumps(source)) if isinstance(source, Mapping) else _read_suite_json(path)
     for index, item in enumerate(raw.get("expectations") or []):
         _check_expectation(path, index, item)
     try:
@@ -262,6 +289,7 @@ def _failure(item: Any, columns: set[str]) -> FailedExpectation:
     return FailedExpectation(
         expectation=item.expectation_config.type,
         column=kwargs.get("column"),
+        severity="block" if str(item.expectation_config.severity.value) == "critical" else "warn",
         unexpected_count=result.get("unexpected_count"),
         unexpected_percent=None if percent is None else float(percent),
         sample_values=tuple(map(_native, result.get("partial_unexpected_list") or ()))[:SAMPLE_SIZE],
@@ -360,7 +388,7 @@ def _gx_version() -> str:
 
 # --- HTML ------------------------------------------------------------------------------
 
-_HTML_COLUMNS = ("Expectation", "Column", "Failing rows", "Sample values", "Details")
+_HTML_COLUMNS = ("Severity", "Expectation", "Column", "Failing rows", "Sample values", "Details")
 _STYLE = (
     "body{font-family:system-ui,sans-serif;margin:2rem;color:#222}"
     "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}"
@@ -379,8 +407,19 @@ def _render_html(result: ValidationResult) -> str:
         f"<style>{_STYLE}</style></head><body>"
         f"<h1>Validation {status}</h1>"
         f"<p>Suite <b>{e(result.suite_name)}</b> on {e(result.data_path or 'a data frame')}: "
-        f"{result.rows} rows, {result.evaluated} expectations, {len(result.failures)} failed.</p>"
-        f"{table}</body></html>\n"
+        f"{result.rows} rows, {result.evaluated} expectations, {len(result.failures)} failed "
+        f"({len(result.blocking)} blocking, {len(result.warnings)} warnings).</p>"
+        f"{table}{_html_fix(result)}</body></html>\n"
+    )
+
+
+def _html_fix(result: ValidationResult) -> str:
+    if not result.failures:
+        return ""
+    where = html.escape(result.suite_path or "the suite file")
+    return (
+        f"<p>Fix the data, or, if the change is intended, update <code>{where}</code>: redraft it with "
+        "<code>mlops contract draft DATA</code>, or set the check's severity to <code>warn</code>.</p>"
     )
 
 
@@ -390,7 +429,7 @@ def _html_row(failure: FailedExpectation) -> str:
     if failure.unexpected_percent is not None:
         count += f" ({failure.unexpected_percent:.1f}%)"
     samples = ", ".join(map(str, failure.sample_values))
-    cells = (failure.expectation, failure.column or "", count, samples, failure.details)
+    cells = (failure.severity, failure.expectation, failure.column or "", count, samples, failure.details)
     return "<tr>" + "".join(f"<td>{e(cell)}</td>" for cell in cells) + "</tr>"
 
 

@@ -62,6 +62,9 @@ def test_monitoring_flow__drift_triggers_a_tagged_retraining_flow_run(tool_env, 
 
     first = training_flow(settings)
     outcome = monitoring_flow(settings, current_path=settings.data.current)
+    assert outcome.validation is not None and not outcome.validation.success, "skew is a contract violation"
+    assert {failure.expectation for failure in outcome.validation.blocking} == {"expect_column_values_to_be_between"}
+    assert outcome.validation_report.is_file()
     assert outcome.drift.drift_detected
     assert "mean_radius" in outcome.drift.drifted_columns
     assert outcome.summary_path.is_file() and outcome.drift.report_path

@@ -236,10 +236,11 @@ def test_draft_suite__unknown_target_raises_config_error(train: pd.DataFrame) ->
         draft_suite(train, target="label", name="s")
 
 
-def test_bundled_suite__is_the_draft_of_train_csv(train: pd.DataFrame) -> None:
-    # Guards against hand edits drifting from the generator; regenerate with
-    # `python -m mlops.validation data/train.csv data/expectations/breast_cancer.json`.
-    assert json.loads(SUITE.read_text()) == draft_suite(train, target="target", name="breast_cancer")
+def test_bundled_suite__is_generated_from_the_contract() -> None:
+    # Guards against hand edits drifting from the contract; regenerate with `mlops contract suite`.
+    from mlops.contract import load_contract, to_suite
+
+    assert json.loads(SUITE.read_text()) == to_suite(load_contract(REPO / "data" / "contracts" / "breast_cancer.yaml"))
 
 
 def test_validate_frame__writes_nothing_to_cwd_or_home(

@@ -1,0 +1,557 @@
+"""The data contract: one readable YAML file per dataset, enforced at every stage.
+
+A contract names the columns (type, nullability, range, allowed categories), the
+target, the task type and the minimum row count, each check with a severity:
+``block`` (the gate fails) or ``warn`` (reported, the run continues). Great
+Expectations stays the engine: :func:`to_suite` turns the contract into a GX suite,
+and the same contract drives the training gate, batch scoring, monitoring batches
+and the serving request schema (:func:`record_validator`).
+
+Defaults (documented in README, "Your data contract"):
+
+- missing or extra columns, a wrong type, nulls in a non-nullable column, a value
+  outside the range, fewer rows than ``min_rows`` and a classification target with a
+  single class: ``block``;
+- an unseen category and an all-constant feature: ``warn``;
+- a target's labels (classification): ``block``.
+
+Example::
+
+    contract = draft_contract(load_table("data/train.csv"), target="target", name="breast_cancer")
+    write_contract(contract, "data/contracts/breast_cancer.yaml")
+    result = validate_with_contract(frame, "data/contracts/breast_cancer.yaml")
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mlops.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mlops.config import Settings
+    from mlops.validation import FailedExpectation, ValidationResult
+
+__all__ = [
+    "DEFAULT_MARGIN",
+    "DEFAULT_SEVERITY",
+    "ColumnContract",
+    "Contract",
+    "RecordValidator",
+    "contract_diff",
+    "contract_files",
+    "contract_to_yaml",
+    "draft_contract",
+    "load_contract",
+    "record_validator",
+    "to_suite",
+    "validate_file_in_chunks",
+    "validate_file_with_contract",
+    "validate_with_contract",
+    "write_contract",
+]
+
+Severity = Literal["block", "warn"]
+Check = Literal["type", "nullable", "range", "categories", "constant"]
+Scope = Literal["training", "batch"]
+DEFAULT_SEVERITY: dict[str, Severity] = {
+    "type": "block",
+    "nullable": "block",
+    "range": "block",
+    "categories": "warn",
+    "constant": "warn",
+}
+# Observed ranges are widened by this share of the range on each side (never below 0
+# for a column that never was negative).
+DEFAULT_MARGIN = 0.1
+# A text column with at most this many distinct values gets a category set.
+MAX_CATEGORIES = 50
+_GX_SEVERITY = {"block": "critical", "warn": "warning"}
+_FIX = "Fix the file, or draft one with `mlops contract draft DATA`."
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ColumnContract(_Strict):
+    """What one column must look like; ``severity`` overrides the default per check."""
+
+    name: str
+    type: Literal["float", "int", "str", "bool"]
+    nullable: bool = False
+    max_null_rate: float | None = Field(None, ge=0.0, le=1.0, description="Tolerated share of nulls if nullable.")
+    min: float | None = None
+    max: float | None = None
+    categories: list[str | int | float | bool] | None = None
+    severity: dict[Check, Severity] = {}
+
+    def severity_of(self, check: str) -> Severity:
+        return self.severity.get(check, DEFAULT_SEVERITY[check])  # type: ignore[call-overload]
+
+
+class Contract(_Strict):
+    """One dataset's contract: its columns, target, task type and minimum size."""
+
+    version: int = Field(1, ge=1, description="Bump when the contract changes meaning.")
+    name: str
+    target: str
+    task: Literal["classification", "regression"]
+    min_rows: int = Field(1, ge=1)
+    columns: list[ColumnContract]
+
+    @property
+    def features(self) -> list[ColumnContract]:
+        return [column for column in self.columns if column.name != self.target]
+
+
+# --- Files -------------------------------------------------------------------------
+
+
+def load_contract(path: str | Path) -> Contract:
+    """Read and check a contract file; every problem is a :class:`ConfigError` naming the fix."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Contract file {path} does not exist. Check data.contract in the config. {_FIX}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        contract = Contract.model_validate(raw)
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Contract file {path} is not valid YAML: {exc}. {_FIX}") from None
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"Contract file {path} is invalid: {problems}. {_FIX}") from None
+    if contract.target not in {column.name for column in contract.columns}:
+        raise ConfigError(f"Contract file {path}: target '{contract.target}' is not among its columns. {_FIX}")
+    return contract
+
+
+def contract_to_yaml(contract: Contract) -> str:
+    """The contract as stable, readable YAML (keys in declaration order, defaults omitted)."""
+    import yaml
+
+    data = contract.model_dump(mode="json", exclude_defaults=True)
+    data = {"version": contract.version, **data}
+    data["columns"] = [column.model_dump(mode="json", exclude_defaults=True) for column in contract.columns]
+    header = "# Data contract: see README, 'Your data contract'. Severities: block | warn.\n"
+    return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+
+
+def write_contract(contract: Contract, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(contract_to_yaml(contract), encoding="utf-8")
+    return path
+
+
+def contract_diff(current: Contract, drafted: Contract, path: str | Path = "contract") -> str:
+    """A unified diff of what a new draft would change; empty when nothing would."""
+    lines = difflib.unified_diff(
+        contract_to_yaml(current).splitlines(keepends=True),
+        contract_to_yaml(drafted).splitlines(keepends=True),
+        fromfile=f"{path} (current)",
+        tofile=f"{path} (draft)",
+    )
+    return "".join(lines)
+
+
+def contract_files(settings: Settings) -> list[Path]:
+    """The contract and its generated GX suite, to log with every training run."""
+    return [path for path in (settings.data.contract, settings.data.suite) if path.is_file()]
+
+
+# --- Drafting ----------------------------------------------------------------------
+
+
+def draft_contract(
+    frame: pd.DataFrame, target: str, name: str, *, margin: float = DEFAULT_MARGIN, min_rows: int = 50
+) -> Contract:
+    """Infer a contract from training data (GX 1.x has no profiler): review before committing.
+
+    Types from dtypes; observed ranges widened by ``margin`` x range on each side;
+    category sets for text columns with few distinct values; nullable columns with
+    twice the observed null rate tolerated; the task from the target's type.
+    """
+    if target not in frame.columns:
+        raise ConfigError(f"Target column '{target}' is not in the data. Fix data.target in the config.")
+    task = _infer_task(frame[target])
+    columns = [_draft_column(frame[column], str(column), margin) for column in frame.columns]
+    if task == "classification":
+        labels = sorted(frame[target].dropna().unique().tolist())
+        columns = [
+            column.model_copy(
+                update={"categories": labels, "min": None, "max": None, "severity": {"categories": "block"}}
+            )
+            if column.name == target
+            else column
+            for column in columns
+        ]
+    return Contract(name=name, target=target, task=task, min_rows=min(min_rows, len(frame)), columns=columns)
+
+
+def _infer_task(labels: pd.Series) -> Literal["classification", "regression"]:
+    import pandas as pd
+
+    if pd.api.types.is_float_dtype(labels) and labels.nunique() > MAX_CATEGORIES:
+        return "regression"
+    if pd.api.types.is_integer_dtype(labels) and labels.nunique() > MAX_CATEGORIES:
+        return "regression"
+    return "classification"
+
+
+def _draft_column(values: pd.Series, name: str, margin: float) -> ColumnContract:
+    import pandas as pd
+
+    nulls = float(values.isna().mean())
+    spec: dict[str, Any] = {"name": name, "nullable": nulls > 0}
+    if nulls > 0:
+        spec["max_null_rate"] = min(1.0, round(2 * nulls, 4))
+    if pd.api.types.is_bool_dtype(values):
+        return ColumnContract(type="bool", **spec)
+    if not pd.api.types.is_numeric_dtype(values):
+        distinct = sorted(map(str, values.dropna().unique()))
+        categories = distinct if len(distinct) <= MAX_CATEGORIES else None
+        return ColumnContract(type="str", categories=categories, **spec)
+    kind = "int" if pd.api.types.is_integer_dtype(values) else "float"
+    low, high = float(values.min()), float(values.max())
+    spread = (high - low) * margin
+    return ColumnContract(type=kind, min=_lower(low, spread), max=max(high, _round_out(high + spread, up=True)), **spec)
+
+
+def _lower(low: float, spread: float) -> float:
+    bound = _round_out(low - spread, up=False)
+    return min(low, max(bound, 0.0) if low >= 0 else bound)
+
+
+def _round_out(value: float, up: bool, digits: int = 6) -> float:
+    """Round away from the data to ``digits`` significant digits, so the file stays readable."""
+    if value == 0 or not math.isfinite(value):
+        return value
+    scale = 10.0 ** (digits - 1 - math.floor(math.log10(abs(value))))
+    return (math.ceil if up else math.floor)(value * scale) / scale
+
+
+# --- The GX suite --------------------------------------------------------------------
+
+
+def to_suite(contract: Contract, scope: Scope = "training") -> dict[str, Any]:
+    """The GX suite that enforces ``contract``; ``batch`` checks features only, any row count.
+
+    ``training`` covers every column, ``min_rows``, the target's classes and
+    all-constant features; ``batch`` (scoring, monitoring) is what a batch of
+    requests must meet, so no target and no row count.
+    """
+    columns = contract.columns if scope == "training" else contract.features
+    names = sorted(column.name for column in columns)
+    expectations = [_gx("expect_table_columns_to_match_set", "block", "columns", column_set=names)]
+    if scope == "training":
+        expectations.append(
+            _gx("expect_table_row_count_to_be_between", "block", "min_rows", min_value=contract.min_rows)
+        )
+    for column in sorted(columns, key=lambda column: column.name):
+        expectations += _column_expectations(column, scope)
+    if scope == "training" and contract.task == "classification":
+        kwargs = {"column": contract.target, "min_value": 2}
+        expectations.append(_gx("expect_column_unique_value_count_to_be_between", "block", "classes", **kwargs))
+    meta = {"generated_by": "mlops.contract.to_suite", "contract_version": contract.version, "scope": scope}
+    return {"name": contract.name, "id": None, "expectations": expectations, "meta": meta, "notes": None}
+
+
+def _column_expectations(column: ColumnContract, scope: Scope) -> list[dict[str, Any]]:
+    from mlops.validation import NUMERIC_TYPES, TEXT_TYPES
+
+    name = column.name
+    types = {"float": NUMERIC_TYPES, "int": NUMERIC_TYPES, "str": TEXT_TYPES, "bool": ("bool",)}[column.type]
+    nulls: dict[str, Any] = {"column": name}
+    if column.nullable:
+        nulls["mostly"] = round(1.0 - (column.max_null_rate if column.max_null_rate is not None else 1.0), 6)
+    checks = [
+        _gx(
+            "expect_column_values_to_be_in_type_list",
+            column.severity_of("type"),
+            "type",
+            column=name,
+            type_list=list(types),
+        ),
+    ]
+    if not column.nullable or nulls["mostly"] > 0:
+        checks.insert(
+            0, _gx("expect_column_values_to_not_be_null", column.severity_of("nullable"), "nullable", **nulls)
+        )
+    if column.min is not None or column.max is not None:
+        bounds = {"min_value": column.min, "max_value": column.max}
+        checks.append(
+            _gx("expect_column_values_to_be_between", column.severity_of("range"), "range", column=name, **bounds)
+        )
+    if column.categories is not None:
+        kwargs = {"column": name, "value_set": list(column.categories)}
+        checks.append(
+            _gx("expect_column_values_to_be_in_set", column.severity_of("categories"), "categories", **kwargs)
+        )
+    if scope == "training" and column.type != "bool" and not column.categories:
+        kwargs = {"column": name, "min_value": 2}
+        checks.append(
+            _gx("expect_column_unique_value_count_to_be_between", column.severity_of("constant"), "constant", **kwargs)
+        )
+    return checks
+
+
+def _gx(kind: str, severity: Severity, check: str, **kwargs: Any) -> dict[str, Any]:
+    kwargs = {key: value for key, value in kwargs.items() if value is not None}
+    return {"type": kind, "kwargs": kwargs, "meta": {"check": check}, "severity": _GX_SEVERITY[severity]}
+
+
+# --- Validation ----------------------------------------------------------------------
+
+
+def validate_with_contract(
+    frame: pd.DataFrame, contract_path: str | Path, scope: Scope = "training"
+) -> ValidationResult:
+    """Validate ``frame`` against the contract (via its GX suite); warn-level failures don't fail it.
+
+    In ``batch`` scope a target column, if present, is ignored (scoring files may carry labels).
+    """
+    from mlops.validation import validate_frame
+
+    contract = load_contract(contract_path)
+    if scope == "batch" and contract.target in frame.columns:
+        frame = frame.drop(columns=[contract.target])
+    frame, unparsed = _parse_numbers(frame, contract)
+    result = validate_frame(frame, to_suite(contract, scope))
+    failures = unparsed + result.failures
+    success = result.success and not any(failure.severity == "block" for failure in unparsed)
+    return replace(result, failures=failures, success=success, suite_path=str(contract_path))
+
+
+def _parse_numbers(frame: pd.DataFrame, contract: Contract) -> tuple[pd.DataFrame, tuple[FailedExpectation, ...]]:
+    """Name the values of a numeric column that are not numbers; GX only sees an ``object`` column.
+
+    The column is then parsed (bad values become nulls) so its range is still checked.
+    """
+    import pandas as pd
+
+    from mlops.validation import SAMPLE_SIZE, FailedExpectation
+
+    failures = []
+    for column in contract.columns:
+        values = frame.get(column.name)
+        if column.type not in ("float", "int") or values is None or pd.api.types.is_numeric_dtype(values):
+            continue
+        parsed = pd.to_numeric(values, errors="coerce")
+        bad = values[values.notna() & parsed.isna()]
+        frame = frame.assign(**{column.name: parsed})
+        failures.append(
+            FailedExpectation(
+                expectation="values_parse_as_numbers",
+                column=column.name,
+                unexpected_count=len(bad),
+                unexpected_percent=100.0 * len(bad) / max(len(values), 1),
+                sample_values=tuple(map(str, bad.head(SAMPLE_SIZE))),
+                details=f"type={column.type}: these values are not numbers (they are counted as nulls below)",
+                severity=column.severity_of("type"),
+            )
+        )
+    return frame, tuple(failures)
+
+
+def validate_file_with_contract(
+    path: str | Path, contract_path: str | Path, scope: Scope = "training"
+) -> ValidationResult:
+    """Read a CSV file (a :class:`DataError` if unreadable) and validate it against the contract."""
+    from mlops.data import load_table
+
+    load_contract(contract_path)  # a broken contract is reported before the data is read
+    result = validate_with_contract(load_table(path), contract_path, scope)
+    return replace(result, data_path=str(path))
+
+
+# --- Large files ---------------------------------------------------------------------
+
+# Checks about the whole table, computed exactly while streaming rather than per chunk.
+_WHOLE_TABLE = ("min_rows", "classes", "constant")
+DEFAULT_CHUNK_ROWS = 100_000
+
+
+def validate_file_in_chunks(
+    path: str | Path, contract_path: str | Path, scope: Scope = "training", chunk_rows: int = DEFAULT_CHUNK_ROWS
+) -> ValidationResult:
+    """Validate a CSV file of any length in memory bounded by ``chunk_rows``; the result is exact.
+
+    Row-level checks (type, nulls, range, categories, columns) run in GX on each chunk
+    and their failing-row counts are summed (samples: the first ones found); the
+    whole-table checks (``min_rows``, a classification target's classes, constant
+    features) are counted exactly over the stream, since a chunk cannot judge them.
+    """
+    from mlops.data import iter_table
+    from mlops.validation import ValidationResult, validate_frame
+
+    contract = load_contract(contract_path)
+    suite = to_suite(contract, scope)
+    # ``mostly`` is a share of the whole table: count every failing row per chunk, judge at the end.
+    mostly = {
+        (e["type"], e["kwargs"].get("column")): e["kwargs"]["mostly"]
+        for e in suite["expectations"]
+        if "mostly" in e["kwargs"]
+    }
+    row_level = {
+        **suite,
+        "expectations": [
+            {**e, "kwargs": {k: v for k, v in e["kwargs"].items() if k != "mostly"}}
+            for e in suite["expectations"]
+            if e["meta"]["check"] not in _WHOLE_TABLE
+        ],
+    }
+    merged: dict[tuple[str, str | None], FailedExpectation] = {}
+    distinct: dict[str, set[Any]] = defaultdict(set)
+    rows, columns = 0, set()
+    for chunk in iter_table(path, chunk_rows):
+        if scope == "batch" and contract.target in chunk.columns:
+            chunk = chunk.drop(columns=[contract.target])
+        chunk, unparsed = _parse_numbers(chunk, contract)
+        for failure in unparsed + validate_frame(chunk, row_level).failures:
+            _merge(merged, failure)
+        _count_distinct(chunk, distinct)
+        rows, columns = rows + len(chunk), set(map(str, chunk.columns))
+    failures = [_with_percent(failure, rows) for failure in merged.values()]
+    failures = [failure for failure in failures if not _tolerated(failure, mostly)]
+    failures += _whole_table_failures(suite, rows, distinct, columns)
+    failures.sort(key=lambda failure: (failure.column is not None, failure.column or ""))
+    success = not any(failure.severity == "block" for failure in failures)
+    evaluated = len(suite["expectations"])
+    return ValidationResult(success, contract.name, rows, evaluated, tuple(failures), str(path), str(contract_path))
+
+
+def _merge(merged: dict[tuple[str, str | None], FailedExpectation], failure: FailedExpectation) -> None:
+    from mlops.validation import SAMPLE_SIZE
+
+    key = (failure.expectation, failure.column)
+    seen = merged.get(key)
+    if seen is None:
+        merged[key] = failure
+    elif seen.unexpected_count is not None and failure.unexpected_count is not None:
+        samples = (seen.sample_values + failure.sample_values)[:SAMPLE_SIZE]
+        merged[key] = replace(
+            seen, unexpected_count=seen.unexpected_count + failure.unexpected_count, sample_values=samples
+        )
+
+
+def _tolerated(failure: FailedExpectation, mostly: dict[tuple[str, str | None], float]) -> bool:
+    tolerance = 1.0 - mostly.get((failure.expectation, failure.column), 1.0)
+    return failure.unexpected_percent is not None and failure.unexpected_percent <= 100 * tolerance
+
+
+def _with_percent(failure: FailedExpectation, rows: int) -> FailedExpectation:
+    if failure.unexpected_count is None:
+        return failure
+    return replace(failure, unexpected_percent=100.0 * failure.unexpected_count / max(rows, 1))
+
+
+def _count_distinct(chunk: pd.DataFrame, distinct: dict[str, set[Any]]) -> None:
+    """Up to two distinct non-null values per column: enough to tell "constant" from not."""
+    for name in map(str, chunk.columns):
+        if len(distinct[name]) < 2:
+            distinct[name].update(chunk[name].dropna().drop_duplicates().head(2).tolist())
+
+
+def _whole_table_failures(
+    suite: dict[str, Any], rows: int, distinct: dict[str, set[Any]], columns: set[str]
+) -> list[FailedExpectation]:
+    from mlops.validation import FailedExpectation
+
+    failures = []
+    for expectation in suite["expectations"]:
+        if expectation["meta"]["check"] not in _WHOLE_TABLE:
+            continue
+        kwargs = expectation["kwargs"]
+        column = kwargs.get("column")
+        observed = rows if column is None else len(distinct.get(column, ()))
+        if column is not None and column not in columns:
+            details = "error: the column is missing from the data"
+        elif observed < kwargs["min_value"]:
+            details = f"min_value={kwargs['min_value']}, observed={observed}"
+        else:
+            continue
+        severity = "block" if expectation["severity"] == "critical" else "warn"
+        failures.append(FailedExpectation(expectation["type"], column, None, None, (), details, severity))
+    return failures
+
+
+# --- Serving -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecordValidator:
+    """The serving side of the contract: one request record at a time.
+
+    ``model`` enforces the block-level checks (a required field, its type, a block
+    range or category set) and raises pydantic's ``ValidationError`` naming the
+    field (HTTP 422); :meth:`warnings` lists the warn-level issues of a valid record,
+    so the service answers and counts them.
+    """
+
+    contract: Contract
+    model: type[BaseModel]
+
+    def validate(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """The record as checked values; raises ``pydantic.ValidationError`` on a block-level issue."""
+        return self.model.model_validate(dict(record)).model_dump()
+
+    def warnings(self, record: Mapping[str, Any]) -> list[str]:
+        """Warn-level issues, e.g. ``"city: 'oslo' is not a known category"``."""
+        found = []
+        for column in self.contract.features:
+            value = record.get(column.name)
+            if value is None:
+                continue
+            if column.severity_of("range") == "warn" and not _within(value, column):
+                found.append(f"{column.name}: {value!r} is outside [{column.min}, {column.max}]")
+            if column.severity_of("categories") == "warn" and column.categories is not None:
+                if value not in column.categories:
+                    found.append(f"{column.name}: {value!r} is not a known category")
+        return found
+
+
+def record_validator(contract: Contract) -> RecordValidator:
+    """Build the request schema from the contract's features (the target is not requested)."""
+    from pydantic import create_model
+
+    fields = {column.name: _record_field(column) for column in contract.features}
+    config = ConfigDict(extra="forbid", frozen=True)
+    return RecordValidator(contract, create_model(f"{contract.name.title()}Record", __config__=config, **fields))
+
+
+def _record_field(column: ColumnContract) -> tuple[Any, Any]:
+    from typing import Literal as Choice
+
+    kinds: dict[str, Any] = {"float": float, "int": int, "str": str, "bool": bool}
+    kind = kinds[column.type]
+    constraints: dict[str, Any] = {"strict": True}
+    if column.type == "float":
+        constraints["allow_inf_nan"] = False
+    if column.severity_of("range") == "block":
+        constraints.update(ge=column.min, le=column.max)
+    if column.categories is not None and column.severity_of("categories") == "block":
+        kind, constraints = Choice[tuple(column.categories)], {}  # type: ignore[valid-type]
+    if column.nullable:
+        return kind | None, Field(None, **constraints)
+    return kind, Field(..., **constraints)
+
+
+def _within(value: Any, column: ColumnContract) -> bool:
+    try:
+        low_ok = column.min is None or value >= column.min
+        return low_ok and (column.max is None or value <= column.max)
+    except TypeError:
+        return True  # a wrong type is the model's (block) concern
