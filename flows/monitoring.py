@@ -1,30 +1,35 @@
-"""The monitoring flow: measure drift, and retrain when it passes the threshold.
+"""The monitoring flow: validate, measure drift (and quality), decide, retrain, alert.
 
-The current data is a given file or, by default, the inputs of the logged
-predictions. When the share of drifted columns reaches
-``monitoring.drift_share_threshold`` the training flow runs as a child flow
-run tagged ``trigger:drift``.
+The current data is a given file or, by default, a window of the logged
+predictions (``monitoring.window_rows`` newest, optionally only the last
+``monitoring.window_minutes``). Each check:
 
-Before drift is computed the current batch is validated against the data contract
-(batch scope), so training/serving skew (a new unit, an unseen category) is reported
-as a named contract violation: value-level violations are logged and kept in the
-outcome while drift and retraining proceed; a batch missing contract columns stops
-the run (:class:`~mlops.errors.ValidationFailed`), since drift cannot be measured on it.
+1. validates the batch against the data contract (batch scope), so training/serving
+   skew (a new unit, an unseen category) is reported as named violations; a batch
+   missing contract columns stops the run (:class:`~mlops.errors.ValidationFailed`);
+2. measures drift per column with Evidently and, with a labels file, the served
+   predictions' quality on the labeled rows;
+3. records the check as an MLflow run linked to the champion version it watched;
+4. asks the retraining policy (:mod:`mlops.retraining`): triggers, then brakes;
+5. retrains as a child flow run tagged ``retrain`` and ``trigger:<reason>`` and
+   ``monitoring-run:<id>``, holding a lock so a second check cannot start a second
+   retrain; the challenger goes through the same validation and promotion gate;
+6. alerts on drift detected, gate rejected and flow failed.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from prefect import flow, get_run_logger, tags, task
+from prefect import flow, get_run_logger, runtime, tags, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 
 from flows.training import TrainingOutcome, training_flow
-from mlops import contract, data, monitoring, validation
+from mlops import alerts, contract, data, monitoring, retraining, tracking, validation
 from mlops.config import Settings
 from mlops.errors import ValidationFailed
 
@@ -40,13 +45,60 @@ class MonitoringOutcome:
     retrain: TrainingOutcome | None
     validation: validation.ValidationResult | None = None
     validation_report: Path | None = None
+    decision: retraining.RetrainDecision | None = None
+    quality: dict[str, float] = field(default_factory=dict)
+    mlflow_run_id: str | None = None
 
 
 @task(cache_policy=NO_CACHE)
 def load_current(settings: Settings, current_path: Path | None, feature_columns: list[str]):
     if current_path is not None:
         return data.load_table(current_path)
-    return monitoring.load_current_window(settings.predictions_dir, feature_columns)
+    window = settings.monitoring
+    return monitoring.load_current_window(
+        settings.predictions_dir, feature_columns, window.window_rows, window.window_minutes, with_metadata=True
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def measure_quality(current, settings: Settings, labels_path: Path | None):
+    """Quality of the served predictions on the rows that have a label (none: empty)."""
+    if labels_path is None or "request_id" not in current.columns:
+        return current.iloc[0:0], {}
+    labeled = monitoring.join_labels(current, labels_path)
+    task_type = contract.load_contract(settings.data.contract).task
+    quality = monitoring.window_quality(labeled, task_type)
+    if quality:
+        get_run_logger().info("Quality on %d labeled rows: %s", len(labeled), quality)
+    return labeled, quality
+
+
+@task(cache_policy=NO_CACHE)
+def record_check(drift, quality, settings: Settings, reports: list[Path]) -> str:
+    return monitoring.log_monitoring_run(
+        drift,
+        experiment=f"{settings.model.experiment}-monitoring",
+        artifact_dir=settings.mlflow_artifact_dir,
+        model_name=settings.model.name,
+        model_version=tracking.champion_version(settings.model.name),
+        quality=quality,
+        artifacts=[path for path in reports if path and Path(path).is_file()],
+        tags={"mlops.flow_run_id": str(runtime.flow_run.id or "")},
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def decide(drift, quality: dict[str, float], rows: int, settings: Settings) -> retraining.RetrainDecision:
+    policy = settings.monitoring
+    decision = retraining.decide_retrain(
+        drift_share=drift.drift_share,
+        quality=quality.get(policy.quality_metric),
+        window_rows=rows,
+        history=retraining.retrain_history(),
+        policy=policy,
+    )
+    get_run_logger().info(decision.explain())
+    return decision
 
 
 @task(cache_policy=NO_CACHE)
@@ -78,9 +130,18 @@ def measure_drift(reference, current, settings: Settings, feature_columns: list[
     return summary, monitoring.save_summary(summary, report.with_suffix(".json"))
 
 
-@flow(name="monitoring", validate_parameters=False)
-def monitoring_flow(settings: Settings, current_path: Path | None = None) -> MonitoringOutcome:
-    """Compare current data with the training data; retrain when drift passes the threshold."""
+def _alert_failure(flow, flow_run, state) -> None:
+    """Prefect failure hook: tell someone a monitoring run failed."""
+    settings = flow_run.parameters.get("settings")
+    if isinstance(settings, Settings):
+        alerts.send_alert(settings.alerts, "flow_failed", f"flow run {flow_run.name} failed: {state.message}")
+
+
+@flow(name="monitoring", validate_parameters=False, on_failure=[_alert_failure])
+def monitoring_flow(
+    settings: Settings, current_path: Path | None = None, labels_path: Path | None = None
+) -> MonitoringOutcome:
+    """Validate the window, measure drift and quality, record the check, retrain if the policy says so."""
     reference = data.load_table(settings.data.training)
     feature_columns = [column for column in reference.columns if column != settings.data.target]
     current = load_current(settings, current_path, feature_columns)
@@ -89,11 +150,58 @@ def monitoring_flow(settings: Settings, current_path: Path | None = None) -> Mon
     if missing:
         message = f"{checked.summary()}\nHTML report: {report}\nNo drift measured: columns {missing} are missing."
         return Failed(message=message, data=ValidationFailed(message, checked))
-    current = current[feature_columns]
-    drift, summary_path = measure_drift(reference[feature_columns], current, settings, feature_columns)
+    drift, summary_path = measure_drift(reference[feature_columns], current[feature_columns], settings, feature_columns)
+    labeled, quality = measure_quality(current, settings, labels_path or settings.monitoring.labels)
+    reports = [Path(drift.report_path) if drift.report_path else None, summary_path, report]
+    run_id = record_check(drift, quality, settings, reports)
+    if drift.drift_detected:
+        alerts.send_alert(settings.alerts, "drift_detected", drift.summary().splitlines()[0], {"mlflow_run_id": run_id})
+    decision = decide(drift, quality, len(current), settings)
     retrain = None
-    if drift.drift_detected and settings.monitoring.retrain_on_drift:
-        get_run_logger().warning("Drift in %.0f%% of columns: starting the training flow", 100 * drift.drift_share)
-        with tags("retrain", "trigger:drift"):
-            retrain = training_flow.with_options(flow_run_name="retrain-on-drift")(settings, trigger="drift")
-    return MonitoringOutcome(drift, summary_path, retrain, checked, report)
+    if decision.retrain:
+        decision, retrain = _retrain(settings, decision, run_id, labeled)
+    return MonitoringOutcome(drift, summary_path, retrain, checked, report, decision, quality, run_id)
+
+
+def _retrain(settings: Settings, decision, monitoring_run_id: str, labeled) -> tuple:
+    """Run the training flow as a child run, unless another retrain holds the lock."""
+    from filelock import FileLock, Timeout
+
+    lock_path = settings.state_dir / "locks" / "retrain.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(lock_path, timeout=0):
+            reason = "drift" if any(t.startswith("drift") for t in decision.triggers) else "quality"
+            get_run_logger().warning("Retraining (%s)", decision.explain())
+            data_path = _retrain_data(settings, labeled)
+            with tags(retraining.RETRAIN_TAG, f"trigger:{reason}", f"monitoring-run:{monitoring_run_id}"):
+                outcome = training_flow.with_options(flow_run_name=f"retrain-on-{reason}")(
+                    settings, data_path=data_path, trigger=reason
+                )
+    except Timeout:
+        blocked = dataclasses.replace(decision, retrain=False, blocked_by="a retrain is already running (lock held)")
+        get_run_logger().info(blocked.explain())
+        return blocked, None
+    if not outcome.decision.promoted:
+        alerts.send_alert(
+            settings.alerts,
+            "gate_rejected",
+            f"retrained v{outcome.registered.version} kept as challenger: {outcome.decision.reason}",
+        )
+    return decision, outcome
+
+
+def _retrain_data(settings: Settings, labeled) -> Path | None:
+    """The training file, plus the labeled production rows when the policy asks for them."""
+    if settings.monitoring.retrain_data == "reference" or labeled.empty:
+        return None
+    import pandas as pd
+
+    reference = data.load_table(settings.data.training)
+    extra = labeled[[c for c in reference.columns if c != settings.data.target]].copy()
+    extra[settings.data.target] = labeled["label"].to_numpy()
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    path = settings.state_dir / "retrain" / f"train-plus-labeled-{stamp}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.concat([reference, extra], ignore_index=True).to_csv(path, index=False)
+    return path

@@ -91,6 +91,10 @@ class MonitoringConfig(_Section):
     quality_floor: float | None = Field(None, description="Retrain when quality on labeled rows falls past it.")
     cooldown_minutes: float = Field(60.0, ge=0, description="Minimum time between two automatic retrains.")
     max_retrains_per_day: int = Field(3, ge=0)
+    window_rows: int | None = Field(10_000, ge=1, description="Newest logged predictions checked (None: all).")
+    window_minutes: float | None = Field(None, gt=0, description="Only predictions logged in the last N minutes.")
+    labels: Path | None = Field(None, description="CSV of ground truth: request_id, label[, record].")
+    retrain_data: Literal["reference", "reference+labeled"] = "reference"
 
 
 class SchedulesConfig(_Section):
@@ -195,6 +199,10 @@ def load_settings(
     updates["data"] = settings.data.model_copy(
         update={name: _resolve(base, getattr(settings.data, name)) for name in ("training", "current", "contract", "suite")}
     )
+    if settings.monitoring.labels is not None:
+        updates["monitoring"] = settings.monitoring.model_copy(
+            update={"labels": _resolve(base, settings.monitoring.labels)}
+        )
     return settings.model_copy(update=updates)
 
 

@@ -159,12 +159,23 @@ def load_current_window(
     predictions_dir: str | Path,
     feature_columns: Sequence[str],
     last: int | None = None,
+    since_minutes: float | None = None,
+    *,
+    with_metadata: bool = False,
 ) -> pd.DataFrame:
-    """The inputs the endpoint has served (the newest ``last`` records), features only.
+    """The inputs the endpoint has served (the newest ``last`` records, logged in the last
+    ``since_minutes``), features only unless ``with_metadata`` (request_id, record, prediction…).
 
     This is the "current" side of a drift check when no batch file is given.
     """
-    log = read_prediction_log(predictions_dir, last=last)
+    log = read_prediction_log(predictions_dir)
+    if since_minutes is not None and not log.empty:
+        import pandas as pd
+
+        cutoff = pd.Timestamp.now(tz="UTC") - pd.Timedelta(minutes=since_minutes)
+        log = log[pd.to_datetime(log["timestamp"], utc=True, format="ISO8601") >= cutoff]
+    if last is not None:
+        log = log.iloc[-last:]
     if log.empty:
         raise DataError(
             f"No predictions are logged in {predictions_dir} yet. Serve the model and send it "
@@ -176,7 +187,7 @@ def load_current_window(
             f"The prediction log in {predictions_dir} has no input column(s) {', '.join(missing)}. "
             "Send requests with every feature, or pass --current FILE."
         )
-    return log[list(feature_columns)].reset_index(drop=True)
+    return (log if with_metadata else log[list(feature_columns)]).reset_index(drop=True)
 
 
 def save_summary(summary: DriftSummary, path: str | Path) -> Path:
