@@ -239,25 +239,36 @@ def build_preprocessor(numeric: list[str], categorical: list[str]) -> ColumnTran
     return ColumnTransformer(transformers, verbose_feature_names_out=False)
 
 
-def build_pipeline(estimator: Any, features: pd.DataFrame) -> Pipeline:
-    """The estimator behind preprocessing built from the feature columns; a Pipeline is kept as is."""
+def build_pipeline(
+    estimator: Any, features: pd.DataFrame, columns: tuple[list[str], list[str]] | None = None
+) -> Pipeline:
+    """The estimator behind preprocessing for ``columns`` (numeric, categorical); a Pipeline is kept as is.
+
+    ``columns`` default to :func:`infer_columns`; a data contract declaring column types passes its own.
+    """
     from sklearn.base import clone
     from sklearn.pipeline import Pipeline
 
     if isinstance(estimator, Pipeline):
         return clone(estimator)
-    return Pipeline([("preprocess", build_preprocessor(*infer_columns(features))), ("model", clone(estimator))])
+    preprocessor = build_preprocessor(*(columns or infer_columns(features)))
+    return Pipeline([("preprocess", preprocessor), ("model", clone(estimator))])
 
 
 # --- Search and evaluation -------------------------------------------------------------
 
 
-def search_candidates(split: DataSplit, config: ModelConfig, candidates: list[Candidate] | None = None) -> SearchResult:
+def search_candidates(
+    split: DataSplit,
+    config: ModelConfig,
+    candidates: list[Candidate] | None = None,
+    columns: tuple[list[str], list[str]] | None = None,
+) -> SearchResult:
     """Search each candidate's space by cross-validation on the training part.
 
     The best candidate (by mean cross-validated primary metric, never by the holdout,
     which stays for the gate) is refitted on the whole training part and scored on
-    the holdout.
+    the holdout. ``columns`` (numeric, categorical) default to the dtypes' verdict.
     """
     candidates = candidates if candidates is not None else candidates_from_config(config)
     if not candidates:
@@ -265,7 +276,7 @@ def search_candidates(split: DataSplit, config: ModelConfig, candidates: list[Ca
     trials: list[Trial] = []
     fitted = []
     for candidate in candidates:
-        search = _search(candidate, split, config)
+        search = _search(candidate, split, config, columns)
         trials += _trials(candidate.name, search)
         fitted.append((search.best_score_, candidate, search))
     _, candidate, search = max(fitted, key=lambda item: item[0])
@@ -275,10 +286,10 @@ def search_candidates(split: DataSplit, config: ModelConfig, candidates: list[Ca
     return SearchResult(best, tuple(trials), config.metric)
 
 
-def _search(candidate: Candidate, split: DataSplit, config: ModelConfig) -> Any:
+def _search(candidate: Candidate, split: DataSplit, config: ModelConfig, columns) -> Any:
     from sklearn.model_selection import GridSearchCV, KFold, RandomizedSearchCV, StratifiedKFold
 
-    pipeline = build_pipeline(candidate.estimator, split.x_train)
+    pipeline = build_pipeline(candidate.estimator, split.x_train, columns)
     space = {_step_param(pipeline, name): values for name, values in candidate.space.items()}
     folds = StratifiedKFold if config.task == "classification" else KFold
     common = {

@@ -72,6 +72,7 @@ def test_gate__worse_model_keeps_champion(tool_env, settings, frame, split):
     _, decision = _register(_weak_model(split, settings), split, frame, settings)
     assert not decision.promoted
     assert decision.champion_score > decision.challenger_score
+    assert f"does not beat champion v{first.version}" in decision.reason
     assert tracking.champion_version(settings.model.name) == first.version
 
 

@@ -173,3 +173,35 @@ def test_diabetes_example__data_passes_its_suite():
 
     result = validate_file(REPO / "data/diabetes/train.csv", REPO / "data/expectations/diabetes.json")
     assert result.success, result.summary()
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ({"task": "regression", "primary_metric": "roc_auc"}, "do not apply to regression"),
+        ({"floors": {"rmse": 50}}, "do not apply to classification"),
+        ({"task": "regression", "estimator": "logistic_regression"}, "not built in for regression"),
+        ({"candidates": [{"name": "x", "estimator": "xgboost"}]}, "unknown estimator 'xgboost'"),
+    ],
+)
+def test_model_config__metrics_and_estimators_must_fit_the_task(model, expected):
+    from mlops.config import load_settings
+    from mlops.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=expected):
+        load_settings(model=model)
+
+
+def test_model_config__defaults_follow_the_task():
+    from mlops.config import ModelConfig
+
+    assert (ModelConfig().metric, ModelConfig().estimator_name) == ("roc_auc", "logistic_regression")
+    assert (ModelConfig(task="regression").metric, ModelConfig(task="regression").estimator_name) == ("rmse", "ridge")
+
+
+def test_floors__a_minimum_for_scores_a_maximum_for_errors():
+    from mlops.tracking import _floor_failures
+
+    failures = _floor_failures({"rmse": 80.0, "r2": 0.5, "mae": 10.0}, {"rmse": 70.0, "r2": 0.3, "mae": 20.0})
+    assert failures == ["rmse 80.0000 is above the ceiling 70"]
+    assert _floor_failures({"accuracy": 0.8}, {"accuracy": 0.9}) == ["accuracy 0.8000 is below the floor 0.9"]
