@@ -128,3 +128,17 @@ def test_training_flow__two_concurrent_runs_reproduce_metrics_and_leave_one_cons
     aliases = mlflow.MlflowClient().get_registered_model(settings.model.name).aliases
     assert str(aliases["champion"]) == winner.registered.version and "previous" not in aliases
     assert [entry["champion"] for entry in tracking.read_audit(settings)] == [winner.registered.version]
+
+
+def test_training_flow__python_declared_candidates_replace_the_configured_ones(tool_env, settings):
+    import mlflow
+    from sklearn.tree import DecisionTreeClassifier
+
+    from flows.training import training_flow
+    from mlops.training import Candidate
+
+    tree = Candidate("tree", DecisionTreeClassifier(random_state=0), {"max_depth": [2, 3]})
+    outcome = training_flow(settings, candidates=[tree])
+    run = mlflow.get_run(outcome.registered.run_id)
+    assert run.data.params["estimator"] == "tree" and run.data.params["estimator_class"] == "DecisionTreeClassifier"
+    assert _flow_run(outcome.flow_run_id).state.is_completed()
