@@ -26,7 +26,7 @@ import subprocess
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -96,6 +96,8 @@ class PromotionDecision:
     champion_score: float | None
     reason: str
     forced: bool = False
+    margin: float = 0.0
+    floors: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -283,7 +285,7 @@ def registry_lock(settings: Settings) -> Iterator[None]:
     except Timeout:
         raise RegistryError(
             f"The registry lock {settings.state_dir / LOCK_FILE} was held for over {LOCK_TIMEOUT_SECONDS:g} s. "
-            "Wait for the other training run to finish, or delete the file if no run is active."
+            "Another training flow, `mlops promote` or `mlops rollback` is still moving aliases; retry when it ends."
         ) from None
 
 
@@ -322,7 +324,9 @@ def _judge(
             f" on the same holdout by more than the margin {margin:g}"
         ]
     promoted = beats and not failures
-    return PromotionDecision(promoted, version, current, metric, score, champion_score, "; ".join(reasons + failures))
+    reason = "; ".join(reasons + failures)
+    floors = dict(settings.model.floors)
+    return PromotionDecision(promoted, version, current, metric, score, champion_score, reason, False, margin, floors)
 
 
 def _floor_failures(metrics: dict[str, float], floors: dict[str, float]) -> list[str]:
@@ -365,6 +369,8 @@ def apply_promotion(decision: PromotionDecision, name: str) -> None:
         "gate.metric": decision.metric,
         "gate.challenger_score": f"{decision.challenger_score:.6f}",
         "gate.champion_version": decision.champion_version or "",
+        "gate.margin": f"{decision.margin:g}",
+        "gate.floors": json.dumps(decision.floors, sort_keys=True),
     }
     if decision.champion_score is not None:
         tags["gate.champion_score"] = f"{decision.champion_score:.6f}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from mlops import tracking
@@ -146,6 +148,7 @@ def test_gate__a_floor_blocks_even_the_first_version_and_says_why(tool_env, sett
     assert tracking.champion_version(settings.model.name) is None
     tags = mlflow.MlflowClient().get_model_version(settings.model.name, registered.version).tags
     assert tags["mlops.gate.decision"] == "rejected" and "floor" in tags["mlops.gate.reason"]
+    assert json.loads(tags["mlops.gate.floors"]) == {"accuracy": floor} and tags["mlops.gate.margin"] == "0"
 
 
 @pytest.fixture
