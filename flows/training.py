@@ -5,6 +5,10 @@ the report as its message, before anything is trained, registered or promoted;
 calling the flow raises :class:`~mlops.errors.ValidationFailed`. The gate is an
 expected outcome, so it is returned as a state rather than raised inside a task
 (which would log a traceback for a data problem).
+
+The champion gate's read → compare → move runs under
+:func:`mlops.tracking.registry_lock`, so concurrent training flows are gated one
+after the other and leave exactly one consistent champion.
 """
 
 from __future__ import annotations
@@ -102,11 +106,11 @@ def training_flow(
         message = f"{result.summary()}\nHTML report: {report}"
         return Failed(message=message, data=ValidationFailed(message, result))
     split = split_data(frame, settings)
-    result = train(split, settings, candidates)
+    searched = train(split, settings, candidates)
     fingerprint = data.data_fingerprint(frame)
     flow_run_id = str(runtime.flow_run.id) if runtime.flow_run.id else None
     tags = {"trigger": trigger, "data_fingerprint": fingerprint, "flow_run_id": flow_run_id or ""}
-    registered = register(result, split, frame, settings, data_path, tags)
+    registered = register(searched, split, frame, settings, data_path, tags)
     decision = gate(registered, split, settings)
     sizes = f"{len(split.x_train)} train / {len(split.x_holdout)} holdout (row hash, seed {settings.model.seed})"
     facts = {"file": str(data_path), "rows": str(len(frame)), "fingerprint": fingerprint, "trigger": trigger}
