@@ -1,10 +1,14 @@
-"""The training flow: validate → train → register → gate.
+"""The training flow: validate → split → search → register → gate → model card.
 
 Validation is the first task: on a failing batch the flow run ends Failed, with
 the report as its message, before anything is trained, registered or promoted;
 calling the flow raises :class:`~mlops.errors.ValidationFailed`. The gate is an
 expected outcome, so it is returned as a state rather than raised inside a task
 (which would log a traceback for a data problem).
+
+The champion gate's read → compare → move runs under
+:func:`mlops.tracking.registry_lock`, so concurrent training flows are gated one
+after the other and leave exactly one consistent champion.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from prefect.states import Failed
 from mlops import contract, data, tracking, training, validation
 from mlops.config import Settings
 from mlops.errors import MlopsError, ValidationFailed
-from mlops.training import DataSplit, TrainedModel
+from mlops.training import DataSplit
 
 __all__ = ["TrainingOutcome", "training_flow"]
 
@@ -52,33 +56,52 @@ def validate_data(frame, settings: Settings, data_path: Path) -> tuple[validatio
 
 @task(cache_policy=NO_CACHE)
 def split_data(frame, settings: Settings) -> DataSplit:
-    return training.split_holdout(frame, settings.data.target, settings.model.test_size, settings.model.seed)
+    model = settings.model
+    return training.split_holdout(frame, settings.data.target, model.test_size, model.seed, model.task)
 
 
 @task(cache_policy=NO_CACHE)
-def train(split: DataSplit, settings: Settings) -> TrainedModel:
-    trained = training.train_model(split, settings.model)
-    get_run_logger().info("Holdout metrics: %s", trained.metrics)
-    return trained
+def train(split: DataSplit, settings: Settings, candidates: list[training.Candidate] | None) -> training.SearchResult:
+    result = training.search_candidates(split, settings.model, candidates)
+    logger = get_run_logger()
+    best = result.best
+    logger.info("%s trials; best %s: %s", len(result.trials), best.params["estimator"], best.metrics)
+    return result
 
 
 @task(cache_policy=NO_CACHE)
-def register(trained, split, frame, settings: Settings, data_path: Path, tags: dict[str, str]):
-    return tracking.log_and_register(trained, split, frame, settings, data_path=data_path, tags=tags)
+def register(result: training.SearchResult, split, frame, settings: Settings, data_path: Path, tags: dict[str, str]):
+    manifest = training.split_manifest(frame, split, settings.model.seed)
+    return tracking.log_and_register(
+        result.best, split, frame, settings, data_path=data_path, tags=tags, trials=result.trials, manifest=manifest
+    )
 
 
 @task(cache_policy=NO_CACHE)
 def gate(registered: tracking.RegisteredVersion, split: DataSplit, settings: Settings) -> tracking.PromotionDecision:
-    decision = tracking.decide_promotion(registered, split, settings)
-    tracking.apply_promotion(decision, registered.name)
+    decision = tracking.gate_challenger(registered, split, settings)
     verdict = "promoted to champion" if decision.promoted else "kept as challenger"
     get_run_logger().info("Version %s %s: %s", registered.version, verdict, decision.reason)
     return decision
 
 
+@task(cache_policy=NO_CACHE)
+def write_model_card(registered, decision, settings: Settings, facts: dict[str, str]) -> None:
+    tracking.log_model_card(registered, tracking.model_card(registered, decision, settings, facts))
+
+
 @flow(name="training", validate_parameters=False)
-def training_flow(settings: Settings, data_path: Path | None = None, trigger: str = "manual") -> TrainingOutcome:
-    """Validate the data, train, register a new version and run the champion gate."""
+def training_flow(
+    settings: Settings,
+    data_path: Path | None = None,
+    trigger: str = "manual",
+    candidates: list[training.Candidate] | None = None,
+) -> TrainingOutcome:
+    """Validate the data, search the candidates, register the best as a new version, run the gate.
+
+    ``candidates`` (Python-declared estimators and spaces) replace ``model.candidates``.
+    One MLflow parent run per flow run, one nested child run per trial.
+    """
     data_path = Path(data_path or settings.data.training)
     try:  # an unreadable file or contract is the user's to fix: a Failed state, no traceback
         frame = data.load_table(data_path)
@@ -90,10 +113,14 @@ def training_flow(settings: Settings, data_path: Path | None = None, trigger: st
         message = f"{result.summary()}\nHTML report: {report}"
         return Failed(message=message, data=ValidationFailed(message, result))
     split = split_data(frame, settings)
-    trained = train(split, settings)
+    searched = train(split, settings, candidates)
     fingerprint = data.data_fingerprint(frame)
     flow_run_id = str(runtime.flow_run.id) if runtime.flow_run.id else None
     tags = {"trigger": trigger, "data_fingerprint": fingerprint, "flow_run_id": flow_run_id or ""}
-    registered = register(trained, split, frame, settings, data_path, tags)
+    registered = register(searched, split, frame, settings, data_path, tags)
     decision = gate(registered, split, settings)
+    sizes = f"{len(split.x_train)} train / {len(split.x_holdout)} holdout (row hash, seed {settings.model.seed})"
+    facts = {"file": str(data_path), "rows": str(len(frame)), "fingerprint": fingerprint, "trigger": trigger}
+    facts["split"] = sizes
+    write_model_card(registered, decision, settings, facts)
     return TrainingOutcome(registered, decision, report, fingerprint, flow_run_id)

@@ -1,7 +1,7 @@
 """The ``mlops`` command line.
 
 Exit codes: 0 success (a challenger that is not promoted is a normal outcome),
-1 a gate blocked the run, 2 usage, configuration or data-file error, 3 the endpoint
+1 a gate blocked the run (validation, or a refused promote/rollback), 2 usage, configuration or data-file error, 3 the endpoint
 failed to start, 4 a configured server (MLflow, Prefect) does not answer.
 Everything heavy is imported inside the commands, so ``mlops --help`` is instant.
 The CLI is the top layer: it may import ``flows``; the library modules may not.
@@ -271,6 +271,64 @@ def _list_schedules(settings: Settings) -> None:
     from flows.schedules import list_schedules
 
     reporting.print_schedules(list_schedules())
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per version.")
+@_command
+def compare(settings: Settings, as_json: bool) -> None:
+    """Registered versions with their holdout metrics, aliases, trigger and gate decision."""
+    import json
+
+    from mlops import reporting, tracking
+
+    versions = tracking.list_versions(settings.model.name)
+    if as_json:
+        click.echo(json.dumps(tracking.summaries_as_dicts(versions), indent=2))
+    else:
+        reporting.print_versions(settings.model.name, versions, settings.model.metric)
+
+
+@cli.command()
+@click.argument("version")
+@click.option("--force", is_flag=True, help="Move even if the gate's checks fail.")
+@click.option("--reason", default="", help="Why, for the audit log.")
+@_command
+def promote(settings: Settings, version: str, force: bool, reason: str) -> None:
+    """Make VERSION the champion, through the gate's checks (margin and floors) unless --force."""
+    from mlops import tracking
+
+    decision = tracking.promote_version(settings, version, _holdout(settings), force=force, reason=reason)
+    _report_move(decision, "promote")
+
+
+@cli.command()
+@click.option("--force", is_flag=True, help="Move even if the floors are not met.")
+@click.option("--reason", default="", help="Why, for the audit log.")
+@_command
+def rollback(settings: Settings, force: bool, reason: str) -> None:
+    """Give the champion alias back to the previous version (floors checked unless --force)."""
+    from mlops import tracking
+
+    decision = tracking.rollback(settings, _holdout(settings), force=force, reason=reason)
+    _report_move(decision, "rollback")
+
+
+def _holdout(settings: Settings) -> Any:
+    """The deterministic holdout of the training file: the one the gate scores versions on."""
+    from mlops import data, training
+
+    model = settings.model
+    frame = data.load_table(settings.data.training)
+    return training.split_holdout(frame, settings.data.target, model.test_size, model.seed, model.task)
+
+
+def _report_move(decision: Any, kind: str) -> None:
+    if not decision.promoted:
+        click.secho(f"{kind} refused: {decision.reason}. Use --force to move anyway.", fg="red", err=True)
+        sys.exit(ValidationFailed.exit_code)
+    was = f" (was v{decision.champion_version}, now 'previous')" if decision.champion_version else ""
+    click.echo(f"champion → v{decision.challenger_version}{was}: {decision.reason}")
 
 
 @cli.command("config")

@@ -21,17 +21,22 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from mlops.errors import ConfigError
 
 __all__ = [
     "AlertsConfig",
+    "BUILTIN_ESTIMATORS",
+    "CandidateConfig",
+    "CLASSIFICATION_METRICS",
     "DataConfig",
     "ModelConfig",
     "MonitoringConfig",
+    "REGRESSION_METRICS",
     "SchedulesConfig",
+    "SearchConfig",
     "ServingConfig",
     "Settings",
     "load_settings",
@@ -59,16 +64,101 @@ class DataConfig(_Section):
     target: str = "target"
 
 
+CLASSIFICATION_METRICS = ("roc_auc", "accuracy", "f1", "precision", "recall")
+REGRESSION_METRICS = ("rmse", "mae", "r2")
+# Built-in estimators per task; anything else is an import path ``package.module:Class``.
+BUILTIN_ESTIMATORS = {
+    "classification": ("logistic_regression", "random_forest"),
+    "regression": ("ridge", "random_forest"),
+}
+MetricName = Literal["roc_auc", "accuracy", "f1", "precision", "recall", "rmse", "mae", "r2"]
+
+
+def _check_estimator(value: str) -> str:
+    known = sorted({name for names in BUILTIN_ESTIMATORS.values() for name in names})
+    if ":" not in value and value not in known:
+        raise ValueError(f"unknown estimator '{value}'; use one of {known} or an import path 'module:Class'")
+    return value
+
+
+class CandidateConfig(_Section):
+    """One estimator to try, with the hyperparameter values to search over.
+
+    ``estimator`` is a built-in name (``logistic_regression``, ``random_forest``,
+    ``ridge``) or an import path ``package.module:Class`` of a scikit-learn estimator.
+    ``space`` maps the estimator's parameter names to the values to try.
+    """
+
+    name: str = Field(min_length=1)
+    estimator: str = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict, description="Fixed parameters of the estimator.")
+    space: dict[str, list[Any]] = Field(default_factory=dict, description="Parameter name -> values to try.")
+
+    @field_validator("estimator")
+    @classmethod
+    def _known_estimator(cls, value: str) -> str:
+        return _check_estimator(value)
+
+
+class SearchConfig(_Section):
+    """How each candidate's hyperparameter space is searched (scikit-learn's search classes)."""
+
+    kind: Literal["grid", "random"] = "grid"
+    n_iter: int = Field(4, ge=1, description="Trials per candidate for kind=random.")
+    cv_folds: int = Field(3, ge=2)
+    n_jobs: int = Field(1, description="Parallel fits (-1: every core).")
+
+
 class ModelConfig(_Section):
-    """What is trained, how it is split and how candidates are compared."""
+    """What is trained, how it is split and how candidates are compared.
+
+    With no ``candidates`` the single ``estimator`` is trained with its built-in space.
+    ``floors`` are absolute: a minimum for metrics where higher is better
+    (``accuracy: 0.9``), a maximum for error metrics (``rmse: 60``).
+    """
 
     name: str = "breast-cancer-classifier"
     experiment: str = "breast-cancer"
-    estimator: Literal["logistic_regression", "random_forest"] = "logistic_regression"
+    task: Literal["classification", "regression"] = "classification"
+    estimator: str | None = Field(
+        None, description="Estimator used when no candidates are given; default: logistic_regression / ridge."
+    )
+    candidates: tuple[CandidateConfig, ...] = ()
+    search: SearchConfig = SearchConfig()
     seed: int = 42
     test_size: float = Field(0.2, gt=0.0, lt=1.0)
-    primary_metric: Literal["roc_auc", "accuracy", "f1"] = "roc_auc"
+    primary_metric: MetricName | None = Field(None, description="Default: roc_auc (classification), rmse (regression).")
     promotion_margin: float = Field(0.0, ge=0.0, description="How much the challenger must beat the champion by.")
+    floors: dict[MetricName, float] = Field(default_factory=dict, description="Absolute limits on holdout metrics.")
+
+    @field_validator("estimator")
+    @classmethod
+    def _known_estimator(cls, value: str | None) -> str | None:
+        return value if value is None else _check_estimator(value)
+
+    @model_validator(mode="after")
+    def _metrics_fit_the_task(self) -> ModelConfig:
+        allowed = CLASSIFICATION_METRICS if self.task == "classification" else REGRESSION_METRICS
+        wrong = [name for name in (self.primary_metric, *self.floors) if name is not None and name not in allowed]
+        if wrong:
+            raise ValueError(f"metric(s) {wrong} do not apply to {self.task}; use one of {list(allowed)}")
+        builtins = BUILTIN_ESTIMATORS[self.task]
+        names = [self.estimator_name, *(candidate.estimator for candidate in self.candidates)]
+        if misfit := [name for name in names if ":" not in name and name not in builtins]:
+            raise ValueError(
+                f"estimator(s) {misfit} are not built in for {self.task}; use {list(builtins)} or 'module:Class'"
+            )
+        return self
+
+    @property
+    def estimator_name(self) -> str:
+        """The single estimator trained when no candidates are given, defaulted per task."""
+        return self.estimator or BUILTIN_ESTIMATORS[self.task][0]
+
+    @property
+    def metric(self) -> str:
+        """The primary metric, defaulted per task."""
+        return self.primary_metric or ("roc_auc" if self.task == "classification" else "rmse")
 
 
 class ServingConfig(_Section):

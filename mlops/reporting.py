@@ -6,12 +6,13 @@ library never imports ``flows``.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["print_demo", "print_monitoring", "print_schedules", "print_training"]
+__all__ = ["print_demo", "print_monitoring", "print_schedules", "print_training", "print_versions"]
 
 
 def print_training(outcome: Any, console: Console | None = None) -> None:
@@ -78,4 +79,22 @@ def print_schedules(rows: list[dict[str, str]], console: Console | None = None) 
         table.add_column(column)
     for row in rows:
         table.add_row(row["deployment"], row["schedule"], row["paused"], row["next_run"])
+    console.print(table)
+
+
+def print_versions(name: str, versions: Any, metric: str, console: Console | None = None) -> None:
+    """``mlops compare``: one row per registered version, newest first."""
+    # Piped output gets room for every column rather than an 80-column guess.
+    console = console or Console(width=None if sys.stdout.isatty() else 200)
+    metric_names = list(dict.fromkeys(m for version in versions for m in version.metrics))
+    table = Table(title=f"{name}: registered versions (primary metric: {metric})")
+    for column in ("version", "aliases", *metric_names, "trigger", "gate", "created"):
+        table.add_column(column, style="bold" if column == metric else None, no_wrap=True)
+    for version in versions:
+        metrics = [f"{version.metrics[m]:.4f}" if m in version.metrics else "" for m in metric_names]
+        gate = version.tags.get("mlops.gate.decision", "")
+        table.add_row(
+            version.version, ", ".join(version.aliases), *metrics,
+            version.tags.get("mlops.trigger", ""), gate, version.created,
+        )
     console.print(table)

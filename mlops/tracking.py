@@ -1,10 +1,18 @@
-"""Track runs and register models in MLflow; the champion gate.
+"""Track runs and register models in MLflow; the champion gate and its audit trail.
 
-Every training run logs params, holdout metrics, the model (with signature and
-input example), the training data as a run input and lineage tags. The new
-version gets alias ``challenger``; ``champion`` moves to it only when it beats
-the current champion, re-scored on the same holdout, by the configured margin.
-The champion it replaces keeps alias ``previous``.
+One training run is one parent MLflow run (params, ``holdout_*`` metrics, plots,
+split manifest, model card, the model, lineage tags) with one nested child run
+per hyperparameter trial. Its model becomes a new version with alias
+``challenger``. The gate re-scores the current champion on the same holdout and
+moves ``champion`` to the challenger only when it beats the champion by the
+configured margin (in the metric's direction: up for accuracy-like metrics,
+down for rmse/mae) and meets the absolute floors; the replaced champion keeps
+alias ``previous``. The decision and its reasons are written on the version as
+tags for both outcomes.
+
+Every alias move (gate, ``mlops promote``, ``mlops rollback``) happens under one
+lock, :func:`registry_lock`, and is recorded (who, when, why) as version tags and
+in ``<state_dir>/registry-audit.jsonl``.
 
 MLflow is reached through ``MLFLOW_TRACKING_URI`` (set by
 :func:`mlops.environment.tool_environment`).
@@ -12,9 +20,14 @@ MLflow is reached through ``MLFLOW_TRACKING_URI`` (set by
 
 from __future__ import annotations
 
+import getpass
+import json
 import subprocess
 import warnings
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,23 +37,37 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from mlops.config import Settings
-    from mlops.training import DataSplit, TrainedModel
+    from mlops.training import DataSplit, TrainedModel, Trial
 
 __all__ = [
-    "CHAMPION",
+    "AUDIT_FILE",
     "CHALLENGER",
+    "CHAMPION",
     "PREVIOUS",
     "PromotionDecision",
     "RegisteredVersion",
+    "VersionSummary",
     "apply_promotion",
     "champion_version",
     "decide_promotion",
     "ensure_experiment",
+    "gate_challenger",
+    "list_versions",
     "log_and_register",
+    "log_model_card",
+    "model_card",
+    "promote_version",
+    "read_audit",
+    "registry_lock",
+    "rollback",
+    "summaries_as_dicts",
 ]
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 TAG_PREFIX = "mlops."
+AUDIT_FILE = "registry-audit.jsonl"
+LOCK_FILE = "registry.lock"
+LOCK_TIMEOUT_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
@@ -59,7 +86,7 @@ class RegisteredVersion:
 
 @dataclass(frozen=True)
 class PromotionDecision:
-    """Whether the challenger replaced the champion, and why."""
+    """Whether the challenger replaced the champion, and why (every check, in words)."""
 
     promoted: bool
     challenger_version: str
@@ -68,6 +95,24 @@ class PromotionDecision:
     challenger_score: float
     champion_score: float | None
     reason: str
+    forced: bool = False
+    margin: float = 0.0
+    floors: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VersionSummary:
+    """One registered version as ``mlops compare`` shows it."""
+
+    version: str
+    aliases: list[str]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    run_id: str
+    created: str
+
+
+# --- Logging a training run ------------------------------------------------------------
 
 
 def ensure_experiment(settings: Settings) -> str:
@@ -91,36 +136,131 @@ def log_and_register(
     *,
     data_path: Path,
     tags: dict[str, str],
+    trials: Sequence[Trial] = (),
+    manifest: pd.DataFrame | None = None,
 ) -> RegisteredVersion:
-    """Log one training run and register its model as a new version (alias ``challenger``)."""
+    """Log one training run (trials as nested child runs) and register its model as ``challenger``."""
     import mlflow
-    from mlflow.models import infer_signature
 
     experiment_id = ensure_experiment(settings)
-    example = split.x_holdout.head(3)
-    with warnings.catch_warnings(), mlflow.start_run(experiment_id=experiment_id, tags=_run_tags(tags)) as run:
+    run_tags = _run_tags({"task": settings.model.task, "contract_version": _contract_version(settings), **tags})
+    with warnings.catch_warnings(), mlflow.start_run(experiment_id=experiment_id, tags=run_tags) as run:
         # Hints about integer outputs and ambiguous local sources say nothing actionable here.
         warnings.simplefilter("ignore", UserWarning)
         mlflow.log_params(trained.params)
         mlflow.log_metrics({f"holdout_{name}": value for name, value in trained.metrics.items()})
-        dataset = mlflow.data.from_pandas(frame, source=str(data_path), targets=settings.data.target, name="train")
-        mlflow.log_input(dataset, context="training")
-        if settings.data.suite.is_file():
-            mlflow.log_artifact(str(settings.data.suite), artifact_path="validation")
-        info = mlflow.sklearn.log_model(
-            trained.pipeline,
-            name="model",
-            signature=infer_signature(example, trained.pipeline.predict(example)),
-            input_example=example,
-            registered_model_name=settings.model.name,
-            serialization_format="skops",
-            skops_trusted_types=_trusted_types(trained.pipeline),
-            pip_requirements=_pip_requirements(),
-        )
-    version = str(info.registered_model_version)
-    client = mlflow.MlflowClient()
-    client.set_registered_model_alias(settings.model.name, CHALLENGER, version)
+        _log_trials(trials, settings.model.metric, experiment_id, run_tags)
+        _log_data(frame, split, settings, data_path, manifest)
+        _log_plots(trained.pipeline, split, settings.model.task)
+        version = _log_model(trained.pipeline, split, settings)
+    mlflow.MlflowClient().set_registered_model_alias(settings.model.name, CHALLENGER, version)
     return RegisteredVersion(settings.model.name, version, run.info.run_id, dict(trained.metrics))
+
+
+def _log_trials(trials: Sequence[Trial], metric: str, experiment_id: str, tags: dict[str, str]) -> None:
+    """One nested child run per trial, so the MLflow UI groups them under the parent."""
+    import mlflow
+
+    for number, trial in enumerate(trials):
+        name = f"{trial.candidate}-{number}"
+        with mlflow.start_run(experiment_id=experiment_id, run_name=name, nested=True, tags=tags):
+            mlflow.set_tag(TAG_PREFIX + "trial", "true")
+            params = {name.removeprefix("model__"): value for name, value in trial.params.items()}
+            mlflow.log_params({"estimator": trial.candidate, **params})
+            mlflow.log_metrics({f"cv_{metric}": trial.cv_score, f"cv_{metric}_std": trial.cv_std})
+
+
+def _log_data(frame, split: DataSplit, settings: Settings, data_path: Path, manifest) -> None:
+    """The dataset as a run input, the suite, and the split manifest (which row went where)."""
+    import mlflow
+
+    dataset = mlflow.data.from_pandas(frame, source=str(data_path), targets=settings.data.target, name="train")
+    mlflow.log_input(dataset, context="training")
+    if settings.data.suite.is_file():
+        mlflow.log_artifact(str(settings.data.suite), artifact_path="validation")
+    if manifest is not None:
+        mlflow.log_text(manifest.to_csv(index=False), "split/manifest.csv")
+    summary = {"method": "row-content hash", "seed": settings.model.seed, "test_size": settings.model.test_size,
+               "train_rows": len(split.x_train), "holdout_rows": len(split.x_holdout)}
+    mlflow.log_dict(summary, "split/summary.json")
+
+
+def _log_plots(pipeline: Any, split: DataSplit, task: str) -> None:
+    """Confusion matrix and ROC curve for a classifier, residuals for a regressor (no pyplot state)."""
+    import mlflow
+    from matplotlib.figure import Figure
+
+    x, y = split.x_holdout, split.y_holdout
+    if task == "regression":
+        from sklearn.metrics import PredictionErrorDisplay
+
+        figure = Figure(figsize=(5, 4))
+        PredictionErrorDisplay.from_estimator(pipeline, x, y, kind="residual_vs_predicted", ax=figure.subplots())
+        mlflow.log_figure(figure, "plots/residuals.png")
+        return
+    from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
+
+    for name, display in (("confusion_matrix", ConfusionMatrixDisplay), ("roc_curve", RocCurveDisplay)):
+        figure = Figure(figsize=(5, 4))
+        display.from_estimator(pipeline, x, y, ax=figure.subplots())
+        mlflow.log_figure(figure, f"plots/{name}.png")
+
+
+def _log_model(pipeline: Any, split: DataSplit, settings: Settings) -> str:
+    import mlflow
+    from mlflow.models import infer_signature
+
+    example = split.x_holdout.head(3)
+    info = mlflow.sklearn.log_model(
+        pipeline,
+        name="model",
+        signature=infer_signature(example, pipeline.predict(example)),
+        input_example=example,
+        registered_model_name=settings.model.name,
+        serialization_format="skops",
+        skops_trusted_types=_trusted_types(pipeline),
+        pip_requirements=_pip_requirements(),
+    )
+    return str(info.registered_model_version)
+
+
+def model_card(
+    registered: RegisteredVersion, decision: PromotionDecision, settings: Settings, facts: dict[str, Any]
+) -> str:
+    """A short markdown card: data, metrics, gate decision, limitations."""
+    metrics = "\n".join(f"| {name} | {value:.4f} |" for name, value in registered.metrics.items())
+    data = "\n".join(f"- {key}: {value}" for key, value in facts.items())
+    verdict = "promoted to champion" if decision.promoted else "kept as challenger"
+    return f"""# {registered.name} v{registered.version}
+
+Task: {settings.model.task}; target `{settings.data.target}`; run `{registered.run_id}`.
+
+## Data
+{data}
+
+## Holdout metrics
+| metric | value |
+|---|---|
+{metrics}
+
+## Gate decision
+**{verdict}**: {decision.reason}
+
+## Limitations
+- Scored on one hash-based holdout of the training file; no calibration or fairness analysis.
+- Valid only for data that passes the expectation suite `{settings.data.suite.name}`.
+- The holdout is small, so differences below the promotion margin ({settings.model.promotion_margin:g}) are noise.
+"""
+
+
+def log_model_card(registered: RegisteredVersion, card: str) -> None:
+    """Attach the card to the training run (written after the gate, so it can state the decision)."""
+    import mlflow
+
+    mlflow.MlflowClient().log_text(registered.run_id, card, "model_card.md")
+
+
+# --- The gate --------------------------------------------------------------------------
 
 
 def champion_version(name: str) -> str | None:
@@ -128,27 +268,94 @@ def champion_version(name: str) -> str | None:
     return _version_by_alias(name, CHAMPION)
 
 
+@contextmanager
+def registry_lock(settings: Settings) -> Iterator[None]:
+    """Serialize read-champion → compare → move across threads and processes.
+
+    A file lock under the state folder: every process sharing this state folder
+    (and so the default SQLite registry) waits its turn. Processes on other machines
+    sharing a remote registry do not see it.
+    """
+    from filelock import FileLock, Timeout
+
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(str(settings.state_dir / LOCK_FILE), timeout=LOCK_TIMEOUT_SECONDS):
+            yield
+    except Timeout:
+        raise RegistryError(
+            f"The registry lock {settings.state_dir / LOCK_FILE} was held for over {LOCK_TIMEOUT_SECONDS:g} s. "
+            "Another training flow, `mlops promote` or `mlops rollback` is still moving aliases; retry when it ends."
+        ) from None
+
+
 def decide_promotion(challenger: RegisteredVersion, split: DataSplit, settings: Settings) -> PromotionDecision:
-    """Re-score the champion on the challenger's holdout and compare the primary metric."""
+    """Check the floors, then re-score the champion on the challenger's holdout and compare."""
+    current = champion_version(challenger.name)
+    champion_metrics = None
+    if current is not None and current != challenger.version:
+        champion_metrics = _rescore(challenger.name, current, split, settings.model.task)
+    return _judge(challenger.version, challenger.metrics, current, champion_metrics, settings)
+
+
+def _judge(
+    version: str,
+    metrics: dict[str, float],
+    current: str | None,
+    champion_metrics: dict[str, float] | None,
+    settings: Settings,
+) -> PromotionDecision:
+    """Margin against the champion (in the metric's direction) and the floors, as one decision."""
+    from mlops.training import higher_is_better
+
+    metric, margin = settings.model.metric, settings.model.promotion_margin
+    score = metrics[metric]
+    failures = _floor_failures(metrics, settings.model.floors)
+    champion_score = champion_metrics[metric] if champion_metrics is not None else None
+    if current == version:
+        reasons, beats = [f"v{version} is already the champion"], False
+    elif champion_score is None:
+        reasons, beats = ["no champion yet"], True
+    else:
+        gain = score - champion_score if higher_is_better(metric) else champion_score - score
+        beats = gain > margin
+        reasons = [
+            f"{metric} {score:.4f} {'beats' if beats else 'does not beat'} champion v{current}'s {champion_score:.4f}"
+            f" on the same holdout by more than the margin {margin:g}"
+        ]
+    promoted = beats and not failures
+    reason = "; ".join(reasons + failures)
+    floors = dict(settings.model.floors)
+    return PromotionDecision(promoted, version, current, metric, score, champion_score, reason, False, margin, floors)
+
+
+def _floor_failures(metrics: dict[str, float], floors: dict[str, float]) -> list[str]:
+    from mlops.training import higher_is_better
+
+    failures = []
+    for name, limit in floors.items():
+        value = metrics[name]
+        if higher_is_better(name) and value < limit:
+            failures.append(f"{name} {value:.4f} is below the floor {limit:g}")
+        elif not higher_is_better(name) and value > limit:
+            failures.append(f"{name} {value:.4f} is above the ceiling {limit:g}")
+    return failures
+
+
+def _rescore(name: str, version: str, split: DataSplit, task: str) -> dict[str, float]:
+    """A registered version's metrics on this holdout; a version that cannot score it cannot be compared."""
     import mlflow
 
     from mlops.training import evaluate
 
-    metric = settings.model.primary_metric
-    score = challenger.metrics[metric]
-    current = champion_version(challenger.name)
-    if current is None:
-        return PromotionDecision(True, challenger.version, None, metric, score, None, "no champion yet")
-    champion = mlflow.sklearn.load_model(f"models:/{challenger.name}/{current}")
-    champion_score = evaluate(champion, split.x_holdout, split.y_holdout)[metric]
-    margin = settings.model.promotion_margin
-    promoted = score > champion_score + margin
-    comparison = "beats" if promoted else "does not beat"
-    reason = (
-        f"{metric} {score:.4f} {comparison} champion v{current}'s {champion_score:.4f}"
-        f" on the same holdout by more than the margin {margin:g}"
-    )
-    return PromotionDecision(promoted, challenger.version, current, metric, score, champion_score, reason)
+    model = mlflow.sklearn.load_model(f"models:/{name}/{version}")
+    try:
+        return evaluate(model, split.x_holdout, split.y_holdout, task)
+    except (ValueError, KeyError, AttributeError) as exc:
+        raise RegistryError(
+            f"Version {version} of '{name}' cannot be scored on this holdout ({exc}). "
+            "Its features or task differ: use a new model name, or `mlops promote VERSION --force`."
+        ) from None
 
 
 def apply_promotion(decision: PromotionDecision, name: str) -> None:
@@ -162,16 +369,179 @@ def apply_promotion(decision: PromotionDecision, name: str) -> None:
         "gate.metric": decision.metric,
         "gate.challenger_score": f"{decision.challenger_score:.6f}",
         "gate.champion_version": decision.champion_version or "",
+        "gate.margin": f"{decision.margin:g}",
+        "gate.floors": json.dumps(decision.floors, sort_keys=True),
     }
     if decision.champion_score is not None:
         tags["gate.champion_score"] = f"{decision.champion_score:.6f}"
     for key, value in tags.items():
         client.set_model_version_tag(name, decision.challenger_version, TAG_PREFIX + key, value)
-    if not decision.promoted:
-        return
-    if decision.champion_version is not None:
-        client.set_registered_model_alias(name, PREVIOUS, decision.champion_version)
-    client.set_registered_model_alias(name, CHAMPION, decision.challenger_version)
+    if decision.promoted:
+        _move_aliases(name, decision.challenger_version, decision.champion_version)
+
+
+def _move_aliases(name: str, new: str, old: str | None) -> None:
+    """``champion`` to ``new``; the replaced champion stays reachable as ``previous``."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    if old is not None:
+        client.set_registered_model_alias(name, PREVIOUS, old)
+    client.set_registered_model_alias(name, CHAMPION, new)
+
+
+def gate_challenger(registered: RegisteredVersion, split: DataSplit, settings: Settings) -> PromotionDecision:
+    """The training flow's gate: decide, tag and move under the registry lock, and record it."""
+    with registry_lock(settings):
+        decision = decide_promotion(registered, split, settings)
+        apply_promotion(decision, registered.name)
+        if decision.promoted:
+            _record_move(settings, "gate", decision, reason=decision.reason)
+    return decision
+
+
+# --- Moves by hand ---------------------------------------------------------------------
+
+
+def promote_version(
+    settings: Settings, version: str, split: DataSplit, *, force: bool = False, reason: str = ""
+) -> PromotionDecision:
+    """Make ``version`` the champion if it passes the gate's checks on ``split`` (or ``force``)."""
+    name = settings.model.name
+    _require_version(name, version)
+    with registry_lock(settings):
+        current = champion_version(name)
+        decision = _manual_decision(settings, version, current, split, compare=True, force=force)
+        return _move(settings, "promote", decision, force=force, reason=reason)
+
+
+def rollback(settings: Settings, split: DataSplit, *, force: bool = False, reason: str = "") -> PromotionDecision:
+    """Give ``champion`` back to the ``previous`` version; the current one becomes ``previous``.
+
+    A rollback deliberately goes back to an older model, so it skips the margin
+    against the champion but still checks the absolute floors (unless ``force``).
+    """
+    name = settings.model.name
+    with registry_lock(settings):
+        target, current = _version_by_alias(name, PREVIOUS), champion_version(name)
+        if target is None:
+            raise RegistryError(f"Model '{name}' has no '{PREVIOUS}' version to roll back to. Promote one by hand.")
+        decision = _manual_decision(settings, target, current, split, compare=False, force=force)
+        return _move(settings, "rollback", decision, force=force, reason=reason)
+
+
+def _manual_decision(
+    settings: Settings, version: str, current: str | None, split: DataSplit, *, compare: bool, force: bool
+) -> PromotionDecision:
+    """The gate's checks for a move by hand, both versions re-scored on ``split``."""
+    name, metric = settings.model.name, settings.model.metric
+    try:
+        metrics = _rescore(name, version, split, settings.model.task)
+        rescore_champion = compare and current is not None and current != version
+        champion_metrics = _rescore(name, current, split, settings.model.task) if rescore_champion else None
+    except RegistryError as exc:
+        if not force:
+            raise
+        return PromotionDecision(False, version, current, metric, float("nan"), None, str(exc))
+    if compare or current == version:
+        return _judge(version, metrics, current, champion_metrics, settings)
+    failures = _floor_failures(metrics, settings.model.floors)
+    reason = "; ".join([f"rollback from v{current} ({metric} {metrics[metric]:.4f} on the holdout)", *failures])
+    return PromotionDecision(not failures, version, current, metric, metrics[metric], None, reason)
+
+
+def _move(settings: Settings, kind: str, decision: PromotionDecision, *, force: bool, reason: str) -> PromotionDecision:
+    """Move the aliases if the checks passed (or ``force``); a refused move changes nothing."""
+    if decision.champion_version == decision.challenger_version:
+        raise RegistryError(f"Version {decision.challenger_version} is already the champion; nothing to move.")
+    if force and not decision.promoted:
+        decision = replace(decision, promoted=True, forced=True, reason=f"forced over: {decision.reason}")
+    if decision.promoted:
+        _move_aliases(settings.model.name, decision.challenger_version, decision.champion_version)
+        _record_move(settings, kind, decision, reason=reason or decision.reason)
+    return decision
+
+
+def _record_move(settings: Settings, kind: str, decision: PromotionDecision, *, reason: str) -> None:
+    """Who, when and why, on the new champion's tags and as one line of the audit log."""
+    import mlflow
+
+    entry = {
+        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "by": _user(),
+        "kind": kind,
+        "model": settings.model.name,
+        "champion": decision.challenger_version,
+        "previous": decision.champion_version,
+        "forced": decision.forced,
+        "reason": reason,
+    }
+    client = mlflow.MlflowClient()
+    for key in ("at", "by", "kind", "reason", "forced"):
+        tag = f"{TAG_PREFIX}promotion.{key}"
+        client.set_model_version_tag(settings.model.name, decision.challenger_version, tag, str(entry[key]))
+    with (settings.state_dir / AUDIT_FILE).open("a", encoding="utf-8") as log:
+        log.write(json.dumps(entry) + "\n")
+
+
+def read_audit(settings: Settings) -> list[dict[str, Any]]:
+    """Every recorded alias move, oldest first."""
+    path = settings.state_dir / AUDIT_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _require_version(name: str, version: str) -> None:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow.MlflowClient().get_model_version(name, version)
+    except MlflowException:
+        raise RegistryError(
+            f"Model '{name}' has no version '{version}'. See `mlops compare` for the versions."
+        ) from None
+
+
+# --- Comparing versions ----------------------------------------------------------------
+
+
+def list_versions(name: str) -> list[VersionSummary]:
+    """Every registered version, newest first, with its run's holdout metrics and all tags."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    try:
+        aliases = client.get_registered_model(name).aliases  # version search results carry no aliases
+    except MlflowException:
+        raise RegistryError(f"No registered model '{name}'. Run `mlops train` first.") from None
+    versions = sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version), reverse=True)
+    return [_summary(client, v, sorted(a for a, n in aliases.items() if str(n) == str(v.version))) for v in versions]
+
+
+def _summary(client: Any, version: Any, aliases: list[str]) -> VersionSummary:
+    run = client.get_run(version.run_id)
+    metrics = {k.removeprefix("holdout_"): value for k, value in run.data.metrics.items() if k.startswith("holdout_")}
+    run_tags = {key: value for key, value in run.data.tags.items() if key.startswith(TAG_PREFIX)}
+    created = datetime.fromtimestamp(version.creation_timestamp / 1000, timezone.utc).isoformat(timespec="seconds")
+    return VersionSummary(str(version.version), aliases, metrics, run_tags | dict(version.tags), version.run_id, created)
+
+
+def summaries_as_dicts(summaries: Sequence[VersionSummary]) -> list[dict[str, Any]]:
+    """JSON-ready form for ``mlops compare --json``."""
+    return [asdict(summary) for summary in summaries]
+
+
+# --- Helpers ---------------------------------------------------------------------------
 
 
 def _version_by_alias(name: str, alias: str) -> str | None:
@@ -185,6 +555,14 @@ def _version_by_alias(name: str, alias: str) -> str | None:
         if exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
             return None
         raise RegistryError(f"Could not read alias '{alias}' of model '{name}': {exc.message}") from None
+
+
+def _contract_version(settings: Settings) -> str:
+    """The expectation suite's content hash, until a data contract carries its own version."""
+    import hashlib
+
+    suite = settings.data.suite
+    return hashlib.sha256(suite.read_bytes()).hexdigest()[:12] if suite.is_file() else ""
 
 
 def _run_tags(tags: dict[str, str]) -> dict[str, str]:

@@ -27,7 +27,7 @@ def test_help__is_fast_and_lists_the_commands(tmp_path):
     result = run_mlops("--help", state_dir=tmp_path)
     elapsed = time.perf_counter() - started
     assert result.returncode == 0
-    for command in ("validate", "train", "serve", "monitor", "ui", "demo"):
+    for command in ("validate", "train", "serve", "monitor", "ui", "demo", "compare", "promote", "rollback"):
         assert command in result.stdout
     print(f"mlops --help: {elapsed:.2f} s")  # measured, never asserted: see benchmarks/
 
@@ -146,3 +146,44 @@ def test_demo__runs_the_whole_loop_on_a_clean_and_on_an_existing_state_folder(tm
     assert len(reports) == 2
     assert list((state / "predictions").glob("predictions-*.jsonl"))
     assert not list(Path.home().glob(".mlops*")), "nothing is written to the home directory"
+
+
+def _two_versions(settings):
+    """v1 trained on 12 rows (weak, promoted first), v2 on all rows (promoted over v1)."""
+    from mlops import tracking
+    from mlops.data import load_table
+    from mlops.training import DataSplit, split_holdout, train_model
+
+    frame = load_table(settings.data.training)
+    split = split_holdout(frame, "target", settings.model.test_size, settings.model.seed)
+    tiny = DataSplit(split.x_train.head(12), split.y_train.head(12), split.x_holdout, split.y_holdout)
+    for trained, trigger in ((train_model(tiny, settings.model), "manual"), (train_model(split, settings.model), "drift")):
+        registered = tracking.log_and_register(
+            trained, split, frame, settings, data_path=settings.data.training, tags={"trigger": trigger}
+        )
+        tracking.gate_challenger(registered, split, settings)
+
+
+@pytest.mark.slow
+def test_compare_promote_rollback__as_a_user_runs_them(tool_env, settings):
+    import json
+
+    _two_versions(settings)
+    listed = run_mlops("compare", "--json", state_dir=settings.state_dir)
+    assert listed.returncode == 0, listed.stderr
+    versions = json.loads(listed.stdout)
+    assert [(v["version"], v["aliases"]) for v in versions] == [("2", ["challenger", "champion"]), ("1", ["previous"])]
+    assert versions[0]["tags"]["mlops.trigger"] == "drift" and "roc_auc" in versions[0]["metrics"]
+    table = run_mlops("compare", state_dir=settings.state_dir)
+    assert table.returncode == 0 and "champion" in table.stdout and "drift" in table.stdout
+    refused = run_mlops("promote", "1", state_dir=settings.state_dir)
+    assert refused.returncode == 1 and "does not beat" in refused.stderr and "Traceback" not in refused.stderr
+    rolled = run_mlops("rollback", "--reason", "latency regression", state_dir=settings.state_dir)
+    assert rolled.returncode == 0, rolled.stderr
+    assert "champion → v1" in rolled.stdout
+    promoted = run_mlops("promote", "2", "--reason", "fixed", state_dir=settings.state_dir)
+    assert promoted.returncode == 0 and "champion → v2" in promoted.stdout, promoted.stderr
+    audit = [json.loads(line) for line in (settings.state_dir / "registry-audit.jsonl").read_text().splitlines()]
+    assert [(e["kind"], e["champion"], e["reason"]) for e in audit][-2:] == [
+        ("rollback", "1", "latency regression"), ("promote", "2", "fixed")
+    ]

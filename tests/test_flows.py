@@ -85,3 +85,63 @@ def test_monitoring_flow__no_drift_no_retraining(tool_env, settings, tmp_path):
     outcome = monitoring_flow(settings, current_path=path)
     assert not outcome.drift.drift_detected
     assert outcome.retrain is None
+
+
+def test_training_flow__regression_runs_the_whole_flow_with_nested_trials(tool_env, settings):
+    import mlflow
+
+    from flows.training import training_flow
+    from mlops.config import load_settings
+
+    diabetes = load_settings("examples/diabetes.yaml", state_dir=settings.state_dir)
+    outcome = training_flow(diabetes)
+    assert set(outcome.registered.metrics) == {"rmse", "mae", "r2"}
+    assert outcome.decision.promoted and outcome.decision.metric == "rmse"
+    parent = mlflow.get_run(outcome.registered.run_id)
+    children = mlflow.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    assert len(children) == 4 + 2, "every trial of both candidates is a child run"
+    assert set(children["params.estimator"]) == {"ridge", "random_forest"}
+    assert parent.data.tags["mlops.flow_run_id"] == outcome.flow_run_id
+    assert parent.data.tags["mlops.task"] == "regression"
+    plots = {a.path for a in mlflow.MlflowClient().list_artifacts(parent.info.run_id, "plots")}
+    assert plots == {"plots/residuals.png"}
+
+
+def test_training_flow__two_concurrent_runs_reproduce_metrics_and_leave_one_consistent_champion(tool_env, settings):
+    """Same data, config and seed: the same metrics, so exactly one of the two may be promoted."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import mlflow
+
+    from flows.training import training_flow
+    from mlops import tracking
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = list(pool.map(lambda _: training_flow(settings), range(2)))
+    assert outcomes[0].registered.metrics == outcomes[1].registered.metrics
+    assert outcomes[0].data_fingerprint == outcomes[1].data_fingerprint
+    assert sorted(o.decision.promoted for o in outcomes) == [False, True]
+    winner = next(o for o in outcomes if o.decision.promoted)
+    loser = next(o for o in outcomes if not o.decision.promoted)
+    assert tracking.champion_version(settings.model.name) == winner.registered.version
+    assert loser.decision.champion_version == winner.registered.version
+    assert "does not beat" in loser.decision.reason
+    aliases = mlflow.MlflowClient().get_registered_model(settings.model.name).aliases
+    assert str(aliases["champion"]) == winner.registered.version and "previous" not in aliases
+    assert [entry["champion"] for entry in tracking.read_audit(settings)] == [winner.registered.version]
+
+
+def test_training_flow__python_declared_candidates_replace_the_configured_ones(tool_env, settings):
+    import mlflow
+    from sklearn.tree import DecisionTreeClassifier
+
+    from flows.training import training_flow
+    from mlops.training import Candidate
+
+    tree = Candidate("tree", DecisionTreeClassifier(random_state=0), {"max_depth": [2, 3]})
+    outcome = training_flow(settings, candidates=[tree])
+    run = mlflow.get_run(outcome.registered.run_id)
+    assert run.data.params["estimator"] == "tree" and run.data.params["estimator_class"] == "DecisionTreeClassifier"
+    assert _flow_run(outcome.flow_run_id).state.is_completed()

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from mlops.data import data_fingerprint, load_table, make_sample_data
 from mlops.errors import DataError
-from mlops.training import split_holdout, train_model
+from mlops.training import split_holdout, split_manifest, train_model
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_split_holdout__same_seed_same_split(settings):
@@ -12,14 +16,32 @@ def test_split_holdout__same_seed_same_split(settings):
     first = split_holdout(frame, "target", 0.2, seed=42)
     second = split_holdout(frame, "target", 0.2, seed=42)
     assert list(first.x_holdout.index) == list(second.x_holdout.index)
-    assert len(first.x_holdout) == round(len(frame) * 0.2)
+    assert abs(len(first.x_holdout) - len(frame) * 0.2) < len(frame) * 0.06, "a hash split is close to test_size"
     assert "target" not in first.feature_names
 
 
-def test_split_holdout__is_stratified(settings):
+def test_split_holdout__a_row_stays_on_its_side_when_rows_are_added_or_reordered(settings):
     frame = load_table(settings.data.training)
-    split = split_holdout(frame, "target", 0.2, seed=1)
-    assert abs(split.y_holdout.mean() - frame["target"].mean()) < 0.02
+    half = frame.head(200)
+    shuffled = frame.sample(frac=1.0, random_state=3)[list(reversed(frame.columns))]
+    holdout = set(split_holdout(frame, "target", 0.2, seed=42).x_holdout.index)
+    assert set(split_holdout(half, "target", 0.2, seed=42).x_holdout.index) == holdout & set(half.index)
+    assert set(split_holdout(shuffled, "target", 0.2, seed=42).x_holdout.index) == holdout
+
+
+def test_split_holdout__seed_changes_the_split(settings):
+    frame = load_table(settings.data.training)
+    first = split_holdout(frame, "target", 0.2, seed=1)
+    second = split_holdout(frame, "target", 0.2, seed=2)
+    assert set(first.x_holdout.index) != set(second.x_holdout.index)
+
+
+def test_split_manifest__names_every_row_once_with_its_side(settings):
+    frame = load_table(settings.data.training)
+    split = split_holdout(frame, "target", 0.2, seed=42)
+    manifest = split_manifest(frame, split, seed=42)
+    assert len(manifest) == len(frame) and manifest["row_hash"].str.len().eq(16).all()
+    assert (manifest["split"] == "holdout").sum() == len(split.x_holdout)
 
 
 def test_split_holdout__single_class_target_is_a_data_error(settings):
@@ -80,3 +102,106 @@ def test_load_table__unreadable_files_are_data_errors(tmp_path, content, expecte
         path.write_bytes(content)
     with pytest.raises(DataError, match=expected):
         load_table(path)
+
+
+def test_search_candidates__every_trial_is_kept_and_the_best_is_scored_on_the_holdout(settings):
+    from mlops.training import search_candidates
+
+    split = split_holdout(load_table(settings.data.training), "target", 0.2, seed=42)
+    result = search_candidates(split, settings.model)
+    assert [trial.params for trial in result.trials] == [{"model__C": c} for c in (0.1, 1.0, 10.0)]
+    best_trial = max(result.trials, key=lambda trial: trial.cv_score)
+    assert result.best.params["model.C"] == best_trial.params["model__C"]
+    assert result.best.metrics["roc_auc"] > 0.95 and result.metric == "roc_auc"
+
+
+def test_search_candidates__python_declared_candidates_and_a_users_own_pipeline(settings):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import MinMaxScaler
+    from sklearn.tree import DecisionTreeClassifier
+
+    from mlops.training import Candidate, search_candidates
+
+    split = split_holdout(load_table(settings.data.training), "target", 0.2, seed=42)
+    candidates = [
+        Candidate("tree", DecisionTreeClassifier(random_state=0), {"max_depth": [2, 4]}),
+        Candidate("own", make_pipeline(MinMaxScaler(), LogisticRegression(max_iter=500)), {"logisticregression__C": [1.0]}),
+    ]
+    result = search_candidates(split, settings.model, candidates)
+    assert [trial.candidate for trial in result.trials] == ["tree", "tree", "own"]
+    assert result.best.params["estimator"] in {"tree", "own"}
+    assert "minmaxscaler" in dict(search_candidates(split, settings.model, candidates[1:]).best.pipeline.steps)
+
+
+def test_build_pipeline__one_hot_encodes_categorical_columns_inferred_from_dtypes():
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    from mlops.training import build_pipeline, infer_columns
+
+    frame = pd.DataFrame({"size": [1.0, 2.0, 3.0, 4.0] * 5, "colour": ["red", "blue", "red", "green"] * 5})
+    assert infer_columns(frame) == (["size"], ["colour"])
+    pipeline = build_pipeline(LogisticRegression(), frame).fit(frame, [0, 1, 0, 1] * 5)
+    assert list(pipeline[:-1].get_feature_names_out()) == ["size", "colour_blue", "colour_green", "colour_red"]
+    assert pipeline.predict(pd.DataFrame({"size": [2.0], "colour": ["purple"]})).shape == (1,)
+
+
+def test_train_model__regression_on_the_diabetes_example_is_reproducible(settings):
+    from mlops.config import load_settings
+
+    diabetes = load_settings("examples/diabetes.yaml", state_dir=settings.state_dir)
+    frame = load_table(diabetes.data.training)
+    split = split_holdout(frame, "target", 0.2, seed=42, task="regression")
+    first, second = train_model(split, diabetes.model), train_model(split, diabetes.model)
+    assert first.metrics == second.metrics
+    assert set(first.metrics) == {"rmse", "mae", "r2"}
+    assert 30 < first.metrics["rmse"] < 70 and first.metrics["r2"] > 0.3
+
+
+def test_diabetes_example__data_and_suite_regenerate_identically(tmp_path):
+    import runpy
+
+
+    runpy.run_path(str(REPO / "examples" / "diabetes.py"), run_name="diabetes")["write_diabetes"](tmp_path)
+    for relative in ("data/diabetes/train.csv", "data/expectations/diabetes.json"):
+        assert (tmp_path / relative).read_bytes() == (REPO / relative).read_bytes()
+
+
+def test_diabetes_example__data_passes_its_suite():
+    from mlops.validation import validate_file
+
+    result = validate_file(REPO / "data/diabetes/train.csv", REPO / "data/expectations/diabetes.json")
+    assert result.success, result.summary()
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ({"task": "regression", "primary_metric": "roc_auc"}, "do not apply to regression"),
+        ({"floors": {"rmse": 50}}, "do not apply to classification"),
+        ({"task": "regression", "estimator": "logistic_regression"}, "not built in for regression"),
+        ({"candidates": [{"name": "x", "estimator": "xgboost"}]}, "unknown estimator 'xgboost'"),
+    ],
+)
+def test_model_config__metrics_and_estimators_must_fit_the_task(model, expected):
+    from mlops.config import load_settings
+    from mlops.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=expected):
+        load_settings(model=model)
+
+
+def test_model_config__defaults_follow_the_task():
+    from mlops.config import ModelConfig
+
+    assert (ModelConfig().metric, ModelConfig().estimator_name) == ("roc_auc", "logistic_regression")
+    assert (ModelConfig(task="regression").metric, ModelConfig(task="regression").estimator_name) == ("rmse", "ridge")
+
+
+def test_floors__a_minimum_for_scores_a_maximum_for_errors():
+    from mlops.tracking import _floor_failures
+
+    failures = _floor_failures({"rmse": 80.0, "r2": 0.5, "mae": 10.0}, {"rmse": 70.0, "r2": 0.3, "mae": 20.0})
+    assert failures == ["rmse 80.0000 is above the ceiling 70"]
+    assert _floor_failures({"accuracy": 0.8}, {"accuracy": 0.9}) == ["accuracy 0.8000 is below the floor 0.9"]
