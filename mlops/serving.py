@@ -22,16 +22,21 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 from mlops.config import Settings
 from mlops.environment import tool_variables
 from mlops.errors import RegistryError, ServingError
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 __all__ = [
     "SERVICE",
     "ServerProcess",
     "free_port",
     "import_model",
+    "request_schema",
     "resolve_alias",
     "start_server",
     "wait_until_ready",
@@ -80,6 +85,24 @@ def import_model(model_name: str, version: str) -> str:
     uri = f"models:/{model_name}/{version}"
     bento_model = bentoml.mlflow.import_model(tag, uri, labels=labels, metadata={"mlflow_model_uri": uri})
     return str(bento_model.tag)
+
+
+def request_schema(model_dir: str | Path) -> type[BaseModel]:
+    """The pydantic model one request record must satisfy, from the MLflow signature.
+
+    Every signature input is a required, finite number (strings are refused, not
+    coerced); unknown keys are ignored. This is the one place the request contract is
+    derived, so a data contract (ranges, categories) can replace it.
+    """
+    import mlflow.models
+    from pydantic import ConfigDict, Field, create_model
+
+    signature = mlflow.models.Model.load(str(model_dir)).signature
+    if signature is None:
+        raise ServingError(f"The model at {model_dir} has no signature; log it with one (mlflow infer_signature).")
+    number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+    fields: dict[str, Any] = {name: (number, ...) for name in signature.inputs.input_names()}
+    return create_model("Record", __config__=ConfigDict(extra="ignore", frozen=True), **fields)
 
 
 def _run_id(model_name: str, version: str) -> str:
@@ -162,6 +185,8 @@ def _server_env(settings: Settings, tag: str) -> dict[str, str]:
         **tool_variables(settings),
         "MLOPS_BENTO_MODEL": tag,
         "MLOPS_PREDICTIONS_DIR": str(settings.predictions_dir),
+        "MLOPS_API_KEY_ENV": settings.serving.api_key_env,
+        "MLOPS_MAX_REQUEST_BYTES": str(settings.serving.max_request_bytes),
     }
 
 
