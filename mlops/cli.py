@@ -112,6 +112,59 @@ def serve(settings: Settings, port: int | None, alias: str | None) -> None:
         server.stop()
 
 
+@cli.group(invoke_without_command=True)
+@click.option("--alias", help="Registry alias to deploy (default: serving.alias).")
+@click.pass_context
+def deploy(ctx: click.Context, alias: str | None) -> None:
+    """Deploy ALIAS in the background at serving.port; swap versions without dropping requests.
+
+    The new version is started beside the running one and smoke-tested before it gets
+    traffic; a version that fails is rejected and the alias rolls back.
+    """
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(_deploy, alias=alias)
+
+
+@_command
+def _deploy(settings: Settings, alias: str | None) -> None:
+    from mlops import deployment
+
+    state = deployment.deploy(settings, alias)
+    backend = state.backend
+    replaced = f"; replaced v{state.replaced_version}" if state.replaced_version else ""
+    click.echo(f"Deployed {state.model_name} v{backend.version} ({state.alias}) at {state.url}{replaced}")
+    click.echo(f"  ready in {backend.ready_seconds:g} s; model server pid {backend.pid} on port {backend.port}")
+
+
+@deploy.command("status")
+@_command
+def deploy_status(settings: Settings) -> None:
+    """Show the running deployment; exit 3 when it is not healthy."""
+    from mlops import deployment
+
+    status = deployment.deployment_status(settings)
+    if status.state is None:
+        click.echo("Nothing is deployed. Run `mlops deploy`.")
+        sys.exit(3)
+    state = status.state
+    click.echo(f"{state.model_name} v{state.backend.version} ({state.alias}) at {state.url}, since {state.deployed_at}")
+    click.echo(f"  proxy pid {state.proxy_pid}: {'up' if status.proxy_alive else 'DOWN'}")
+    click.echo(f"  model server pid {state.backend.pid}: {'up' if status.backend_alive else 'DOWN'}")
+    click.echo(f"  ready: {'yes' if status.ready else 'NO'}")
+    if not status.healthy:
+        sys.exit(3)
+
+
+@deploy.command("stop")
+@_command
+def deploy_stop(settings: Settings) -> None:
+    """Stop the deployment (model server and proxy)."""
+    from mlops import deployment
+
+    state = deployment.stop_deployment(settings)
+    click.echo(f"Stopped {state.model_name} v{state.backend.version}." if state else "Nothing was deployed.")
+
+
 @cli.command()
 @click.option("--current", type=click.Path(dir_okay=False), help="Current data (default: logged predictions).")
 @_command
