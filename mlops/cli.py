@@ -112,6 +112,19 @@ def serve(settings: Settings, port: int | None, alias: str | None) -> None:
         server.stop()
 
 
+@cli.command()
+@click.option("--alias", help="Registry alias to package (default: serving.alias).")
+@_command
+def package(settings: Settings, alias: str | None) -> None:
+    """Build a Bento (service, model, pinned dependencies) and its Docker build context."""
+    from mlops import packaging
+
+    result = packaging.package(settings, alias)
+    click.echo(f"Built Bento {result.bento_tag} with model {result.model_tag} (registry version {result.version})")
+    click.echo(f"Docker build context: {result.build_context}")
+    click.echo(f"  docker build -t {result.bento_tag.replace(':', '-')} {result.build_context}")
+
+
 @cli.group(invoke_without_command=True)
 @click.option("--alias", help="Registry alias to deploy (default: serving.alias).")
 @click.pass_context

@@ -24,9 +24,9 @@ from mlops.deployment import deploy, deployment_status, read_events, smoke_test,
 from mlops.environment import tool_environment
 from mlops.errors import ServingError
 from mlops.serving import free_port
+from registered import TRAIN_CSV, features as _features, register as _register, set_champion as _set_champion
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN_CSV = REPO / "data" / "train.csv"
 MLOPS = Path(sys.executable).with_name("mlops")
 
 
@@ -51,44 +51,6 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
         _set_champion(settings, good)
         yield Registry(settings, good, better, broken)
         stop_deployment(settings)
-
-
-def _features():
-    import pandas as pd
-
-    return pd.read_csv(TRAIN_CSV).drop(columns="target")
-
-
-def _register(settings: Settings, features, C: float) -> str:
-    import mlflow
-    import pandas as pd
-    import skops.io
-    from mlflow.models import infer_signature
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    target = pd.read_csv(TRAIN_CSV)["target"]
-    pipeline = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=1000)).fit(features, target)
-    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
-    mlflow.set_experiment(settings.model.experiment)
-    with mlflow.start_run():
-        info = mlflow.sklearn.log_model(
-            pipeline,
-            name="model",
-            signature=infer_signature(features, pipeline.predict(features)),
-            registered_model_name=settings.model.name,
-            serialization_format="skops",
-            skops_trusted_types=trusted,
-            pip_requirements=["scikit-learn"],
-        )
-    return str(info.registered_model_version)
-
-
-def _set_champion(settings: Settings, version: str) -> None:
-    from mlflow import MlflowClient
-
-    MlflowClient().set_registered_model_alias(settings.model.name, "champion", version)
 
 
 def _champion(settings: Settings) -> str:

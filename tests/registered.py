@@ -1,0 +1,47 @@
+"""Register model versions the way training does, for the serving-side tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlops.config import Settings
+
+TRAIN_CSV = Path(__file__).resolve().parents[1] / "data" / "train.csv"
+
+
+def features():
+    import pandas as pd
+
+    return pd.read_csv(TRAIN_CSV).drop(columns="target")
+
+
+def register(settings: Settings, features, C: float) -> str:
+    import mlflow
+    import pandas as pd
+    import skops.io
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    target = pd.read_csv(TRAIN_CSV)["target"]
+    pipeline = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=1000)).fit(features, target)
+    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
+    mlflow.set_experiment(settings.model.experiment)
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            pipeline,
+            name="model",
+            signature=infer_signature(features, pipeline.predict(features)),
+            registered_model_name=settings.model.name,
+            serialization_format="skops",
+            skops_trusted_types=trusted,
+            pip_requirements=["scikit-learn"],
+        )
+    return str(info.registered_model_version)
+
+
+def set_champion(settings: Settings, version: str) -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient().set_registered_model_alias(settings.model.name, "champion", version)
