@@ -2,7 +2,7 @@
 
 Exit codes: 0 success (a challenger that is not promoted is a normal outcome),
 1 a gate blocked the run, 2 usage, configuration or data-file error, 3 the endpoint
-failed to start, 4 a configured server (MLflow, Prefect) does not answer.
+failed to start or a deployed version was rejected, 4 a configured server (MLflow, Prefect) does not answer.
 Everything heavy is imported inside the commands, so ``mlops --help`` is instant.
 The CLI is the top layer: it may import ``flows``; the library modules may not.
 """

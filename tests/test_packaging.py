@@ -40,10 +40,10 @@ def test_package__bento_holds_service_model_and_unlocked_pins(packaged: Package)
     context = packaged.build_context
     requirements = (context / "env" / "python" / "requirements.txt").read_text().split()
 
-    assert packaged.model_tag == "breast-cancer-classifier:v1"
+    assert packaged.model_tag.startswith("breast-cancer-classifier:v1-")
     assert (context / "src" / "models" / "service.py").is_file()
     assert (context / "src" / "mlops" / "prediction_log.py").is_file()
-    assert (context / "models" / "breast-cancer-classifier" / "v1" / "mlflow_model" / "MLmodel").is_file()
+    assert (context / "models" / "breast-cancer-classifier" / packaged.model_tag.split(":")[1] / "mlflow_model" / "MLmodel").is_file()
     # Our pins only, not a lock re-resolved against the index.
     assert set(requirements) == set(pinned_requirements())
 
@@ -59,5 +59,5 @@ def test_package__dockerfile_sets_the_model_and_passes_hadolint(packaged: Packag
     )
 
     assert "ENV MLOPS_BENTO_MODEL=$MLOPS_BENTO_MODEL" in dockerfile
-    assert "ARG MLOPS_BENTO_MODEL=breast-cancer-classifier:v1" in dockerfile
+    assert f"ARG MLOPS_BENTO_MODEL={packaged.model_tag}" in dockerfile
     assert lint.returncode == 0, lint.stdout + lint.stderr
