@@ -3,9 +3,9 @@
 Both checks run before BentoML parses the body, so a refused request costs nothing:
 
 * the API key, when the variable named by ``MLOPS_API_KEY_ENV`` (default
-  ``MLOPS_API_KEY``) is set, is required on ``/predict*`` as ``Authorization: Bearer KEY``
-  or ``X-API-Key: KEY`` and compared in constant time (401 otherwise); health, metrics
-  and documentation stay open;
+  ``MLOPS_API_KEY``) is set, is required on every path but health, metrics and
+  documentation (``OPEN_PATHS``), as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``,
+  compared in constant time (401 otherwise);
 * a body over ``MLOPS_MAX_REQUEST_BYTES`` is refused with 413, whether it announces its
   length or arrives chunked.
 """
@@ -18,14 +18,16 @@ import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-__all__ = ["RequestGuard"]
+__all__ = ["OPEN_PATHS", "RequestGuard"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-_PROTECTED_PREFIX = "/predict"
+# Open by design: probes and scrapers carry no key. Everything else needs it.
+OPEN_PATHS = frozenset({"/", "/readyz", "/livez", "/healthz", "/metrics", "/docs", "/docs.json", "/schema.json"})
+_OPEN_PREFIXES = ("/static_content/", "/assets/")
 _DEFAULT_MAX_BYTES = 32 * 1024 * 1024
 
 
@@ -39,7 +41,7 @@ class RequestGuard:
         self.max_bytes = int(os.environ.get("MLOPS_MAX_REQUEST_BYTES", _DEFAULT_MAX_BYTES))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(_PROTECTED_PREFIX):
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or scope["path"].startswith(_OPEN_PREFIXES):
             return await self.app(scope, receive, send)
         headers = {name.decode("latin-1").lower(): value for name, value in scope["headers"]}
         if self.api_key and not self._authorized(headers):

@@ -12,7 +12,8 @@ the API key variable (``MLOPS_API_KEY_ENV``) and the request size limit
 
 Endpoints: ``/predict`` scores any number of records in one model call (bulk);
 ``/predict_batched`` takes the same body but BentoML merges concurrent requests into
-one model call (adaptive batching: for many clients sending one record each). A record
+one model call (adaptive batching: for many clients sending one record each);
+``/arrow/predict`` scores an Arrow IPC stream (columnar bulk, see :mod:`models.arrow`). A record
 failing the request schema is answered 422 naming the field, before any batching, so
 one client's bad record never fails another's. ``/readyz``, ``/livez``, ``/metrics``
 (Prometheus) and ``/docs.json`` (OpenAPI) come from BentoML.
@@ -29,6 +30,7 @@ import bentoml
 from pydantic import AfterValidator, BaseModel, TypeAdapter
 
 from mlops.deployment import SMOKE_TEST_HEADER
+from models import arrow
 from models.guard import RequestGuard
 from mlops.prediction_log import PredictionLogWriter
 
@@ -123,12 +125,15 @@ class Classifier:
     def _score(self, rows: list[dict[str, float]], log: bool = True) -> tuple[list[int], list[list[float]]]:
         import pandas as pd
 
-        frame = pd.DataFrame(rows, columns=self.features)
+        return self.score_frame(pd.DataFrame(rows, columns=self.features), log=log)
+
+    def score_frame(self, frame: Any, log: bool = True) -> tuple[list[int], list[list[float]]]:
+        """Labels and class probabilities for a frame of valid features (also /arrow/predict's)."""
         # One pass through the model: the label is the most probable class, as in predict.
         probabilities = self.model.predict_proba(frame)
         labels = [int(label) for label in self.model.classes_[probabilities.argmax(axis=1)]]
         if log:
-            self._log(rows, labels)
+            self._log(frame.to_dict(orient="records"), labels)
         return labels, probabilities.tolist()
 
     def _log(self, rows: list[dict[str, float]], predictions: list[int]) -> None:
@@ -152,3 +157,4 @@ def _loc(error: Any) -> str:
 
 
 Classifier.add_asgi_middleware(RequestGuard)
+Classifier.mount_asgi_app(arrow.app, path="/arrow")

@@ -321,8 +321,11 @@ def test_api_key__required_on_predict_only(guarded: ServerProcess):
     bearer = httpx.post(f"{guarded.url}/predict", json=payload, headers={"Authorization": "Bearer s3cret"}, timeout=30.0)
 
     assert (without.status_code, wrong.status_code, bearer.status_code) == (401, 401, 200)
+    assert httpx.post(f"{guarded.url}/arrow/predict", content=b"", timeout=30.0).status_code == 401
     assert httpx.get(f"{guarded.url}/readyz", timeout=10.0).status_code == 200
+    assert httpx.get(f"{guarded.url}/livez", timeout=10.0).status_code == 200
     assert httpx.get(f"{guarded.url}/metrics", timeout=10.0).status_code == 200
+    assert httpx.get(f"{guarded.url}/docs.json", timeout=10.0).status_code == 200
 
 
 @pytest.mark.slow
@@ -342,3 +345,56 @@ def test_request_size__over_the_limit_is_413_then_serving_goes_on(guarded: Serve
 
     assert (sized.status_code, chunked.status_code) == (413, 413)
     assert httpx.post(f"{guarded.url}/predict", json={"records": _records(0, 1)}, headers=headers).status_code == 200
+
+
+def _arrow_body(frame) -> bytes:
+    import pyarrow as pa
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def _post_arrow(server: ServerProcess, body: bytes):
+    import httpx
+
+    headers = {"content-type": "application/vnd.apache.arrow.stream"}
+    return httpx.post(f"{server.url}/arrow/predict", content=body, headers=headers, timeout=60.0)
+
+
+@pytest.mark.slow
+def test_arrow_predict__scores_a_columnar_batch(server: ServerProcess, registry: Registry):
+    import pyarrow as pa
+
+    frame = _features().iloc[:300]
+
+    response = _post_arrow(server, _arrow_body(frame))
+
+    assert response.status_code == 200, response.text
+    assert response.headers["x-model-version"] == registry.version
+    result = pa.ipc.open_stream(response.content).read_all().to_pandas()
+    assert list(result.columns) == ["prediction", "probability_0", "probability_1"]
+    assert len(result) == 300
+    assert ((result["probability_0"] + result["probability_1"]) - 1.0).abs().max() < 1e-9
+    json_answer = _post(server, {"records": _records(0, 300)}).json()
+    assert result["prediction"].tolist() == json_answer["predictions"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        (lambda f: _arrow_body(f.drop(columns="mean_radius")), "mean_radius"),
+        (lambda f: _arrow_body(f.assign(mean_texture="x")), "mean_texture"),
+        (lambda f: _arrow_body(f.assign(worst_area=float("nan"))), "worst_area"),
+        (lambda f: b"not arrow", "Arrow IPC stream"),
+    ],
+    ids=["missing", "string", "nan", "garbage"],
+)
+def test_arrow_predict__bad_body_is_422_naming_the_column(server: ServerProcess, body, named):
+    response = _post_arrow(server, body(_features().iloc[:5]))
+
+    assert response.status_code == 422
+    assert named in response.json()["error"]
