@@ -142,8 +142,12 @@ def deploy(ctx: click.Context, alias: str | None) -> None:
 def _deploy(settings: Settings, alias: str | None) -> None:
     from mlops import deployment
 
+    before = deployment.deployment_status(settings).state
     state = deployment.deploy(settings, alias)
     backend = state.backend
+    if state == before:
+        click.echo(f"Already serving {state.model_name} v{backend.version} ({state.alias}) at {state.url}")
+        return
     replaced = f"; replaced v{state.replaced_version}" if state.replaced_version else ""
     click.echo(f"Deployed {state.model_name} v{backend.version} ({state.alias}) at {state.url}{replaced}")
     click.echo(f"  ready in {backend.ready_seconds:g} s; model server pid {backend.pid} on port {backend.port}")
