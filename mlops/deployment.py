@@ -144,11 +144,14 @@ def _start_checked(settings: Settings, alias: str, version: str, running: str | 
         server = start_server(settings, tag, port=free_port())
         ready_seconds = round(time.monotonic() - started, 2)
         smoke_test(server.url, settings, version)
-    except MlopsError as exc:
+    except BaseException as exc:
         if server is not None:
             server.stop()
+        if not isinstance(exc, Exception):  # Ctrl-C: clean up, roll nothing back
+            raise
         restored = _roll_back(settings, alias, version, running)
-        reason = str(exc)
+        # Any failure of the candidate (a model that cannot be imported included) rejects it.
+        reason = str(exc) if isinstance(exc, MlopsError) else f"{type(exc).__name__}: {exc}"
         _record(settings, "rejected", version=version, alias=alias, restored=restored, reason=reason[:2000])
         _tag_version(settings, version, "rejected", reason.splitlines()[0][:500])
         moved = f" Alias {alias!r} moved back to version {restored}." if restored else ""

@@ -45,3 +45,20 @@ def set_champion(settings: Settings, version: str) -> None:
     from mlflow import MlflowClient
 
     MlflowClient().set_registered_model_alias(settings.model.name, "champion", version)
+
+
+def register_unloadable(settings: Settings) -> str:
+    """A version BentoML imports but the service cannot load: a pyfunc without the sklearn flavour."""
+    import mlflow
+    import mlflow.pyfunc
+
+    class Constant(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input):
+            return [0] * len(model_input)
+
+    mlflow.set_experiment(settings.model.experiment)
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=Constant(), registered_model_name=settings.model.name, pip_requirements=[]
+        )
+    return str(info.registered_model_version)

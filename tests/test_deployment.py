@@ -24,7 +24,8 @@ from mlops.deployment import deploy, deployment_status, read_events, smoke_test,
 from mlops.environment import tool_environment
 from mlops.errors import ServingError
 from mlops.serving import free_port
-from registered import TRAIN_CSV, features as _features, register as _register, set_champion as _set_champion
+from registered import TRAIN_CSV, features as _features, register as _register, register_unloadable
+from registered import set_champion as _set_champion
 
 REPO = Path(__file__).resolve().parents[1]
 MLOPS = Path(sys.executable).with_name("mlops")
@@ -36,11 +37,12 @@ class Registry:
     good: str
     better: str
     broken: str
+    unloadable: str
 
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    """Three versions: v1 and v2 sound, v3 trained on renamed columns (its signature mismatches)."""
+    """v1 and v2 sound, v3 trained on renamed columns (its signature mismatches), v4 not loadable."""
     state_dir = tmp_path_factory.mktemp("deployment") / "state"
     settings = load_settings(state_dir=state_dir, serving={"port": free_port()})
     with tool_environment(settings):
@@ -48,8 +50,9 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
         good = _register(settings, features, C=1.0)
         better = _register(settings, features, C=0.5)
         broken = _register(settings, features.set_axis([f"f{i}" for i in range(features.shape[1])], axis=1), C=1.0)
+        unloadable = register_unloadable(settings)
         _set_champion(settings, good)
-        yield Registry(settings, good, better, broken)
+        yield Registry(settings, good, better, broken, unloadable)
         stop_deployment(settings)
 
 
@@ -110,6 +113,19 @@ def test_deploy__broken_version_is_rejected_and_rolled_back(registry: Registry):
     assert (event["event"], event["version"], event["restored"]) == ("rejected", registry.broken, registry.good)
     tags = MlflowClient().get_model_version(settings.model.name, registry.broken).tags
     assert tags["mlops.deploy.status"] == "rejected"
+
+
+@pytest.mark.slow
+def test_deploy__version_never_ready_is_rejected_and_rolled_back(registry: Registry):
+    settings = registry.settings
+    _set_champion(settings, registry.unloadable)
+
+    with pytest.raises(ServingError, match=f"(?s)Version {registry.unloadable} was rejected.*failed to start"):
+        deploy(settings)
+
+    assert _champion(settings) == registry.good
+    assert _predict(deployment_status(settings).state.url)["model_version"] == registry.good
+    assert read_events(settings)[-1]["event"] == "rejected"
 
 
 @pytest.mark.slow
