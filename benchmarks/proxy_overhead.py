@@ -60,7 +60,8 @@ def register_forest(settings) -> str:
     frame = pd.read_csv(REPO / "data" / "train.csv")
     features, target = frame.drop(columns="target"), frame["target"]
     model = RandomForestClassifier(n_estimators=100, random_state=0).fit(features, target)
-    mlflow.set_experiment(settings.model.experiment)
+    location = settings.mlflow_artifact_dir.resolve().as_uri()  # not ./mlruns
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment(settings.model.experiment, artifact_location=location))
     with mlflow.start_run():
         info = mlflow.sklearn.log_model(
             model, name="model", signature=infer_signature(features, model.predict(features)),

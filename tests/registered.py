@@ -15,6 +15,16 @@ def features():
     return pd.read_csv(TRAIN_CSV).drop(columns="target")
 
 
+def use_experiment(settings: Settings) -> None:
+    """The project's experiment, its artifacts under the state folder (not ./mlruns)."""
+    import mlflow
+
+    if mlflow.get_experiment_by_name(settings.model.experiment) is None:
+        location = settings.mlflow_artifact_dir.resolve().as_uri()
+        mlflow.create_experiment(settings.model.experiment, artifact_location=location)
+    mlflow.set_experiment(settings.model.experiment)
+
+
 def register(settings: Settings, features, C: float) -> str:
     import mlflow
     import pandas as pd
@@ -27,7 +37,7 @@ def register(settings: Settings, features, C: float) -> str:
     target = pd.read_csv(TRAIN_CSV)["target"]
     pipeline = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=1000)).fit(features, target)
     trusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
-    mlflow.set_experiment(settings.model.experiment)
+    use_experiment(settings)
     with mlflow.start_run():
         info = mlflow.sklearn.log_model(
             pipeline,
@@ -56,7 +66,7 @@ def register_unloadable(settings: Settings) -> str:
         def predict(self, context, model_input):
             return [0] * len(model_input)
 
-    mlflow.set_experiment(settings.model.experiment)
+    use_experiment(settings)
     with mlflow.start_run():
         info = mlflow.pyfunc.log_model(
             name="model", python_model=Constant(), registered_model_name=settings.model.name, pip_requirements=[]
