@@ -1,8 +1,9 @@
 """The ``mlops`` command line.
 
 Exit codes: 0 success (a challenger that is not promoted is a normal outcome),
-1 a gate blocked the run (validation, or a refused promote/rollback), 2 usage, configuration or data-file error, 3 the endpoint
-failed to start, 4 a configured server (MLflow, Prefect) does not answer.
+1 a gate blocked the run (validation, or a refused promote/rollback), 2 usage, configuration or
+data-file error, 3 the endpoint failed to start or a deployed version was rejected, 4 a configured
+server (MLflow, Prefect) does not answer.
 Everything heavy is imported inside the commands, so ``mlops --help`` is instant.
 The CLI is the top layer: it may import ``flows``; the library modules may not.
 """
@@ -179,6 +180,76 @@ def score(settings: Settings, data: str, output: str | None) -> None:
         click.echo(f"warning: {warning.describe()}")
     click.echo(f"Scored {outcome.rows} rows with {settings.model.name} v{outcome.model_version}: {outcome.output_path}")
     click.echo(f"Validation report: {outcome.validation_report}")
+
+
+@cli.command()
+@click.option("--alias", help="Registry alias to package (default: serving.alias).")
+@_command
+def package(settings: Settings, alias: str | None) -> None:
+    """Build a Bento (service, model, pinned dependencies) and its Docker build context."""
+    from mlops import packaging
+
+    result = packaging.package(settings, alias)
+    click.echo(f"Built Bento {result.bento_tag} with model {result.model_tag} (registry version {result.version})")
+    click.echo(f"Docker build context: {result.build_context}")
+    click.echo(f"  docker build -t {result.bento_tag.replace(':', '-')} {result.build_context}")
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--alias", help="Registry alias to deploy (default: serving.alias).")
+@click.pass_context
+def deploy(ctx: click.Context, alias: str | None) -> None:
+    """Deploy ALIAS in the background at serving.port; swap versions without dropping requests.
+
+    The new version is started beside the running one and smoke-tested before it gets
+    traffic; a version that fails is rejected and the alias rolls back.
+    """
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(_deploy, alias=alias)
+
+
+@_command
+def _deploy(settings: Settings, alias: str | None) -> None:
+    from mlops import deployment
+
+    before = deployment.deployment_status(settings).state
+    state = deployment.deploy(settings, alias)
+    backend = state.backend
+    if state == before:
+        click.echo(f"Already serving {state.model_name} v{backend.version} ({state.alias}) at {state.url}")
+        return
+    replaced = f"; replaced v{state.replaced_version}" if state.replaced_version else ""
+    click.echo(f"Deployed {state.model_name} v{backend.version} ({state.alias}) at {state.url}{replaced}")
+    click.echo(f"  ready in {backend.ready_seconds:g} s; model server pid {backend.pid} on port {backend.port}")
+
+
+@deploy.command("status")
+@_command
+def deploy_status(settings: Settings) -> None:
+    """Show the running deployment; exit 3 when it is not healthy."""
+    from mlops import deployment
+
+    status = deployment.deployment_status(settings)
+    if status.state is None:
+        click.echo("Nothing is deployed. Run `mlops deploy`.")
+        sys.exit(3)
+    state = status.state
+    click.echo(f"{state.model_name} v{state.backend.version} ({state.alias}) at {state.url}, since {state.deployed_at}")
+    click.echo(f"  proxy pid {state.proxy_pid}: {'up' if status.proxy_alive else 'DOWN'}")
+    click.echo(f"  model server pid {state.backend.pid}: {'up' if status.backend_alive else 'DOWN'}")
+    click.echo(f"  ready: {'yes' if status.ready else 'NO'}")
+    if not status.healthy:
+        sys.exit(3)
+
+
+@deploy.command("stop")
+@_command
+def deploy_stop(settings: Settings) -> None:
+    """Stop the deployment (model server and proxy)."""
+    from mlops import deployment
+
+    state = deployment.stop_deployment(settings)
+    click.echo(f"Stopped {state.model_name} v{state.backend.version}." if state else "Nothing was deployed.")
 
 
 @cli.command()

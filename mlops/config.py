@@ -169,6 +169,10 @@ class ServingConfig(_Section):
     alias: str = "champion"
     startup_timeout_seconds: float = Field(120.0, gt=0)
     api_key_env: str = Field("MLOPS_API_KEY", description="Name of the variable holding the API key.")
+    max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Larger request bodies get 413.")
+    smoke_rows: int = Field(20, ge=1, description="Reference rows the smoke test sends before traffic moves.")
+    smoke_timeout_seconds: float = Field(30.0, gt=0, description="Time limit of the smoke test.")
+    drain_timeout_seconds: float = Field(30.0, gt=0, description="How long a replaced version may finish requests.")
 
 
 class MonitoringConfig(_Section):

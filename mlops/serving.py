@@ -22,16 +22,21 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 from mlops.config import Settings
 from mlops.environment import tool_variables
 from mlops.errors import RegistryError, ServingError
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 __all__ = [
     "SERVICE",
     "ServerProcess",
     "free_port",
     "import_model",
+    "request_schema",
     "resolve_alias",
     "start_server",
     "wait_until_ready",
@@ -63,23 +68,60 @@ def resolve_alias(model_name: str, alias: str) -> str:
 
 
 def import_model(model_name: str, version: str) -> str:
-    """Copy ``models:/{model_name}/{version}`` into the BentoML store as ``{model_name}:v{version}``.
+    """Copy ``models:/{model_name}/{version}`` into the BentoML store as
+    ``{model_name}:v{version}-{run id prefix}``.
 
-    Reuses the stored model when the tag exists. Labels record where it came from:
-    ``mlflow_model``, ``mlflow_version`` and ``mlflow_run_id``. Returns the tag.
+    The run id in the tag keeps versions of two registries apart when one process
+    imports from both (tests, notebooks). Reuses the stored model when the tag exists.
+    Labels record where it came from: ``mlflow_model``, ``mlflow_version`` and
+    ``mlflow_run_id``. Returns the tag.
     """
     import bentoml
     from bentoml.exceptions import NotFound
 
-    tag = f"{model_name}:v{version}"
+    run_id = _run_id(model_name, version)
+    tag = f"{model_name}:v{version}-{run_id[:8]}" if run_id else f"{model_name}:v{version}"
     try:
         return str(bentoml.models.get(tag).tag)
     except NotFound:
         pass
-    labels = {"mlflow_model": model_name, "mlflow_version": str(version), "mlflow_run_id": _run_id(model_name, version)}
+    labels = {"mlflow_model": model_name, "mlflow_version": str(version), "mlflow_run_id": run_id}
     uri = f"models:/{model_name}/{version}"
     bento_model = bentoml.mlflow.import_model(tag, uri, labels=labels, metadata={"mlflow_model_uri": uri})
     return str(bento_model.tag)
+
+
+def _store_home(tag: str, settings: Settings) -> str:
+    """The BentoML home whose store holds ``tag`` (default: the settings' own).
+
+    BentoML fixes its home once per process, at first use, so a process that served
+    another state folder before imported the model there; the server must look there.
+    """
+    import bentoml
+    from bentoml.exceptions import BentoMLException
+
+    try:
+        return str(Path(bentoml.models.get(tag).path).parents[2])
+    except BentoMLException:
+        return str(settings.bentoml_home)
+
+
+def request_schema(model_dir: str | Path) -> type[BaseModel]:
+    """The pydantic model one request record must satisfy, from the MLflow signature.
+
+    Every signature input is a required, finite number (strings are refused, not
+    coerced); unknown keys are ignored. This is the one place the request contract is
+    derived, so a data contract (ranges, categories) can replace it.
+    """
+    import mlflow.models
+    from pydantic import ConfigDict, Field, create_model
+
+    signature = mlflow.models.Model.load(str(model_dir)).signature
+    if signature is None:
+        raise ServingError(f"The model at {model_dir} has no signature; log it with one (mlflow infer_signature).")
+    number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+    fields: dict[str, Any] = {name: (number, ...) for name in signature.inputs.input_names()}
+    return create_model("Record", __config__=ConfigDict(extra="ignore", frozen=True), **fields)
 
 
 def _run_id(model_name: str, version: str) -> str:
@@ -162,6 +204,9 @@ def _server_env(settings: Settings, tag: str) -> dict[str, str]:
         **tool_variables(settings),
         "MLOPS_BENTO_MODEL": tag,
         "MLOPS_PREDICTIONS_DIR": str(settings.predictions_dir),
+        "BENTOML_HOME": _store_home(tag, settings),
+        "MLOPS_API_KEY_ENV": settings.serving.api_key_env,
+        "MLOPS_MAX_REQUEST_BYTES": str(settings.serving.max_request_bytes),
     }
 
 

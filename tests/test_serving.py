@@ -7,6 +7,7 @@ state folder comes from ``tmp_path_factory`` rather than the per-test ``settings
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -141,12 +142,11 @@ def test_import_model__is_idempotent_and_labelled(registry: Registry):
     first = import_model(name, registry.version)
     second = import_model(name, registry.version)
 
-    assert first == second == f"{name}:v{registry.version}"
-    assert [str(model.tag) for model in bentoml.models.list(name)] == [first]
     labels = bentoml.models.get(first).info.labels
+    assert first == second == f"{name}:v{registry.version}-{labels['mlflow_run_id'][:8]}"
+    assert [str(model.tag) for model in bentoml.models.list(name)].count(first) == 1
     assert labels["mlflow_model"] == name
     assert labels["mlflow_version"] == registry.version
-    assert labels["mlflow_run_id"]
 
 
 def test_import_model__unknown_version_is_a_registry_error(registry: Registry):
@@ -222,3 +222,179 @@ def test_start_server__unknown_model_fails_fast_with_the_log(registry: Registry)
         start_server(registry.settings, "no-such-model:v1", port=free_port())
 
     assert time.monotonic() - started < registry.settings.serving.startup_timeout_seconds / 2
+
+
+@pytest.fixture(scope="module")
+def guarded(registry: Registry) -> Iterator[ServerProcess]:
+    """A server with an API key and a 4 KiB request limit."""
+    serving = registry.settings.serving.model_copy(update={"api_key_env": "MLOPS_TEST_KEY", "max_request_bytes": 4096})
+    settings = registry.settings.model_copy(update={"serving": serving})
+    tag = import_model(settings.model.name, registry.version)
+    os.environ["MLOPS_TEST_KEY"] = "s3cret"
+    try:
+        server = start_server(settings, tag, port=free_port())
+    finally:
+        del os.environ["MLOPS_TEST_KEY"]
+    with server:
+        yield server
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda r: r.update(mean_radius="big"), "records[1].mean_radius"),
+        (lambda r: r.pop("worst_area"), "records[1].worst_area"),
+        (lambda r: r.update(mean_texture=None), "records[1].mean_texture"),
+    ],
+    ids=["string", "missing", "null"],
+)
+def test_predict__bad_record_is_422_naming_the_field(server: ServerProcess, change, field):
+    records = _records(0, 2)
+    change(records[1])
+
+    response = _post(server, {"records": records})
+
+    assert response.status_code == 422
+    assert field in response.text
+    assert _post(server, {"records": _records(0, 1)}).status_code == 200
+
+
+@pytest.mark.slow
+def test_predict_batched__answers_one_prediction_per_record(server: ServerProcess, registry: Registry):
+    import httpx
+
+    response = httpx.post(f"{server.url}/predict_batched", json={"records": _records(5, 3)}, timeout=30.0)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert len(body) == 3
+    assert {item["model_version"] for item in body} == {registry.version}
+    assert all(item["prediction"] in (0, 1) and len(item["probabilities"]) == 2 for item in body)
+
+
+@pytest.mark.slow
+def test_predict_batched__concurrent_clients_all_answered(server: ServerProcess):
+    import asyncio
+
+    import httpx
+
+    async def send_all() -> list[int]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60.0) as client:
+            calls = [client.post("/predict_batched", json={"records": _records(i, 1)}) for i in range(40)]
+            return [response.status_code for response in await asyncio.gather(*calls)]
+
+    assert asyncio.run(send_all()) == [200] * 40
+
+
+@pytest.mark.slow
+def test_predict_batched__bad_record_is_422(server: ServerProcess):
+    import httpx
+
+    response = httpx.post(f"{server.url}/predict_batched", json={"records": [{"mean_radius": 1.0}]}, timeout=30.0)
+
+    assert response.status_code == 422
+    assert "mean_texture" in response.text
+
+
+@pytest.mark.slow
+def test_metrics_and_openapi__answer(server: ServerProcess):
+    import httpx
+
+    _post(server, {"records": _records(0, 1)})
+    metrics = httpx.get(f"{server.url}/metrics", timeout=10.0)
+    openapi = httpx.get(f"{server.url}/docs.json", timeout=10.0)
+
+    assert metrics.status_code == 200
+    assert "bentoml_service_request_total" in metrics.text
+    assert openapi.status_code == 200
+    assert {"/predict", "/predict_batched", "/readyz", "/livez"} <= set(openapi.json()["paths"])
+
+
+@pytest.mark.slow
+def test_api_key__required_on_predict_only(guarded: ServerProcess):
+    import httpx
+
+    payload = {"records": _records(0, 1)}
+    without = httpx.post(f"{guarded.url}/predict", json=payload, timeout=30.0)
+    wrong = httpx.post(f"{guarded.url}/predict", json=payload, headers={"X-API-Key": "nope"}, timeout=30.0)
+    bearer = httpx.post(f"{guarded.url}/predict", json=payload, headers={"Authorization": "Bearer s3cret"}, timeout=30.0)
+
+    assert (without.status_code, wrong.status_code, bearer.status_code) == (401, 401, 200)
+    assert httpx.post(f"{guarded.url}/arrow/predict", content=b"", timeout=30.0).status_code == 401
+    assert httpx.get(f"{guarded.url}/readyz", timeout=10.0).status_code == 200
+    assert httpx.get(f"{guarded.url}/livez", timeout=10.0).status_code == 200
+    assert httpx.get(f"{guarded.url}/metrics", timeout=10.0).status_code == 200
+    assert httpx.get(f"{guarded.url}/docs.json", timeout=10.0).status_code == 200
+
+
+@pytest.mark.slow
+def test_request_size__over_the_limit_is_413_then_serving_goes_on(guarded: ServerProcess):
+    import httpx
+
+    headers = {"X-API-Key": "s3cret"}
+    big = {"records": _records(0, 30)}
+
+    sized = httpx.post(f"{guarded.url}/predict", json=big, headers=headers, timeout=30.0)
+    chunked = httpx.post(
+        f"{guarded.url}/predict",
+        content=iter([b'{"records": ', json.dumps(big["records"]).encode(), b"}"]),
+        headers={**headers, "content-type": "application/json"},
+        timeout=30.0,
+    )
+
+    assert (sized.status_code, chunked.status_code) == (413, 413)
+    assert httpx.post(f"{guarded.url}/predict", json={"records": _records(0, 1)}, headers=headers).status_code == 200
+
+
+def _arrow_body(frame) -> bytes:
+    import pyarrow as pa
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def _post_arrow(server: ServerProcess, body: bytes):
+    import httpx
+
+    headers = {"content-type": "application/vnd.apache.arrow.stream"}
+    return httpx.post(f"{server.url}/arrow/predict", content=body, headers=headers, timeout=60.0)
+
+
+@pytest.mark.slow
+def test_arrow_predict__scores_a_columnar_batch(server: ServerProcess, registry: Registry):
+    import pyarrow as pa
+
+    frame = _features().iloc[:300]
+
+    response = _post_arrow(server, _arrow_body(frame))
+
+    assert response.status_code == 200, response.text
+    assert response.headers["x-model-version"] == registry.version
+    result = pa.ipc.open_stream(response.content).read_all().to_pandas()
+    assert list(result.columns) == ["prediction", "probability_0", "probability_1"]
+    assert len(result) == 300
+    assert ((result["probability_0"] + result["probability_1"]) - 1.0).abs().max() < 1e-9
+    json_answer = _post(server, {"records": _records(0, 300)}).json()
+    assert result["prediction"].tolist() == json_answer["predictions"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        (lambda f: _arrow_body(f.drop(columns="mean_radius")), "mean_radius"),
+        (lambda f: _arrow_body(f.assign(mean_texture="x")), "mean_texture"),
+        (lambda f: _arrow_body(f.assign(worst_area=float("nan"))), "worst_area"),
+        (lambda f: b"not arrow", "Arrow IPC stream"),
+    ],
+    ids=["missing", "string", "nan", "garbage"],
+)
+def test_arrow_predict__bad_body_is_422_naming_the_column(server: ServerProcess, body, named):
+    response = _post_arrow(server, body(_features().iloc[:5]))
+
+    assert response.status_code == 422
+    assert named in response.json()["error"]

@@ -1,0 +1,109 @@
+"""Package a registry alias as a Bento: the service, the model and pinned dependencies,
+plus a Dockerfile, without a Docker engine.
+
+The Bento lands in the BentoML store (``state_dir/bentoml/bentos``). Its Docker build
+context (the Bento, its model and the Dockerfile ``bentoml containerize`` would use) is
+assembled in ``state_dir/packages/<name>-<bento version>/``::
+
+    result = package(settings)
+    # docker build -t classifier {result.build_context}
+
+Dependencies are pinned to the versions installed here and not re-resolved against the
+package index (``lock_packages: false``): the image gets what was tested.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlops.config import Settings
+from mlops.serving import SERVICE, import_model, resolve_alias
+
+__all__ = ["PINNED_DISTRIBUTIONS", "Package", "package", "pinned_requirements"]
+
+# What the service imports at run time (mlflow-skinny carries the sklearn flavour).
+PINNED_DISTRIBUTIONS = (
+    "bentoml",
+    "mlflow-skinny",
+    "scikit-learn",
+    "skops",
+    "pandas",
+    "numpy",
+    "scipy",
+    "pydantic",
+    "pydantic-settings",
+)
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Package:
+    """A built Bento and its Dockerfile."""
+
+    bento_tag: str
+    model_tag: str
+    version: str
+    build_context: Path
+    dockerfile: Path
+
+
+def pinned_requirements() -> list[str]:
+    """``name==version`` for each of :data:`PINNED_DISTRIBUTIONS`, as installed here."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in PINNED_DISTRIBUTIONS]
+
+
+def package(settings: Settings, alias: str | None = None) -> Package:
+    """Build a Bento for the version behind ``alias`` and write its Docker build context."""
+    import bentoml
+
+    alias = alias or settings.serving.alias
+    version = resolve_alias(settings.model.name, alias)
+    model_tag = import_model(settings.model.name, version)
+    out = settings.state_dir / "packages"
+    out.mkdir(parents=True, exist_ok=True)
+    bentofile = _write_bentofile(settings, out / "bentofile.yaml", model_tag, alias, version)
+    bento = bentoml.bentos.build_bentofile(str(bentofile), build_ctx=str(_ROOT))
+    context = _build_context(bento, model_tag, out / f"{bento.tag.name}-{bento.tag.version}")
+    return Package(str(bento.tag), model_tag, version, context, context / "Dockerfile")
+
+
+def _write_bentofile(settings: Settings, path: Path, model_tag: str, alias: str, version: str) -> Path:
+    """A bentofile.yaml: BentoML's documented way to set the image's environment variables."""
+    import yaml
+
+    options = {
+        "service": SERVICE,
+        "name": settings.model.name,
+        "labels": {"mlflow_model": settings.model.name, "mlflow_version": version, "alias": alias},
+        "include": ["models/*.py", "mlops/*.py"],
+        "python": {"packages": pinned_requirements(), "lock_packages": False},
+        "docker": {"python_version": "3.11"},
+        "envs": [
+            {"name": "MLOPS_BENTO_MODEL", "value": model_tag},
+            {"name": "MLOPS_PREDICTIONS_DIR", "value": "/home/bentoml/predictions"},
+        ],
+        "models": [model_tag],
+    }
+    path.write_text(yaml.safe_dump(options, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _build_context(bento: Any, model_tag: str, folder: Path) -> Path:
+    """The Bento, its model under ``models/`` and the Dockerfile: ``docker build`` needs no more.
+
+    The same layout ``bentoml containerize`` assembles in a temporary folder.
+    """
+    import bentoml
+
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(bento.path, folder)
+    model = bentoml.models.get(model_tag)
+    shutil.copytree(model.path, folder / "models" / model.tag.name / model.tag.version)
+    (folder / "models" / model.tag.name / "latest").write_text(model.tag.version, encoding="utf-8")
+    bentoml.container.get_containerfile(str(bento.tag), output_path=str(folder / "Dockerfile"))
+    return folder
