@@ -10,6 +10,7 @@ stops everything. Figures depend on the machine: compare the two rows, not the n
 from __future__ import annotations
 
 import argparse
+import sys
 import asyncio
 import statistics
 import tempfile
@@ -77,7 +78,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--quick", action="store_true", help="1 s per row at concurrency 4 (smoke run).")
     args = parser.parse_args()
+    if args.quick:
+        args.seconds, args.concurrency = 1.0, 4
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _results import Row, write_results
+
+    rows: list = []
 
     import pandas as pd
 
@@ -96,14 +104,20 @@ def main() -> None:
         try:
             for path in ("/predict_batched", "/predict"):
                 for concurrency in (1, args.concurrency):
+                    measured = {}
                     for name, url in (("direct", state.backend.url), ("proxy", state.url)):
-                        result = asyncio.run(load(url, path, args.seconds, concurrency, record))
+                        result = measured[name] = asyncio.run(load(url, path, args.seconds, concurrency, record))
                         print(f"{path:17} c={concurrency:<3} {name:7} " + "  ".join(
                             f"{key}={value:.1f}" if isinstance(value, float) else f"{key}={value}"
                             for key, value in result.items()
                         ))  # fmt: skip
+                    label = f"{path} c={concurrency}"
+                    rows.append(Row(f"{label}: req/s via proxy vs direct", measured["proxy"]["rps"], measured["direct"]["rps"], "req/s"))
+                    rows.append(Row(f"{label}: p99 via proxy vs direct", measured["proxy"]["p99_ms"], measured["direct"]["p99_ms"], "ms"))
+                    rows.append(Row(f"{label}: non-2xx via proxy", measured["proxy"]["non_2xx"], None, "responses", "0"))
         finally:
             stop_deployment(settings)
+    write_results("proxy_overhead", rows, "RandomForest (100 trees), one record per request, httpx asyncio clients.", quick=args.quick)
 
 
 if __name__ == "__main__":

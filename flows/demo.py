@@ -25,7 +25,6 @@ from mlops.prediction_log import read_prediction_log
 __all__ = ["DemoSummary", "run_demo"]
 
 REFERENCE_REQUESTS = 20  # unshifted rows sent before the shifted batch
-RECORDS_PER_REQUEST = 10
 
 
 @dataclass
@@ -36,6 +35,7 @@ class DemoSummary:
     served_version: str | None = None
     endpoint_url: str | None = None
     records_sent: int = 0
+    rejected_records: int = 0
     failed_requests: int = 0
     monitoring: MonitoringOutcome | None = None
     tracking_uri: str = ""
@@ -45,6 +45,11 @@ class DemoSummary:
 def run_demo(settings: Settings, console: Console | None = None) -> DemoSummary:
     """Run the loop end to end and return what it produced; the server is always stopped."""
     console = console or Console(stderr=True)
+    # A showcase retrains on every run: lift the cooldown and daily cap the policy
+    # would otherwise apply to a second run on the same state folder.
+    settings = settings.model_copy(
+        update={"monitoring": settings.monitoring.model_copy(update={"cooldown_minutes": 0, "max_retrains_per_day": 10**6})}
+    )
     summary = DemoSummary(tracking_uri=settings.mlflow_tracking_uri)
     with _stage(summary, console, "validate + train + register"):
         summary.training = training_flow(settings)
@@ -55,7 +60,7 @@ def run_demo(settings: Settings, console: Console | None = None) -> DemoSummary:
     try:
         summary.endpoint_url = server.url
         with _stage(summary, console, "send traffic"):
-            summary.records_sent, summary.failed_requests = _send_traffic(settings, server.url)
+            summary.records_sent, summary.rejected_records, summary.failed_requests = _send_traffic(settings, server.url)
         with _stage(summary, console, "monitor + retrain"):
             summary.monitoring = monitoring_flow(settings)
     finally:
@@ -71,8 +76,12 @@ def _save_stage_times(settings: Settings, summary: DemoSummary) -> None:
     path.write_text(json.dumps(summary.stage_seconds, indent=2) + "\n", encoding="utf-8")
 
 
-def _send_traffic(settings: Settings, url: str) -> tuple[int, int]:
-    """POST reference rows, then the shifted batch; return (records sent, failed requests)."""
+def _send_traffic(settings: Settings, url: str) -> tuple[int, int, int]:
+    """POST reference rows, then the shifted batch, one record per request.
+
+    Returns (records sent, records the data contract rejected with 422, failed requests):
+    a 422 is the contract working, anything else non-2xx is a failure.
+    """
     import httpx
 
     target = settings.data.target
@@ -80,13 +89,13 @@ def _send_traffic(settings: Settings, url: str) -> tuple[int, int]:
     shifted = data.load_table(settings.data.current).drop(columns=[target], errors="ignore")
     records = reference.to_dict("records") + shifted.to_dict("records")
     already_logged = len(read_prediction_log(settings.predictions_dir))
-    failed = 0
+    statuses = []
     with httpx.Client(base_url=url, timeout=30) as client:
-        for start in range(0, len(records), RECORDS_PER_REQUEST):
-            response = client.post("/predict", json={"records": records[start : start + RECORDS_PER_REQUEST]})
-            failed += response.status_code != 200
-    _wait_for_log(settings, already_logged + len(records) - failed * RECORDS_PER_REQUEST)
-    return len(records), failed
+        for record in records:
+            statuses.append(client.post("/predict", json={"records": [record]}).status_code)
+    served, rejected = statuses.count(200), statuses.count(422)
+    _wait_for_log(settings, already_logged + served)
+    return len(records), rejected, len(statuses) - served - rejected
 
 
 def _wait_for_log(settings: Settings, rows: int, timeout: float = 15.0) -> None:

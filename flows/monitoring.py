@@ -2,7 +2,10 @@
 
 The current data is a given file or, by default, a window of the logged
 predictions (``monitoring.window_rows`` newest, optionally only the last
-``monitoring.window_minutes``). Each check:
+``monitoring.window_minutes``).
+
+The reference is the training data snapshot logged with the champion's run (not
+whatever file is newest). Each check:
 
 1. validates the batch against the data contract (batch scope), so training/serving
    skew (a new unit, an unseen category) is reported as named violations; a batch
@@ -58,6 +61,16 @@ def load_current(settings: Settings, current_path: Path | None, feature_columns:
     return monitoring.load_current_window(
         settings.predictions_dir, feature_columns, window.window_rows, window.window_minutes, with_metadata=True
     )
+
+
+@task(cache_policy=NO_CACHE)
+def load_reference(settings: Settings):
+    """The training data snapshot of the champion's run; the training file before any champion."""
+    snapshot = tracking.reference_snapshot(settings.model.name)
+    if snapshot is None:
+        get_run_logger().info("No champion snapshot: the reference is %s", settings.data.training)
+        return data.load_table(settings.data.training)
+    return snapshot
 
 
 @task(cache_policy=NO_CACHE)
@@ -142,7 +155,7 @@ def monitoring_flow(
     settings: Settings, current_path: Path | None = None, labels_path: Path | None = None
 ) -> MonitoringOutcome:
     """Validate the window, measure drift and quality, record the check, retrain if the policy says so."""
-    reference = data.load_table(settings.data.training)
+    reference = load_reference(settings)
     feature_columns = [column for column in reference.columns if column != settings.data.target]
     current = load_current(settings, current_path, feature_columns)
     checked, report = validate_current(current, settings, current_path)

@@ -70,10 +70,11 @@ def train(split: DataSplit, settings: Settings, candidates: list[training.Candid
 
 
 @task(cache_policy=NO_CACHE)
-def register(result: training.SearchResult, split, frame, settings: Settings, data_path: Path, tags: dict[str, str]):
+def register(result: training.SearchResult, split, frame, settings: Settings, data_path: Path, tags: dict[str, str], report: Path):
     manifest = training.split_manifest(frame, split, settings.model.seed)
     return tracking.log_and_register(
-        result.best, split, frame, settings, data_path=data_path, tags=tags, trials=result.trials, manifest=manifest
+        result.best, split, frame, settings, data_path=data_path, tags=tags, trials=result.trials, manifest=manifest,
+        reports=[report],
     )
 
 
@@ -117,7 +118,7 @@ def training_flow(
     fingerprint = data.data_fingerprint(frame)
     flow_run_id = str(runtime.flow_run.id) if runtime.flow_run.id else None
     tags = {"trigger": trigger, "data_fingerprint": fingerprint, "flow_run_id": flow_run_id or ""}
-    registered = register(searched, split, frame, settings, data_path, tags)
+    registered = register(searched, split, frame, settings, data_path, tags, report)
     decision = gate(registered, split, settings)
     sizes = f"{len(split.x_train)} train / {len(split.x_holdout)} holdout (row hash, seed {settings.model.seed})"
     facts = {"file": str(data_path), "rows": str(len(frame)), "fingerprint": fingerprint, "trigger": trigger}

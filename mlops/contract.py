@@ -523,12 +523,15 @@ class RecordValidator:
         return found
 
 
-def record_validator(contract: Contract) -> RecordValidator:
-    """Build the request schema from the contract's features (the target is not requested)."""
+def record_validator(contract: Contract, extra: Literal["forbid", "ignore"] = "forbid") -> RecordValidator:
+    """Build the request schema from the contract's features (the target is not requested).
+
+    ``extra="ignore"`` lets clients send fields the model does not use (an id, say).
+    """
     from pydantic import create_model
 
     fields = {column.name: _record_field(column) for column in contract.features}
-    config = ConfigDict(extra="forbid", frozen=True)
+    config = ConfigDict(extra=extra, frozen=True)
     return RecordValidator(contract, create_model(f"{contract.name.title()}Record", __config__=config, **fields))
 
 

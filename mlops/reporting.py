@@ -36,20 +36,25 @@ def print_monitoring(outcome: Any, console: Console | None = None) -> None:
     if outcome.retrain is not None:
         console.print("[bold]Retraining triggered by drift:[/bold]")
         print_training(outcome.retrain, console)
-    elif drift.drift_detected:
-        console.print("Drift detected; retraining is off (monitoring.retrain_on_drift: false).")
+    elif getattr(outcome, "decision", None) is not None:
+        console.print(outcome.decision.explain())
 
 
 def print_demo(summary: Any, console: Console | None = None) -> None:
     """The closing table of ``mlops demo``."""
-    console = console or Console()
+    # Piped output gets room for whole lines rather than an 80-column guess.
+    console = console or Console(width=None if sys.stdout.isatty() else 140)
     table = Table(title="mlops demo", show_header=False)
     table.add_column(style="bold")
     table.add_column()
     training = summary.training
     table.add_row("training run", f"{training.registered.run_id} → v{training.registered.version}")
     table.add_row("champion served", f"v{summary.served_version} at {summary.endpoint_url} (stopped)")
-    table.add_row("requests", f"{summary.records_sent} records sent, {summary.failed_requests} failed requests")
+    table.add_row(
+        "requests",
+        f"{summary.records_sent} records sent, {summary.rejected_records} rejected by the contract (422), "
+        f"{summary.failed_requests} failed requests",
+    )
     monitoring = summary.monitoring
     drift = monitoring.drift
     table.add_row("drift", f"{len(drift.drifted_columns)}/{len(drift.columns)} columns drifted ({drift.drift_share:.0%})")
@@ -60,7 +65,8 @@ def print_demo(summary: Any, console: Console | None = None) -> None:
         table.add_row("retrained", f"v{retrain.registered.version} (run {retrain.registered.run_id}): {decision}")
         table.add_row("gate", retrain.decision.reason)
     else:
-        table.add_row("retrained", "no (drift below threshold)")
+        decision = getattr(monitoring, "decision", None)
+        table.add_row("retrained", decision.explain() if decision is not None else "no")
     table.add_row("validation report", str(training.validation_report))
     table.add_row("MLflow store", summary.tracking_uri)
     table.add_row("MLflow UI", "mlops ui  →  http://127.0.0.1:5000")

@@ -106,12 +106,13 @@ def _store_home(tag: str, settings: Settings) -> str:
         return str(settings.bentoml_home)
 
 
-def request_schema(model_dir: str | Path) -> type[BaseModel]:
-    """The pydantic model one request record must satisfy, from the MLflow signature.
+def request_schema(model_dir: str | Path, contract_path: str | Path | None = None) -> type[BaseModel]:
+    """The pydantic model one request record must satisfy.
 
-    Every signature input is a required, finite number (strings are refused, not
-    coerced); unknown keys are ignored. This is the one place the request contract is
-    derived, so a data contract (ranges, categories) can replace it.
+    From the data contract when one is given and names the model's inputs: types,
+    block-level ranges and categories (a value out of range is a 422 naming the
+    field). Otherwise from the MLflow signature: every input a required, finite
+    number. Strings are refused, not coerced; unknown keys are ignored.
     """
     import mlflow.models
     from pydantic import ConfigDict, Field, create_model
@@ -119,9 +120,29 @@ def request_schema(model_dir: str | Path) -> type[BaseModel]:
     signature = mlflow.models.Model.load(str(model_dir)).signature
     if signature is None:
         raise ServingError(f"The model at {model_dir} has no signature; log it with one (mlflow infer_signature).")
+    inputs = signature.inputs.input_names()
+    contract = _serving_contract(contract_path, inputs)
+    if contract is not None:
+        return contract.model
     number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
-    fields: dict[str, Any] = {name: (number, ...) for name in signature.inputs.input_names()}
+    fields: dict[str, Any] = {name: (number, ...) for name in inputs}
     return create_model("Record", __config__=ConfigDict(extra="ignore", frozen=True), **fields)
+
+
+def request_validator(contract_path: str | Path | None, inputs: list[str]) -> Any:
+    """The contract's record validator (for counting warn-level issues), or None."""
+    return _serving_contract(contract_path, inputs)
+
+
+def _serving_contract(contract_path: str | Path | None, inputs: list[str]) -> Any:
+    if contract_path is None or not Path(contract_path).is_file():
+        return None
+    from mlops.contract import load_contract, record_validator
+
+    contract = load_contract(contract_path)
+    if sorted(column.name for column in contract.features) != sorted(inputs):
+        return None  # a model trained under another contract: its signature decides
+    return record_validator(contract, extra="ignore")
 
 
 def _run_id(model_name: str, version: str) -> str:
@@ -204,6 +225,7 @@ def _server_env(settings: Settings, tag: str) -> dict[str, str]:
         **tool_variables(settings),
         "MLOPS_BENTO_MODEL": tag,
         "MLOPS_PREDICTIONS_DIR": str(settings.predictions_dir),
+        "MLOPS_CONTRACT": str(settings.data.contract),
         "BENTOML_HOME": _store_home(tag, settings),
         "MLOPS_API_KEY_ENV": settings.serving.api_key_env,
         "MLOPS_MAX_REQUEST_BYTES": str(settings.serving.max_request_bytes),

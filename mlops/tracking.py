@@ -23,6 +23,7 @@ from __future__ import annotations
 import getpass
 import json
 import subprocess
+import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from mlops.training import DataSplit, TrainedModel, Trial
 
 __all__ = [
+    "reference_snapshot",
     "AUDIT_FILE",
     "CHALLENGER",
     "CHAMPION",
@@ -65,6 +67,7 @@ __all__ = [
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 TAG_PREFIX = "mlops."
+REFERENCE_ROWS = 200_000  # rows of training data kept as the monitoring reference
 AUDIT_FILE = "registry-audit.jsonl"
 LOCK_FILE = "registry.lock"
 LOCK_TIMEOUT_SECONDS = 600.0
@@ -138,8 +141,12 @@ def log_and_register(
     tags: dict[str, str],
     trials: Sequence[Trial] = (),
     manifest: pd.DataFrame | None = None,
+    reports: Sequence[Path] = (),
 ) -> RegisteredVersion:
-    """Log one training run (trials as nested child runs) and register its model as ``challenger``."""
+    """Log one training run (trials as nested child runs) and register its model as ``challenger``.
+
+    ``reports`` (e.g. the validation HTML) are logged under ``validation/``.
+    """
     import mlflow
 
     experiment_id = ensure_experiment(settings)
@@ -151,10 +158,32 @@ def log_and_register(
         mlflow.log_metrics({f"holdout_{name}": value for name, value in trained.metrics.items()})
         _log_trials(trials, settings.model.metric, experiment_id, run_tags)
         _log_data(frame, split, settings, data_path, manifest)
+        for report in reports:
+            mlflow.log_artifact(str(report), artifact_path="validation")
         _log_plots(trained.pipeline, split, settings.model.task)
         version = _log_model(trained.pipeline, split, settings)
     mlflow.MlflowClient().set_registered_model_alias(settings.model.name, CHALLENGER, version)
     return RegisteredVersion(settings.model.name, version, run.info.run_id, dict(trained.metrics))
+
+
+def reference_snapshot(name: str, alias: str = CHAMPION) -> pd.DataFrame | None:
+    """The training data snapshot logged with the run of the version behind ``alias``, if any."""
+    import mlflow
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    version = _version_by_alias(name, alias)
+    if version is None:
+        return None
+    run_id = mlflow.MlflowClient().get_model_version(name, version).run_id
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path="data/reference.parquet", dst_path=folder
+            )
+        except (MlflowException, OSError):
+            return None  # a version logged before snapshots existed
+        return pd.read_parquet(path)
 
 
 def _log_trials(trials: Sequence[Trial], metric: str, experiment_id: str, tags: dict[str, str]) -> None:
@@ -176,8 +205,15 @@ def _log_data(frame, split: DataSplit, settings: Settings, data_path: Path, mani
 
     dataset = mlflow.data.from_pandas(frame, source=str(data_path), targets=settings.data.target, name="train")
     mlflow.log_input(dataset, context="training")
-    if settings.data.suite.is_file():
-        mlflow.log_artifact(str(settings.data.suite), artifact_path="validation")
+    for contract_file in (settings.data.contract, settings.data.suite):
+        if contract_file.is_file():
+            mlflow.log_artifact(str(contract_file), artifact_path="contract")
+    # The snapshot monitoring compares the served traffic with (bounded for large data).
+    snapshot = frame if len(frame) <= REFERENCE_ROWS else frame.sample(n=REFERENCE_ROWS, random_state=0)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "reference.parquet"
+        snapshot.to_parquet(path, index=False)
+        mlflow.log_artifact(str(path), artifact_path="data")
     if manifest is not None:
         mlflow.log_text(manifest.to_csv(index=False), "split/manifest.csv")
     summary = {"method": "row-content hash", "seed": settings.model.seed, "test_size": settings.model.test_size,

@@ -41,6 +41,13 @@ logger = logging.getLogger(__name__)
 MAX_LATENCY_MS = 1000
 MAX_BATCH_SIZE = 64
 
+# Warn-level contract findings are served, and counted here (Prometheus, /metrics).
+CONTRACT_WARNINGS = bentoml.metrics.Counter(
+    name="mlops_contract_warnings",
+    documentation="Served records with a warn-level data-contract finding, by column.",
+    labelnames=["column"],
+)
+
 
 class Prediction(BaseModel):
     model_name: str
@@ -69,17 +76,20 @@ class Classifier:
     """Load the model once per worker; answer records with predictions and probabilities."""
 
     def __init__(self) -> None:
+        import mlflow.models
         import mlflow.sklearn
 
-        from mlops.serving import request_schema
+        from mlops.serving import request_schema, request_validator
 
         bento_model = bentoml.models.get(os.environ["MLOPS_BENTO_MODEL"])
         # bentoml.mlflow.import_model keeps the MLflow model as-is in this folder.
         model_dir = bento_model.path_of("mlflow_model")
         self.model = mlflow.sklearn.load_model(model_dir)
-        self.schema = request_schema(model_dir)
+        self.schema = request_schema(model_dir, os.environ.get("MLOPS_CONTRACT"))
+        signature_inputs = mlflow.models.Model.load(model_dir).signature.inputs.input_names()
+        self.contract = request_validator(os.environ.get("MLOPS_CONTRACT"), signature_inputs)
         self._records = TypeAdapter(list[self.schema])
-        self.features = list(self.schema.model_fields)
+        self.features = signature_inputs  # the model's column order
         self.model_name = bento_model.info.labels["mlflow_model"]
         self.model_version = bento_model.info.labels["mlflow_version"]
         self.log = PredictionLogWriter(os.environ.get("MLOPS_PREDICTIONS_DIR", "predictions"))
@@ -94,7 +104,12 @@ class Classifier:
         except ValidationError as exc:
             problems = "; ".join(f"{_loc(error)}: {error['msg']}" for error in exc.errors()[:10])
             raise UnprocessableEntity(f"{exc.error_count()} invalid field(s): {problems}") from None
-        return [row.model_dump() for row in valid]
+        rows = [row.model_dump() for row in valid]
+        if self.contract is not None:
+            for row in rows:
+                for finding in self.contract.warnings(row):
+                    CONTRACT_WARNINGS.labels(column=finding.split(":", 1)[0]).inc()
+        return rows
 
     @bentoml.api
     def predict(self, records: Records, ctx: bentoml.Context) -> Prediction:

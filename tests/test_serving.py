@@ -261,6 +261,18 @@ def test_predict__bad_record_is_422_naming_the_field(server: ServerProcess, chan
 
 
 @pytest.mark.slow
+def test_predict__value_outside_the_contract_range_is_422_naming_the_field(server: ServerProcess):
+    records = _records(0, 1)
+    records[0]["mean_area"] = 1e6  # the contract allows 0 to ~2737
+
+    response = _post(server, {"records": records})
+
+    assert response.status_code == 422
+    assert "mean_area" in response.text and "less than or equal" in response.text
+    assert _post(server, {"records": _records(0, 1)}).status_code == 200
+
+
+@pytest.mark.slow
 def test_predict_batched__answers_one_prediction_per_record(server: ServerProcess, registry: Registry):
     import httpx
 
