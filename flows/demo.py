@@ -50,7 +50,7 @@ def run_demo(settings: Settings, console: Console | None = None) -> DemoSummary:
     settings = settings.model_copy(
         update={"monitoring": settings.monitoring.model_copy(update={"cooldown_minutes": 0, "max_retrains_per_day": 10**6})}
     )
-    summary = DemoSummary(tracking_uri=settings.mlflow_tracking_uri)
+    summary = DemoSummary(tracking_uri=settings.tracking_uri_shown)
     with _stage(summary, console, "validate + train + register"):
         summary.training = training_flow(settings)
     with _stage(summary, console, "package + serve"):

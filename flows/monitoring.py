@@ -16,8 +16,11 @@ whatever file is newest). Each check:
 4. asks the retraining policy (:mod:`mlops.retraining`): triggers, then brakes;
 5. retrains as a child flow run tagged ``retrain`` and ``trigger:<reason>`` and
    ``monitoring-run:<id>``, holding a lock so a second check cannot start a second
-   retrain; the challenger goes through the same validation and promotion gate;
-6. alerts on drift detected, gate rejected and flow failed.
+   retrain; the challenger goes through the same validation and promotion gate and,
+   when promoted while a deployment runs, is deployed through the safe swap
+   (:func:`mlops.deployment.deploy`: smoke test first, automatic rollback);
+6. alerts on drift detected, gate rejected and deployment rolled back (a failed
+   scheduled run alerts from :mod:`flows.schedules`).
 """
 
 from __future__ import annotations
@@ -143,14 +146,7 @@ def measure_drift(reference, current, settings: Settings, feature_columns: list[
     return summary, monitoring.save_summary(summary, report.with_suffix(".json"))
 
 
-def _alert_failure(flow, flow_run, state) -> None:
-    """Prefect failure hook: tell someone a monitoring run failed."""
-    settings = flow_run.parameters.get("settings")
-    if isinstance(settings, Settings):
-        alerts.send_alert(settings.alerts, "flow_failed", f"flow run {flow_run.name} failed: {state.message}")
-
-
-@flow(name="monitoring", validate_parameters=False, on_failure=[_alert_failure])
+@flow(name="monitoring", validate_parameters=False)
 def monitoring_flow(
     settings: Settings, current_path: Path | None = None, labels_path: Path | None = None
 ) -> MonitoringOutcome:
@@ -172,18 +168,26 @@ def monitoring_flow(
     decision = decide(drift, quality, len(current), settings)
     retrain = None
     if decision.retrain:
-        decision, retrain = _retrain(settings, decision, run_id, labeled)
+        again = lambda: decide(drift, quality, len(current), settings)  # noqa: E731
+        decision, retrain = _retrain(settings, decision, again, run_id, labeled)
     return MonitoringOutcome(drift, summary_path, retrain, checked, report, decision, quality, run_id)
 
 
-def _retrain(settings: Settings, decision, monitoring_run_id: str, labeled) -> tuple:
-    """Run the training flow as a child run, unless another retrain holds the lock."""
+def _retrain(settings: Settings, decision, decide_again, monitoring_run_id: str, labeled) -> tuple:
+    """Run the training flow as a child run, unless another retrain holds the lock.
+
+    The policy is asked again once the lock is held: a check that waited on another's
+    retrain must see it in the history (cooldown), not act on what it read before.
+    """
     from filelock import FileLock, Timeout
 
     lock_path = settings.state_dir / "locks" / "retrain.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with FileLock(lock_path, timeout=0):
+            decision = decide_again()
+            if not decision.retrain:
+                return decision, None
             reason = "drift" if any(t.startswith("drift") for t in decision.triggers) else "quality"
             get_run_logger().warning("Retraining (%s)", decision.explain())
             data_path = _retrain_data(settings, labeled)
@@ -201,7 +205,32 @@ def _retrain(settings: Settings, decision, monitoring_run_id: str, labeled) -> t
             "gate_rejected",
             f"retrained v{outcome.registered.version} kept as challenger: {outcome.decision.reason}",
         )
+    else:
+        redeploy(settings)
     return decision, outcome
+
+
+@task(cache_policy=NO_CACHE)
+def redeploy(settings: Settings) -> str | None:
+    """Move a running deployment to the new champion through the safe swap.
+
+    Nothing is deployed: nothing to do. A champion failing its smoke test gets no
+    traffic; the deployer rolls the alias back, and someone is told.
+    """
+    from mlops import deployment
+    from mlops.errors import ServingError
+
+    status = deployment.deployment_status(settings)
+    if status.state is None or not status.backend_alive:
+        return None
+    try:
+        state = deployment.deploy(settings, settings.serving.alias)
+    except ServingError as exc:
+        get_run_logger().error("New champion not deployed: %s", exc)
+        alerts.send_alert(settings.alerts, "deployment_rolled_back", str(exc).splitlines()[0])
+        return None
+    get_run_logger().info("Deployed v%s at %s (replaced v%s)", state.backend.version, state.url, state.replaced_version)
+    return state.backend.version
 
 
 def _retrain_data(settings: Settings, labeled) -> Path | None:

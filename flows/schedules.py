@@ -9,6 +9,8 @@ stored in the deployment's parameters.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 from prefect import flow, tags
@@ -16,6 +18,7 @@ from prefect.client.schemas.objects import ConcurrencyLimitConfig
 
 from flows.monitoring import monitoring_flow
 from flows.training import training_flow
+from mlops.alerts import send_alert
 from mlops.config import Settings, load_settings
 from mlops.prediction_log import read_prediction_log
 
@@ -29,7 +32,7 @@ MONITORING_DEPLOYMENT = "scheduled-monitoring"
 def scheduled_training(config: str | None = None, state_dir: str | None = None) -> str:
     """Retrain on the configured training data; the gate decides as always."""
     settings = load_settings(config, state_dir)
-    with tags("trigger:schedule"):
+    with _alert_on_failure(settings, "scheduled training"), tags("trigger:schedule"):
         outcome = training_flow(settings, trigger="schedule")
     return f"v{outcome.registered.version}: {outcome.decision.reason}"
 
@@ -40,7 +43,18 @@ def scheduled_monitoring(config: str | None = None, state_dir: str | None = None
     settings = load_settings(config, state_dir)
     if read_prediction_log(settings.predictions_dir, last=1).empty:
         return "skipped: no predictions logged yet"
-    return monitoring_flow(settings).drift.summary()
+    with _alert_on_failure(settings, "scheduled monitoring"):
+        return monitoring_flow(settings).drift.summary()
+
+
+@contextmanager
+def _alert_on_failure(settings: Settings, what: str) -> Iterator[None]:
+    """Nobody watches a scheduled run: a failure is sent as a ``flow_failed`` alert, then raised."""
+    try:
+        yield
+    except Exception as exc:
+        send_alert(settings.alerts, "flow_failed", f"{what} failed: {str(exc).splitlines()[0][:300]}")
+        raise
 
 
 def deployments(settings: Settings, config: str | None) -> list:

@@ -38,8 +38,8 @@ def send_alert(config: AlertsConfig, event: str, message: str, details: dict[str
         "source": "mlops",
     }
     delivered = False
-    if config.webhook_url:
-        delivered |= _post_webhook(config.webhook_url, payload, config.timeout_seconds)
+    if config.webhook_url is not None:
+        delivered |= _post_webhook(config.webhook_url.get_secret_value(), payload, config.timeout_seconds)
     if config.prefect_block:
         delivered |= _notify_block(config.prefect_block, f"[mlops] {event}: {message}")
     return delivered

@@ -254,13 +254,16 @@ def deploy_stop(settings: Settings) -> None:
 
 @cli.command()
 @click.option("--current", type=click.Path(dir_okay=False), help="Current data (default: logged predictions).")
+@click.option("--labels", type=click.Path(dir_okay=False), help="Ground truth CSV: request_id, label[, record].")
 @_command
-def monitor(settings: Settings, current: str | None) -> None:
-    """Measure drift against the training data; retrain when it passes the threshold."""
+def monitor(settings: Settings, current: str | None, labels: str | None) -> None:
+    """Check drift (and quality) against the champion's data; retrain when the policy says so."""
     from flows.monitoring import monitoring_flow
     from mlops import reporting
 
-    outcome = monitoring_flow(settings, current_path=Path(current) if current else None)
+    outcome = monitoring_flow(
+        settings, current_path=Path(current) if current else None, labels_path=Path(labels) if labels else None
+    )
     if outcome.validation is not None and outcome.validation.failures:
         click.echo(f"Data contract violations in the current batch (report: {outcome.validation_report}):")
         click.echo(outcome.validation.summary())
@@ -274,8 +277,9 @@ def ui(settings: Settings, port: int) -> None:
     """Open the MLflow UI on 127.0.0.1 for the project's store."""
     import os
 
-    args = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", settings.mlflow_tracking_uri]
-    args += ["--host", "127.0.0.1", "--port", str(port)]
+    # The store URI goes by environment, not argv, where `ps` would show its password.
+    os.environ["MLFLOW_BACKEND_STORE_URI"] = settings.mlflow_tracking_uri
+    args = [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(port)]
     click.echo(f"MLflow UI at http://127.0.0.1:{port} (Ctrl-C to stop)")
     os.execv(sys.executable, args)
 

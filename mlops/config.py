@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from mlops.errors import ConfigError
@@ -202,7 +202,7 @@ class SchedulesConfig(_Section):
 class AlertsConfig(_Section):
     """Where alerts go: a webhook (JSON POST) and/or a Prefect notification block."""
 
-    webhook_url: str | None = None
+    webhook_url: SecretStr | None = Field(None, description="May hold a token: give it by environment, never logged.")
     prefect_block: str | None = Field(
         None, description="A saved Prefect notification block as 'type-slug/name', e.g. 'slack-webhook/ops'."
     )
@@ -222,7 +222,9 @@ class Settings(BaseSettings):
     )
 
     state_dir: Path = Path(".mlops")
-    tracking_uri: str | None = Field(None, description="MLflow tracking URI; default: SQLite under state_dir.")
+    tracking_uri: SecretStr | None = Field(
+        None, description="MLflow tracking URI (may hold a password); default: SQLite under state_dir."
+    )
     prefect_api_url: str | None = Field(None, description="Prefect server; default: an ephemeral one.")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -246,7 +248,14 @@ class Settings(BaseSettings):
     # Resolved locations, so no caller joins paths by hand.
     @property
     def mlflow_tracking_uri(self) -> str:
-        return self.tracking_uri or f"sqlite:///{self.state_dir / 'mlflow.db'}"
+        if self.tracking_uri is not None:
+            return self.tracking_uri.get_secret_value()
+        return f"sqlite:///{self.state_dir / 'mlflow.db'}"
+
+    @property
+    def tracking_uri_shown(self) -> str:
+        """The tracking URI as it may be printed: the local default, or a configured server, credentials hidden."""
+        return self.mlflow_tracking_uri if self.tracking_uri is None else "configured tracking server (hidden)"
 
     @property
     def mlflow_artifact_dir(self) -> Path:

@@ -257,6 +257,7 @@ def _ensure_proxy(settings: Settings, current: DeploymentState | None, upstream:
     command = [sys.executable, "-m", "uvicorn", "--factory", "mlops.proxy:create_app", "--host", host]
     command += ["--port", str(port), "--log-level", "warning", "--no-access-log", "--loop", "uvloop", "--http", "httptools"]
     env = {**os.environ, **tool_variables(settings), "MLOPS_PROXY_UPSTREAM_FILE": str(_upstream_file(settings))}
+    env["MLOPS_MAX_REQUEST_BYTES"] = str(settings.serving.max_request_bytes)
     log_path = settings.state_dir / "logs" / f"proxy-{port}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:

@@ -76,8 +76,9 @@ def check_services(settings: Settings, timeout: float = 5.0) -> None:
     The embedded defaults (SQLite, ephemeral Prefect) need no check.
     """
     checks = []
-    if settings.tracking_uri and settings.tracking_uri.startswith(("http://", "https://")):
-        checks.append(("MLflow tracking server", settings.tracking_uri.rstrip("/") + "/health", "tracking_uri"))
+    tracking = settings.mlflow_tracking_uri
+    if settings.tracking_uri is not None and tracking.startswith(("http://", "https://")):
+        checks.append(("MLflow tracking server", tracking.rstrip("/") + "/health", "tracking_uri"))
     if settings.prefect_api_url:
         checks.append(("Prefect server", settings.prefect_api_url.rstrip("/") + "/health", "prefect_api_url"))
     for name, url, key in checks:
@@ -95,7 +96,8 @@ def _probe(name: str, url: str, key: str, timeout: float) -> None:
         if status < 400:
             return
         problem = f"answered HTTP {status}"
+    address = httpx.URL(url)  # scheme, host and port only: the URL may carry credentials
     raise ServiceUnavailable(
-        f"The {name} at {url.rsplit('/health', 1)[0]} {problem}. Start it, or fix or remove '{key}' "
+        f"The {name} at {address.scheme}://{address.host}:{address.port or ''} {problem}. Start it, or fix or remove '{key}' "
         f"in the config (MLOPS_{key.upper()}) to use the embedded default."
     )

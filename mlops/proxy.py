@@ -36,6 +36,13 @@ _HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection", "host"}
 )
 _DROP_RESPONSE = _HOP_BY_HOP | {"content-length", "content-encoding"}
+# Only the deployer, talking to a backend directly, may keep requests out of the log.
+_DROP_REQUEST = _HOP_BY_HOP | {"content-length", "x-mlops-smoke-test"}
+_DEFAULT_MAX_BYTES = 32 * 1024 * 1024
+
+
+class _TooLarge(Exception):
+    pass
 
 
 def write_upstream(path: Path, url: str | None) -> None:
@@ -85,9 +92,15 @@ class SwapProxy:
     async def _forward(self, upstream: str, scope: Scope, receive: Receive, send: Send) -> None:
         import aiohttp
 
-        body = await _read_body(receive)
+        # Bounded before it is buffered: one huge body must not take the endpoint down.
+        limit = int(os.environ.get("MLOPS_MAX_REQUEST_BYTES", _DEFAULT_MAX_BYTES))
+        try:
+            body = await _read_body(receive, limit, scope)
+        except _TooLarge:
+            await _answer(send, 413, {"error": f"Request body over {limit} bytes; send smaller batches."})
+            return
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-        headers = [(k, v) for k, v in headers if k.lower() not in _HOP_BY_HOP and k.lower() != "content-length"]
+        headers = [(k, v) for k, v in headers if k.lower() not in _DROP_REQUEST]
         target = upstream + (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
         if scope["query_string"]:
             target += "?" + scope["query_string"].decode("latin-1")
@@ -142,11 +155,18 @@ class SwapProxy:
                 return
 
 
-async def _read_body(receive: Receive) -> bytes:
-    chunks, more = [], True
+async def _read_body(receive: Receive, limit: int, scope: Scope) -> bytes:
+    declared = dict(scope["headers"]).get(b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _TooLarge
+    chunks, size, more = [], 0, True
     while more:
         message = await receive()
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
         more = message.get("more_body", False)
     return b"".join(chunks)
 

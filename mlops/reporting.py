@@ -33,6 +33,10 @@ def print_monitoring(outcome: Any, console: Console | None = None) -> None:
     console.print(drift.summary())
     console.print(f"  drift report: {drift.report_path}")
     console.print(f"  drift summary: {outcome.summary_path}")
+    for name, value in getattr(outcome, "quality", {}).items():
+        console.print(f"  quality on labeled rows: {name}={value:.4f}")
+    if getattr(outcome, "mlflow_run_id", None):
+        console.print(f"  recorded as MLflow run {outcome.mlflow_run_id}")
     if outcome.retrain is not None:
         console.print("[bold]Retraining triggered by drift:[/bold]")
         print_training(outcome.retrain, console)

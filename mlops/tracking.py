@@ -429,7 +429,17 @@ def _move_aliases(name: str, new: str, old: str | None) -> None:
 def gate_challenger(registered: RegisteredVersion, split: DataSplit, settings: Settings) -> PromotionDecision:
     """The training flow's gate: decide, tag and move under the registry lock, and record it."""
     with registry_lock(settings):
-        decision = decide_promotion(registered, split, settings)
+        try:
+            decision = decide_promotion(registered, split, settings)
+        except RegistryError as exc:
+            # The champion cannot be re-scored (e.g. the columns changed): keep it, and say why
+            # on the new version rather than leave it untagged.
+            current = champion_version(registered.name)
+            metric = settings.model.metric
+            decision = PromotionDecision(
+                False, registered.version, current, metric, registered.metrics.get(metric, float("nan")), None,
+                f"cannot compare with champion v{current}: {exc}",
+            )
         apply_promotion(decision, registered.name)
         if decision.promoted:
             _record_move(settings, "gate", decision, reason=decision.reason)

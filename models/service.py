@@ -52,6 +52,7 @@ CONTRACT_WARNINGS = bentoml.metrics.Counter(
 class Prediction(BaseModel):
     model_name: str
     model_version: str
+    request_id: str  # with the record's position, the key ground-truth labels join on
     predictions: list[int]
     probabilities: list[list[float]]
 
@@ -59,6 +60,7 @@ class Prediction(BaseModel):
 class RecordPrediction(BaseModel):
     model_name: str
     model_version: str
+    request_id: str
     prediction: int
     probabilities: list[float]
 
@@ -115,47 +117,62 @@ class Classifier:
     def predict(self, records: Records, ctx: bentoml.Context) -> Prediction:
         # The deployer's smoke test sends reference rows: logging them would hide drift.
         smoke = ctx.request.headers.get(SMOKE_TEST_HEADER) == "1"
-        labels, probabilities = self._score(records, log=not smoke)
+        request_id = _request_id(ctx.request.headers.get("x-request-id"))
+        ctx.response.headers["x-request-id"] = request_id
+        labels, probabilities = self._score(records, log=not smoke, request_id=request_id)
         return Prediction(
             model_name=self.model_name,
             model_version=self.model_version,
+            request_id=request_id,
             predictions=labels,
             probabilities=probabilities,
         )
 
     @bentoml.api(batchable=True, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)
     def predict_batched(self, records: Records) -> list[RecordPrediction]:
-        labels, probabilities = self._score(records)
+        # Records of several clients share this call: each gets its own id (record 0).
+        labels, probabilities = self._score(records, log=False)
+        ids = [uuid.uuid4().hex for _ in labels]
+        for request_id, row, label in zip(ids, records, labels):
+            self._log([row], [label], request_id)
         return [
             RecordPrediction(
-                model_name=self.model_name, model_version=self.model_version, prediction=label, probabilities=proba
+                model_name=self.model_name,
+                model_version=self.model_version,
+                request_id=request_id,
+                prediction=label,
+                probabilities=proba,
             )
-            for label, proba in zip(labels, probabilities)
+            for request_id, label, proba in zip(ids, labels, probabilities)
         ]
 
     @bentoml.on_shutdown
     def close_log(self) -> None:
         self.log.close()
 
-    def _score(self, rows: list[dict[str, float]], log: bool = True) -> tuple[list[int], list[list[float]]]:
+    def _score(
+        self, rows: list[dict[str, float]], log: bool = True, request_id: str | None = None
+    ) -> tuple[list[int], list[list[float]]]:
         import pandas as pd
 
-        return self.score_frame(pd.DataFrame(rows, columns=self.features), log=log)
+        return self.score_frame(pd.DataFrame(rows, columns=self.features), log=log, request_id=request_id)
 
-    def score_frame(self, frame: Any, log: bool = True) -> tuple[list[int], list[list[float]]]:
+    def score_frame(
+        self, frame: Any, log: bool = True, request_id: str | None = None
+    ) -> tuple[list[int], list[list[float]]]:
         """Labels and class probabilities for a frame of valid features (also /arrow/predict's)."""
         # One pass through the model: the label is the most probable class, as in predict.
         probabilities = self.model.predict_proba(frame)
         labels = [int(label) for label in self.model.classes_[probabilities.argmax(axis=1)]]
         if log:
-            self._log(frame.to_dict(orient="records"), labels)
+            self._log(frame.to_dict(orient="records"), labels, request_id or uuid.uuid4().hex)
         return labels, probabilities.tolist()
 
-    def _log(self, rows: list[dict[str, float]], predictions: list[int]) -> None:
+    def _log(self, rows: list[dict[str, float]], predictions: list[int], request_id: str) -> None:
         # The log serves monitoring; losing a line must never cost a client its answer.
         try:
             self.log.log(
-                request_id=uuid.uuid4().hex,
+                request_id=request_id,
                 model_name=self.model_name,
                 model_version=self.model_version,
                 inputs=rows,
@@ -163,6 +180,13 @@ class Classifier:
             )
         except Exception:
             logger.exception("Could not log a prediction; the response is unaffected.")
+
+
+def _request_id(given: str | None) -> str:
+    """The client's ``X-Request-ID`` when it is a sane token, else a fresh one."""
+    if given and len(given) <= 64 and given.replace("-", "").replace("_", "").isalnum():
+        return given
+    return uuid.uuid4().hex
 
 
 def _loc(error: Any) -> str:

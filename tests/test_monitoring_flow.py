@@ -64,7 +64,9 @@ def test_monitoring_flow__repeated_drift_retrains_once_then_cools_down_and_alert
     from flows.training import training_flow
 
     url, received = receiver
-    settings = settings.model_copy(update={"alerts": settings.alerts.model_copy(update={"webhook_url": url})})
+    from mlops.config import AlertsConfig
+
+    settings = settings.model_copy(update={"alerts": AlertsConfig(webhook_url=url)})
     training_flow(settings)
     before = len(_retrain_runs())
     shifted = load_table(settings.data.current).drop(columns=["target"])

@@ -1,0 +1,173 @@
+"""The whole continuous-training loop as a user runs it, with real processes throughout.
+
+A weak champion is deployed behind the swap proxy; a client sends a drifted stream
+without pause; `mlops schedule` runs monitoring on its interval, which detects the
+drift, retrains once (the cooldown holds back the repeated detections), promotes the
+better model, deploys it through the safe swap and sends an alert, while every
+request the client sent is answered.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+
+from mlops.data import load_table
+from mlops.serving import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+MLOPS = Path(sys.executable).with_name("mlops")
+
+
+class Receiver:
+    """A webhook receiver on 127.0.0.1 collecting alert payloads."""
+
+    def __init__(self) -> None:
+        self.received: list[dict] = []
+        received = self.received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/alerts"
+
+
+class Client(threading.Thread):
+    """Sends one record per request without pause; counts every answer that is not a 200."""
+
+    def __init__(self, url: str, records: list[dict]) -> None:
+        super().__init__(daemon=True)
+        self.url, self.records = url, records
+        self.ok, self.failed, self.versions = 0, [], set()
+        self.running = True
+
+    def run(self) -> None:
+        import httpx
+
+        with httpx.Client(timeout=30) as client:
+            index = 0
+            while self.running:
+                record = self.records[index % len(self.records)]
+                index += 1
+                try:
+                    response = client.post(f"{self.url}/predict", json={"records": [record]})
+                except httpx.HTTPError as exc:
+                    self.failed.append(repr(exc))
+                    continue
+                if response.status_code == 200:
+                    self.ok += 1
+                    self.versions.add(response.json()["model_version"])
+                else:
+                    self.failed.append(f"{response.status_code} {response.text[:200]}")
+
+
+def _wait_for(predicate, timeout: float, interval: float = 2.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def _drifted_stream(contract_path: Path) -> list[dict]:
+    """Shifted rows the contract accepts (so every answer must be a 200), plus a few reference rows."""
+    from pydantic import ValidationError
+
+    from mlops.contract import load_contract, record_validator
+
+    validator = record_validator(load_contract(contract_path), extra="ignore")
+    shifted = load_table(REPO / "data" / "current.csv").drop(columns=["target"]).to_dict("records")
+    accepted = []
+    for record in shifted:
+        try:
+            validator.validate(record)
+        except ValidationError:
+            continue
+        accepted.append(record)
+    reference = load_table(REPO / "data" / "train.csv").drop(columns=["target"]).head(10).to_dict("records")
+    return accepted + reference
+
+
+@pytest.mark.slow
+def test_continuous_training__drift_on_served_traffic_retrains_once_promotes_and_redeploys_with_no_failed_request(
+    tmp_path,
+):
+    from mlflow.tracking import MlflowClient
+
+    state = tmp_path / "state"
+    receiver = Receiver()
+    env = {
+        **os.environ,
+        "MLOPS_STATE_DIR": str(state),
+        "MLOPS_SERVING__PORT": str(free_port()),
+        "MLOPS_SCHEDULES__PREFECT_PORT": str(free_port()),
+        "MLOPS_SCHEDULES__MONITORING_INTERVAL_MINUTES": "0.25",
+        "MLOPS_MONITORING__COOLDOWN_MINUTES": "60",
+        "MLOPS_ALERTS__WEBHOOK_URL": receiver.url,
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
+        "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+    }
+
+    def mlops(*args: str) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([str(MLOPS), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, f"mlops {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+        return result
+
+    # A weak champion: a third of its training labels are wrong.
+    weak = load_table(REPO / "data" / "train.csv")
+    flipped = weak.sample(frac=0.35, random_state=0).index
+    weak.loc[flipped, "target"] = 1 - weak.loc[flipped, "target"]
+    weak_path = tmp_path / "weak.csv"
+    weak.to_csv(weak_path, index=False)
+    mlops("train", "--data", str(weak_path))
+    mlops("deploy")
+    deploy_state = json.loads((state / "deploy" / "state.json").read_text())
+    client = Client(deploy_state["url"], _drifted_stream(REPO / "data" / "contracts" / "breast_cancer.yaml"))
+    client.start()
+    log = open(tmp_path / "schedule.log", "wb")
+    schedule = subprocess.Popen([str(MLOPS), "schedule"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    registry = MlflowClient(tracking_uri=f"sqlite:///{state / 'mlflow.db'}")
+    try:
+        def deployed_version() -> str:
+            return json.loads((state / "deploy" / "state.json").read_text())["backend"]["version"]
+
+        assert _wait_for(lambda: deployed_version() == "2", timeout=420), (tmp_path / "schedule.log").read_text()[-4000:]
+        # Let monitoring see the drift again: the cooldown must hold the second retrain back.
+        monitoring_runs = lambda: registry.search_runs(  # noqa: E731
+            [e.experiment_id for e in registry.search_experiments() if e.name.endswith("-monitoring")]
+        )
+        count = len(monitoring_runs())
+        assert _wait_for(lambda: len(monitoring_runs()) >= count + 2, timeout=240)
+    finally:
+        client.running = False
+        client.join(60)
+        schedule.send_signal(signal.SIGTERM)
+        schedule.wait(120)
+        log.close()
+        subprocess.run([str(MLOPS), "deploy", "stop"], cwd=REPO, env=env, capture_output=True, timeout=120)
+    assert client.failed == [], client.failed[:5]
+    assert client.ok > 50 and client.versions == {"1", "2"}
+    champion = registry.get_model_version_by_alias("breast-cancer-classifier", "champion")
+    assert str(champion.version) == "2" and champion.tags["mlops.gate.decision"] == "promoted"
+    experiment = registry.get_experiment_by_name("breast-cancer")
+    retrains = registry.search_runs([experiment.experiment_id], "tags.`mlops.trigger` = 'drift'")
+    assert len([run for run in retrains if run.data.tags.get("mlops.trial") != "true"]) == 1, "exactly one retrain"
+    assert "drift_detected" in {alert["event"] for alert in receiver.received}
