@@ -166,6 +166,7 @@ def monitoring_flow(
     if drift.drift_detected:
         alerts.send_alert(settings.alerts, "drift_detected", drift.summary().splitlines()[0], {"mlflow_run_id": run_id})
     decision = decide(drift, quality, len(current), settings)
+    _complete_summary(summary_path, settings, current_path, quality, decision)
     retrain = None
     if decision.retrain:
         again = lambda: decide(drift, quality, len(current), settings)  # noqa: E731
@@ -233,9 +234,36 @@ def redeploy(settings: Settings) -> str | None:
     return state.backend.version
 
 
+def _complete_summary(path: Path, settings: Settings, current_path: Path | None, quality, decision) -> None:
+    """Add the window, the quality and the decision to the saved drift summary."""
+    import json
+
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    window = settings.monitoring
+    summary["window"] = (
+        {"file": str(current_path)}
+        if current_path is not None
+        else {"predictions_dir": str(settings.predictions_dir), "last_rows": window.window_rows, "last_minutes": window.window_minutes}
+    )
+    summary["quality"] = quality
+    summary["decision"] = {"retrain": decision.retrain, "triggers": list(decision.triggers), "blocked_by": decision.blocked_by}
+    path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+
+
 def _retrain_data(settings: Settings, labeled) -> Path | None:
-    """The training file, plus the labeled production rows when the policy asks for them."""
-    if settings.monitoring.retrain_data == "reference" or labeled.empty:
+    """The training data for a retrain, as ``monitoring.retrain_data`` says.
+
+    ``reference``: the training file. ``reference+labeled``: plus the labeled window rows.
+    ``module:function``: the user's function, called with the settings and the labeled
+    window rows, returns the path of a CSV file (validated like any training data).
+    """
+    choice = settings.monitoring.retrain_data
+    if ":" in choice:
+        import importlib
+
+        module, function = choice.split(":")
+        return Path(getattr(importlib.import_module(module), function)(settings, labeled))
+    if choice == "reference" or labeled.empty:
         return None
     import pandas as pd
 

@@ -188,7 +188,11 @@ class MonitoringConfig(_Section):
     window_rows: int | None = Field(10_000, ge=1, description="Newest logged predictions checked (None: all).")
     window_minutes: float | None = Field(None, gt=0, description="Only predictions logged in the last N minutes.")
     labels: Path | None = Field(None, description="CSV of ground truth: request_id, label[, record].")
-    retrain_data: Literal["reference", "reference+labeled"] = "reference"
+    retrain_data: str = Field(
+        "reference",
+        pattern=r"^(reference|reference\+labeled|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$",
+        description="reference, reference+labeled, or module:function(settings, labeled) returning a CSV path.",
+    )
 
 
 class SchedulesConfig(_Section):

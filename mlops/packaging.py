@@ -35,6 +35,7 @@ PINNED_DISTRIBUTIONS = (
     "scipy",
     "pydantic",
     "pydantic-settings",
+    "pyarrow",  # /arrow/predict
 )
 _ROOT = Path(__file__).resolve().parents[1]
 

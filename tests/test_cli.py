@@ -74,10 +74,12 @@ def test_train__failing_data_exits_1_and_registers_nothing(tmp_path):
 def test_configured_server_down__exit_4_naming_the_server_and_the_fix(tmp_path, variable):
     from mlops.serving import free_port
 
-    down = f"http://127.0.0.1:{free_port()}" + ("/api" if "PREFECT" in variable else "")
+    address = f"http://127.0.0.1:{free_port()}"
+    down = address + ("/api" if "PREFECT" in variable else "/?token=secret")
     result = run_mlops("train", state_dir=tmp_path, **{variable: down})
     assert result.returncode == 4
-    assert down in result.stderr and "Start it" in result.stderr
+    assert address in result.stderr and "Start it" in result.stderr
+    assert "secret" not in result.stderr, "a URL's credentials are never printed"
     assert "Traceback" not in result.stderr
 
 

@@ -104,6 +104,35 @@ def test_monitoring_flow__quality_drop_with_labels_retrains_without_drift(tool_e
     assert [run for run in _retrain_runs() if "trigger:quality" in run.tags]
 
 
+def retrain_on_first_half(settings, labeled):
+    """A user's retraining-data function (monitoring.retrain_data = module:function)."""
+    frame = load_table(settings.data.training)
+    path = settings.state_dir / "first-half.csv"
+    frame.head(len(frame) // 2).to_csv(path, index=False)
+    return path
+
+
+def test_monitoring_flow__retrain_data_from_a_user_function(tool_env, settings):
+    import json
+
+    import mlflow
+
+    from flows.monitoring import monitoring_flow
+
+    shifted = load_table(settings.data.current).drop(columns=["target"])
+    _log(settings, shifted, [1] * len(shifted))
+    policy = _with(
+        settings, retrain_data="test_monitoring_flow:retrain_on_first_half", cooldown_minutes=0, max_retrains_per_day=99
+    )
+    outcome = monitoring_flow(policy)
+    assert outcome.retrain is not None
+    run = mlflow.get_run(outcome.retrain.registered.run_id)
+    rows = int(run.data.params["train_rows"]) + int(run.data.params["holdout_rows"])
+    assert rows == len(load_table(settings.data.training)) // 2
+    saved = json.loads(outcome.summary_path.read_text())
+    assert saved["decision"]["retrain"] is True and saved["window"]["last_rows"] == 10_000
+
+
 def test_monitoring_flow__no_drift_no_retrain(tool_env, settings):
     from flows.monitoring import monitoring_flow
 
