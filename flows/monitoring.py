@@ -38,6 +38,7 @@ from flows.training import TrainingOutcome, training_flow
 from mlops import alerts, contract, data, monitoring, retraining, tracking, validation
 from mlops.config import Settings
 from mlops.errors import ValidationFailed
+from mlops.prediction_log import METADATA_COLUMNS
 
 __all__ = ["MonitoringOutcome", "monitoring_flow"]
 
@@ -120,7 +121,8 @@ def decide(drift, quality: dict[str, float], rows: int, settings: Settings) -> r
 @task(cache_policy=NO_CACHE)
 def validate_current(current, settings: Settings, current_path: Path | None):
     """The same contract as training, in batch scope: skew shows up as named violations."""
-    result = contract.validate_with_contract(current, settings.data.contract, scope="batch")
+    inputs = current.drop(columns=[column for column in METADATA_COLUMNS if column in current.columns])
+    result = contract.validate_with_contract(inputs, settings.data.contract, scope="batch")
     source = str(current_path) if current_path is not None else f"logged predictions in {settings.predictions_dir}"
     result = dataclasses.replace(result, data_path=source)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")

@@ -28,7 +28,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["PredictionLogWriter", "read_prediction_log"]
+__all__ = ["METADATA_COLUMNS", "PredictionLogWriter", "read_prediction_log"]
+
+# What the log adds to each record's inputs.
+METADATA_COLUMNS = ("timestamp", "request_id", "record", "model_name", "model_version", "prediction")
 
 _FILE_GLOB = "predictions-*.jsonl"
 

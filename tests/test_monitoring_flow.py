@@ -141,3 +141,4 @@ def test_monitoring_flow__no_drift_no_retrain(tool_env, settings):
     outcome = monitoring_flow(settings)
     assert not outcome.drift.drift_detected
     assert outcome.decision.triggers == () and outcome.retrain is None
+    assert outcome.validation.success and not outcome.validation.failures, "log metadata is not a contract column"
