@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -26,27 +25,6 @@ from mlops.serving import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 MLOPS = Path(sys.executable).with_name("mlops")
-
-
-class Receiver:
-    """A webhook receiver on 127.0.0.1 collecting alert payloads."""
-
-    def __init__(self) -> None:
-        self.received: list[dict] = []
-        received = self.received
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_port}/alerts"
 
 
 class Client(threading.Thread):
@@ -108,12 +86,12 @@ def _drifted_stream(contract_path: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_continuous_training__drift_on_served_traffic_retrains_once_promotes_and_redeploys_with_no_failed_request(
-    tmp_path,
+    tmp_path, receiver
 ):
     from mlflow.tracking import MlflowClient
 
     state = tmp_path / "state"
-    receiver = Receiver()
+    alerts_url, alerts = receiver
     env = {
         **os.environ,
         "MLOPS_STATE_DIR": str(state),
@@ -121,7 +99,7 @@ def test_continuous_training__drift_on_served_traffic_retrains_once_promotes_and
         "MLOPS_SCHEDULES__PREFECT_PORT": str(free_port()),
         "MLOPS_SCHEDULES__MONITORING_INTERVAL_MINUTES": "0.25",
         "MLOPS_MONITORING__COOLDOWN_MINUTES": "60",
-        "MLOPS_ALERTS__WEBHOOK_URL": receiver.url,
+        "MLOPS_ALERTS__WEBHOOK_URL": alerts_url,
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
         "PREFECT_RUNNER_POLL_FREQUENCY": "2",
     }
@@ -170,4 +148,4 @@ def test_continuous_training__drift_on_served_traffic_retrains_once_promotes_and
     experiment = registry.get_experiment_by_name("breast-cancer")
     retrains = registry.search_runs([experiment.experiment_id], "tags.`mlops.trigger` = 'drift'")
     assert len([run for run in retrains if run.data.tags.get("mlops.trial") != "true"]) == 1, "exactly one retrain"
-    assert "drift_detected" in {alert["event"] for alert in receiver.received}
+    assert "drift_detected" in {alert["event"] for alert in alerts}
