@@ -122,11 +122,12 @@ def decide(drift, quality: dict[str, float], rows: int, settings: Settings) -> r
 def validate_current(current, settings: Settings, current_path: Path | None):
     """The same contract as training, in batch scope: skew shows up as named violations."""
     inputs = current.drop(columns=[column for column in METADATA_COLUMNS if column in current.columns])
-    result = contract.validate_with_contract(inputs, settings.data.contract, scope="batch")
     source = str(current_path) if current_path is not None else f"logged predictions in {settings.predictions_dir}"
-    result = dataclasses.replace(result, data_path=source)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    report = validation.write_html_report(result, settings.reports_dir / f"contract-current-{stamp}.html")
+    result, report = contract.check_with_report(
+        inputs, settings.data.contract, scope="batch", source=source,
+        report_path=settings.reports_dir / f"contract-current-{stamp}.html",
+    )
     if result.failures:
         get_run_logger().warning("Current batch breaks the data contract:\n%s", result.summary())
     return result, report

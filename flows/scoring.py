@@ -8,7 +8,6 @@ is loaded or anything is written; calling the flow raises
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,10 +36,11 @@ class ScoringOutcome:
 @task(cache_policy=NO_CACHE)
 def validate_batch(frame, settings: Settings, data_path: Path) -> tuple[validation.ValidationResult, Path]:
     """The gate: the data contract in batch scope (features only, any row count)."""
-    result = contract.validate_with_contract(frame, settings.data.contract, scope="batch")
-    result = dataclasses.replace(result, data_path=str(data_path))
     stamp = runtime.flow_run.id or "local"
-    report = validation.write_html_report(result, settings.reports_dir / f"validation-scoring-{stamp}.html")
+    result, report = contract.check_with_report(
+        frame, settings.data.contract, scope="batch", source=str(data_path),
+        report_path=settings.reports_dir / f"validation-scoring-{stamp}.html",
+    )
     for warning in result.warnings:
         get_run_logger().warning("Data contract warning: %s", warning.describe())
     return result, report

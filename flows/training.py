@@ -13,7 +13,6 @@ after the other and leave exactly one consistent champion.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,10 +42,11 @@ class TrainingOutcome:
 @task(cache_policy=NO_CACHE)
 def validate_data(frame, settings: Settings, data_path: Path) -> tuple[validation.ValidationResult, Path]:
     """The gate: the data contract (``data.contract``) in training scope; warnings are logged."""
-    result = contract.validate_with_contract(frame, settings.data.contract, scope="training")
-    result = dataclasses.replace(result, data_path=str(data_path))
     stamp = runtime.flow_run.id or "local"
-    report = validation.write_html_report(result, settings.reports_dir / f"validation-{stamp}.html")
+    result, report = contract.check_with_report(
+        frame, settings.data.contract, scope="training", source=str(data_path),
+        report_path=settings.reports_dir / f"validation-{stamp}.html",
+    )
     for warning in result.warnings:
         get_run_logger().warning("Data contract warning: %s", warning.describe())
     if result.success:

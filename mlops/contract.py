@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from mlops.validation import FailedExpectation, ValidationResult
 
 __all__ = [
+    "check_with_report",
     "DEFAULT_MARGIN",
     "DEFAULT_SEVERITY",
     "ColumnContract",
@@ -364,6 +365,16 @@ def _parse_numbers(frame: pd.DataFrame, contract: Contract) -> tuple[pd.DataFram
             )
         )
     return frame, tuple(failures)
+
+
+def check_with_report(
+    frame: pd.DataFrame, contract_path: str | Path, *, scope: Scope, source: str, report_path: str | Path
+) -> tuple[ValidationResult, Path]:
+    """The gate every flow runs: validate ``frame`` (from ``source``) and write the HTML report."""
+    from mlops.validation import write_html_report
+
+    result = replace(validate_with_contract(frame, contract_path, scope=scope), data_path=source)
+    return result, write_html_report(result, report_path)
 
 
 def validate_file_with_contract(

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SwapProxy", "create_app", "write_upstream"]
+__all__ = ["SwapProxy", "create_app", "read_limited_body", "write_upstream"]
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -159,13 +159,21 @@ async def _read_body(receive: Receive, limit: int, scope: Scope) -> bytes:
     declared = dict(scope["headers"]).get(b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _TooLarge
+    body = await read_limited_body(receive, limit)
+    if body is None:
+        raise _TooLarge
+    return body
+
+
+async def read_limited_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole ASGI request body, or None as soon as it passes ``limit`` bytes."""
     chunks, size, more = [], 0, True
     while more:
         message = await receive()
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise _TooLarge
+            return None
         chunks.append(chunk)
         more = message.get("more_body", False)
     return b"".join(chunks)

@@ -18,6 +18,8 @@ import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from mlops.proxy import read_limited_body
+
 __all__ = ["OPEN_PATHS", "RequestGuard"]
 
 Scope = MutableMapping[str, Any]
@@ -50,7 +52,7 @@ class RequestGuard:
         if length is not None and int(length) > self.max_bytes:
             return await _refuse(send, 413, self._too_large())
         if length is None:
-            body = await _read_body(receive, self.max_bytes)
+            body = await read_limited_body(receive, self.max_bytes)
             if body is None:
                 return await _refuse(send, 413, self._too_large())
             receive = _replay(body, receive)
@@ -62,20 +64,6 @@ class RequestGuard:
 
     def _too_large(self) -> str:
         return f"The request body is over {self.max_bytes} bytes; split it into smaller requests."
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole body, or None as soon as it passes ``limit``."""
-    chunks, size, more = [], 0, True
-    while more:
-        message = await receive()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        more = message.get("more_body", False)
-    return b"".join(chunks)
 
 
 def _replay(body: bytes, original: Receive) -> Receive:
