@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,20 +36,56 @@ METADATA_COLUMNS = ("timestamp", "request_id", "record", "model_name", "model_ve
 _FILE_GLOB = "predictions-*.jsonl"
 
 
+@dataclass(frozen=True)
+class _Batch:
+    """One request's records, encoded to lines by the writer thread, not the request."""
+
+    timestamp: str
+    request_id: str
+    model_name: str
+    model_version: str
+    inputs: Any  # a DataFrame, or an iterable of mappings
+    predictions: list[Any]
+
+    def lines(self) -> list[bytes]:
+        import orjson
+
+        columns, rows = _columns_and_rows(self.inputs)
+        head = {"timestamp": self.timestamp, "request_id": self.request_id}
+        model = {"model_name": self.model_name, "model_version": self.model_version}
+        option = orjson.OPT_SERIALIZE_NUMPY
+        return [
+            orjson.dumps(
+                {**head, "record": index, **model, "inputs": dict(zip(columns, row)) if columns else row, "prediction": prediction},
+                default=_to_json,
+                option=option,
+            )
+            for index, (row, prediction) in enumerate(zip(rows, self.predictions))
+        ]
+
+
 @dataclass
 class PredictionLogWriter:
-    """Append prediction records to the day's JSONL file from a background thread."""
+    """Append prediction records to the day's JSONL file from a background thread.
+
+    A request hands over its records as they are (a frame, or mappings); encoding and
+    writing happen on the writer thread, so a 10,000-row request pays nothing per row
+    here. ``max_queued`` bounds the records waiting; past it a request's records are
+    dropped and counted in ``dropped``.
+    """
 
     folder: Path
-    max_queued: int = 10_000
+    max_queued: int = 100_000
     dropped: int = 0
-    _queue: queue.Queue[str | None] = field(init=False, repr=False)
+    _queue: queue.Queue[_Batch | None] = field(init=False, repr=False)
     _thread: threading.Thread = field(init=False, repr=False)
+    _queued: int = field(default=0, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.folder = Path(self.folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._queue = queue.Queue(maxsize=self.max_queued)
+        self._queue = queue.Queue()
         self._thread = threading.Thread(target=self._drain, name="prediction-log", daemon=True)
         self._thread.start()
 
@@ -59,28 +95,18 @@ class PredictionLogWriter:
         request_id: str,
         model_name: str,
         model_version: str,
-        inputs: Iterable[Mapping[str, Any]],
+        inputs: Any,
         predictions: Iterable[Any],
     ) -> None:
         """Queue one line per record; never blocks and never raises on a full queue."""
+        predictions = list(predictions)
         timestamp = datetime.now(timezone.utc).isoformat()
-        for index, (record, prediction) in enumerate(zip(inputs, predictions)):
-            line = json.dumps(
-                {
-                    "timestamp": timestamp,
-                    "request_id": request_id,
-                    "record": index,
-                    "model_name": model_name,
-                    "model_version": model_version,
-                    "inputs": dict(record),
-                    "prediction": prediction,
-                },
-                default=_to_json,
-            )
-            try:
-                self._queue.put_nowait(line)
-            except queue.Full:
-                self.dropped += 1
+        with self._lock:
+            if self._queued + len(predictions) > self.max_queued:
+                self.dropped += len(predictions)
+                return
+            self._queued += len(predictions)
+        self._queue.put(_Batch(timestamp, request_id, model_name, model_version, inputs, predictions))
 
     def close(self, timeout: float = 5.0) -> None:
         """Flush what is queued and stop the thread."""
@@ -88,26 +114,27 @@ class PredictionLogWriter:
         self._thread.join(timeout)
 
     def _drain(self) -> None:
-        while True:
-            line = self._queue.get()
-            if line is None:
-                return
-            lines = [line]
-            while not self._queue.empty() and len(lines) < 1000:
-                extra = self._queue.get_nowait()
-                if extra is None:
-                    self._write(lines)
+        while (batch := self._queue.get()) is not None:
+            batches = [batch]
+            while not self._queue.empty() and len(batches) < 1000:
+                if (extra := self._queue.get_nowait()) is None:
+                    self._write(batches)
                     return
-                lines.append(extra)
-            self._write(lines)
+                batches.append(extra)
+            self._write(batches)
 
-    def _write(self, lines: list[str]) -> None:
+    def _write(self, batches: list[_Batch]) -> None:
         day = datetime.now(timezone.utc).strftime("%Y%m%d")
+        records = sum(len(batch.predictions) for batch in batches)
         try:
-            with open(self.folder / f"predictions-{day}.jsonl", "a", encoding="utf-8") as handle:
-                handle.write("\n".join(lines) + "\n")
-        except OSError:
-            self.dropped += len(lines)
+            lines = [line for batch in batches for line in batch.lines()]
+            with open(self.folder / f"predictions-{day}.jsonl", "ab") as handle:
+                handle.write(b"\n".join(lines) + b"\n")
+        except (OSError, TypeError, ValueError):
+            self.dropped += records
+        finally:
+            with self._lock:
+                self._queued -= records
 
 
 def read_prediction_log(folder: str | Path, last: int | None = None) -> pd.DataFrame:
@@ -133,6 +160,13 @@ def read_prediction_log(folder: str | Path, last: int | None = None) -> pd.DataF
     if last is not None and len(frame) > last:
         frame = frame.iloc[-last:].reset_index(drop=True)
     return frame
+
+
+def _columns_and_rows(inputs: Any) -> tuple[list[str] | None, Iterable[Any]]:
+    """Column names and row value lists of a frame (fast), or (None, dicts) for mappings."""
+    if hasattr(inputs, "to_numpy") and hasattr(inputs, "columns"):
+        return [str(column) for column in inputs.columns], inputs.to_numpy().tolist()
+    return None, [dict(record) for record in inputs]
 
 
 def _to_json(value: Any) -> Any:

@@ -14,7 +14,8 @@ model in the ``x-model-name`` / ``x-model-version`` headers::
     result = pa.ipc.open_stream(response.content).read_all()
 
 A body that is not an Arrow stream, or lacks a feature, or has a non-numeric, null or
-infinite feature value is answered 422 naming the columns. Mounted on the service as a
+infinite feature value, or a value outside the contract's block-level range, is
+answered 422 naming the columns. Mounted on the service as a
 plain Starlette app, so it is not batched (bulk requests must not be).
 """
 
@@ -44,6 +45,8 @@ async def predict_arrow(request: Request) -> Response:
         frame = read_frame(await request.body(), service.features)
     except ValueError as exc:
         return JSONResponse({"error": str(exc)}, status_code=422)
+    if problems := service.frame_check.out_of_range(frame):
+        return JSONResponse({"error": "Outside the data contract: " + "; ".join(problems)}, status_code=422)
     labels, probabilities = await anyio.to_thread.run_sync(service.score_frame, frame)
     body = write_predictions(labels, probabilities, list(service.model.classes_))
     headers = {"x-model-name": service.model_name, "x-model-version": service.model_version}

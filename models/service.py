@@ -81,7 +81,7 @@ class Classifier:
         import mlflow.models
         import mlflow.sklearn
 
-        from mlops.serving import request_schema, request_validator
+        from mlops.serving import frame_check, request_schema, request_validator
 
         bento_model = bentoml.models.get(os.environ["MLOPS_BENTO_MODEL"])
         # bentoml.mlflow.import_model keeps the MLflow model as-is in this folder.
@@ -90,6 +90,7 @@ class Classifier:
         self.schema = request_schema(model_dir, os.environ.get("MLOPS_CONTRACT"))
         signature_inputs = mlflow.models.Model.load(model_dir).signature.inputs.input_names()
         self.contract = request_validator(os.environ.get("MLOPS_CONTRACT"), signature_inputs)
+        self.frame_check = frame_check(model_dir, os.environ.get("MLOPS_CONTRACT"))
         self._records = TypeAdapter(list[self.schema])
         self.features = signature_inputs  # the model's column order
         self.model_name = bento_model.info.labels["mlflow_model"]
@@ -97,10 +98,19 @@ class Classifier:
         self.log = PredictionLogWriter(os.environ.get("MLOPS_PREDICTIONS_DIR", "predictions"))
 
     def validate(self, records: list[dict[str, Any]]) -> list[dict[str, float]]:
-        """Check each record against the schema; a 422 names the record and the field."""
+        """Check each record against the schema; a 422 names the record and the field.
+
+        All-numeric, in-range records pass one vectorised check (:class:`FrameCheck`);
+        only the rest go through the per-record schema, which explains a refusal.
+        """
         from bentoml.exceptions import UnprocessableEntity
         from pydantic import ValidationError
 
+        frame = self.frame_check.accept(records)
+        if frame is not None:
+            for column, count in self.frame_check.warnings(frame).items():
+                CONTRACT_WARNINGS.labels(column=column).inc(count)
+            return ValidRecords(records, frame)
         try:
             valid = self._records.validate_python(records)
         except ValidationError as exc:
@@ -134,7 +144,7 @@ class Classifier:
         labels, probabilities = self._score(records, log=False)
         ids = [uuid.uuid4().hex for _ in labels]
         for request_id, row, label in zip(ids, records, labels):
-            self._log([row], [label], request_id)
+            self._log([{name: row[name] for name in self.features}], [label], request_id)
         return [
             RecordPrediction(
                 model_name=self.model_name,
@@ -155,7 +165,10 @@ class Classifier:
     ) -> tuple[list[int], list[list[float]]]:
         import pandas as pd
 
-        return self.score_frame(pd.DataFrame(rows, columns=self.features), log=log, request_id=request_id)
+        frame = getattr(rows, "frame", None)
+        if frame is None:  # records of several requests, merged by the batcher
+            frame = pd.DataFrame(rows, columns=self.features)
+        return self.score_frame(frame, log=log, request_id=request_id)
 
     def score_frame(
         self, frame: Any, log: bool = True, request_id: str | None = None
@@ -163,12 +176,12 @@ class Classifier:
         """Labels and class probabilities for a frame of valid features (also /arrow/predict's)."""
         # One pass through the model: the label is the most probable class, as in predict.
         probabilities = self.model.predict_proba(frame)
-        labels = [int(label) for label in self.model.classes_[probabilities.argmax(axis=1)]]
-        if log:
-            self._log(frame.to_dict(orient="records"), labels, request_id or uuid.uuid4().hex)
+        labels = self.model.classes_[probabilities.argmax(axis=1)].tolist()
+        if log:  # the frame itself: the log's thread encodes it
+            self._log(frame, labels, request_id or uuid.uuid4().hex)
         return labels, probabilities.tolist()
 
-    def _log(self, rows: list[dict[str, float]], predictions: list[int], request_id: str) -> None:
+    def _log(self, rows: Any, predictions: list[int], request_id: str) -> None:
         # The log serves monitoring; losing a line must never cost a client its answer.
         try:
             self.log.log(
@@ -180,6 +193,14 @@ class Classifier:
             )
         except Exception:
             logger.exception("Could not log a prediction; the response is unaffected.")
+
+
+class ValidRecords(list):
+    """Checked records that keep the frame built while checking them (bulk requests)."""
+
+    def __init__(self, records: list[dict[str, Any]], frame: Any) -> None:
+        super().__init__(records)
+        self.frame = frame
 
 
 def _request_id(given: str | None) -> str:
@@ -195,5 +216,8 @@ def _loc(error: Any) -> str:
     return f"records[{index}]" + "".join(f".{part}" for part in field)
 
 
+# BentoML derives a list output's media type from its JSON schema on every response
+# (12 % of the CPU at 32 clients); it is always JSON here.
+Classifier.apis["predict_batched"].output_spec.media_type = "application/json"
 Classifier.add_asgi_middleware(RequestGuard)
 Classifier.mount_asgi_app(arrow.app, path="/arrow")
