@@ -225,7 +225,7 @@ class Contenders:
         stop_deployment(self.settings)
 
 
-def measure_model(name: str, estimator, scenarios: list[Scenario], args: argparse.Namespace) -> dict:
+def measure_model(name: str, estimator, scenarios: list[Scenario], args: argparse.Namespace, folder: Path) -> dict:
     """Median figures per (scenario, contender), plus in-process rows/s per batch size."""
     import mlflow
 
@@ -233,7 +233,8 @@ def measure_model(name: str, estimator, scenarios: list[Scenario], args: argpars
     from mlops.environment import tool_environment
     from mlops.serving import free_port
 
-    folder = Path(tempfile.mkdtemp(prefix=f"serving-bench-{name}-"))
+    folder = folder / name
+    folder.mkdir(parents=True)
     settings = load_settings(state_dir=folder / "state", serving={"port": free_port()}, model={"name": f"bench-{name}"})
     bodies = write_bodies(folder, scenarios)
     results: dict[tuple[Scenario, str], list[dict]] = {}
@@ -314,8 +315,9 @@ def main() -> None:
         scenarios = [Scenario(1, 1), Scenario(1, 32), Scenario(1_000, 1)]
         models = {"RandomForest": models["RandomForest"]}
     rows = []
-    for name, estimator in models.items():
-        rows += table_rows(name, measure_model(name, estimator, scenarios, args), scenarios)
+    with tempfile.TemporaryDirectory(prefix="serving-bench-") as folder:
+        for name, estimator in models.items():
+            rows += table_rows(name, measure_model(name, estimator, scenarios, args, Path(folder)), scenarios)
     notes = (
         f"Median of {args.rounds} rounds, {args.seconds:g} s measured per contender after {args.warmup:g} s of warm-up; "
         "load client benchmarks/_load.py (aiohttp, own process); one worker per server; client and servers share the machine. "

@@ -22,7 +22,7 @@ from mlops.monitoring import (
     load_current_window,
     save_summary,
 )
-from mlops.prediction_log import PredictionLogWriter
+from mlops.prediction_log import PredictionLogWriter, read_prediction_log
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 THRESHOLD = 0.3
@@ -140,6 +140,28 @@ def test_load_current_window__reads_logged_inputs(tmp_path: Path, current, featu
     assert list(window.columns) == features
     assert len(window) == 15
     pd.testing.assert_frame_equal(window, current[features].iloc[5:20].reset_index(drop=True))
+
+
+def test_prediction_log__a_frame_logs_the_same_lines_as_its_records(tmp_path: Path, current, features) -> None:
+    import numpy as np
+
+    frame = current[features].iloc[:5]
+    for name, inputs in (("frame", frame), ("records", frame.to_dict(orient="records"))):
+        writer = PredictionLogWriter(tmp_path / name)
+        writer.log(request_id="r", model_name="m", model_version="1", inputs=inputs, predictions=np.array([0, 1, 0, 1, 1]))
+        writer.close()
+    logged = [(tmp_path / name).joinpath(next((tmp_path / name).iterdir()).name).read_text() for name in ("frame", "records")]
+    strip = [[line.split('"request_id"', 1)[1] for line in text.splitlines()] for text in logged]  # timestamps differ
+    assert strip[0] == strip[1] and len(strip[0]) == 5
+
+
+def test_prediction_log__over_the_bound_drops_and_counts_whole_requests(tmp_path: Path, current, features) -> None:
+    writer = PredictionLogWriter(tmp_path / "log", max_queued=5)
+    writer.log(request_id="big", model_name="m", model_version="1", inputs=current[features].iloc[:10], predictions=[1] * 10)
+    writer.log(request_id="small", model_name="m", model_version="1", inputs=current[features].iloc[:2], predictions=[1] * 2)
+    writer.close()
+    assert writer.dropped == 10
+    assert read_prediction_log(tmp_path / "log")["request_id"].tolist() == ["small", "small"]
 
 
 def test_load_current_window__empty_dir_raises_data_error(tmp_path: Path, features) -> None:

@@ -401,12 +401,75 @@ def test_arrow_predict__scores_a_columnar_batch(server: ServerProcess, registry:
         (lambda f: _arrow_body(f.drop(columns="mean_radius")), "mean_radius"),
         (lambda f: _arrow_body(f.assign(mean_texture="x")), "mean_texture"),
         (lambda f: _arrow_body(f.assign(worst_area=float("nan"))), "worst_area"),
+        (lambda f: _arrow_body(f.assign(mean_area=1e6)), "mean_area"),
         (lambda f: b"not arrow", "Arrow IPC stream"),
     ],
-    ids=["missing", "string", "nan", "garbage"],
+    ids=["missing", "string", "nan", "out-of-range", "garbage"],
 )
 def test_arrow_predict__bad_body_is_422_naming_the_column(server: ServerProcess, body, named):
     response = _post_arrow(server, body(_features().iloc[:5]))
 
     assert response.status_code == 422
     assert named in response.json()["error"]
+
+
+def _edge_records() -> list[list[dict]]:
+    """Requests of two records, the second changed in every way a client can get it wrong."""
+    base = _records(0, 2)
+    changes = [
+        {}, {"mean_radius": 14}, {"mean_radius": True}, {"mean_radius": "14.1"}, {"mean_radius": None},
+        {"mean_radius": float("nan")}, {"mean_radius": float("inf")}, {"mean_area": 1e6}, {"mean_area": -1.0},
+        {"mean_radius": 1e3}, {"mean_radius": 0.0}, {"unknown": "extra"}, {"mean_radius": [1.0]},
+    ]  # fmt: skip
+    requests = [[base[0], {**base[1], **change}] for change in changes]
+    requests.append([base[0], {key: value for key, value in base[1].items() if key != "worst_area"}])
+    return requests
+
+
+def test_frame_check__accepts_only_what_the_schema_accepts(registry: Registry, tmp_path: Path):
+    import mlflow
+    from pydantic import TypeAdapter, ValidationError
+
+    from mlops.contract import load_contract, write_contract
+    from mlops.serving import frame_check, request_schema, request_validator
+
+    model_dir = mlflow.artifacts.download_artifacts(f"models:/{registry.settings.model.name}/{registry.version}", dst_path=str(tmp_path))
+    contract = load_contract(registry.settings.data.contract)
+    warn = [c.model_copy(update={"severity": {"range": "warn"}}) if c.name == "mean_radius" else c for c in contract.columns]
+    contract_path = write_contract(contract.model_copy(update={"columns": warn}), tmp_path / "contract.yaml")
+    check = frame_check(model_dir, contract_path)
+    schema = TypeAdapter(list[request_schema(model_dir, contract_path)])
+    validator = request_validator(contract_path, list(check.features))
+    accepted = 0
+    for records in _edge_records():
+        frame = check.accept(records)
+        try:
+            valid = [row.model_dump() for row in schema.validate_python(records)]
+        except ValidationError:
+            assert frame is None, records[1]
+            continue
+        if frame is not None:
+            accepted += 1
+            assert frame.to_dict(orient="records") == valid
+            counted = {name: n for name, n in check.warnings(frame).items()}
+            expected: dict[str, int] = {}
+            for row in valid:
+                for finding in validator.warnings(row):
+                    name = finding.split(":", 1)[0]
+                    expected[name] = expected.get(name, 0) + 1
+            assert counted == expected
+    assert accepted >= 4  # the plain, int, extra-key and warn-range requests take the fast path
+
+
+def test_frame_check__names_what_is_out_of_range(registry: Registry, tmp_path: Path):
+    import mlflow
+
+    from mlops.serving import frame_check
+
+    model_dir = mlflow.artifacts.download_artifacts(f"models:/{registry.settings.model.name}/{registry.version}", dst_path=str(tmp_path))
+    check = frame_check(model_dir, registry.settings.data.contract)
+    frame = _features().iloc[:3].assign(mean_area=[1.0, 1e6, 2e6])
+
+    assert check.accept(frame.to_dict(orient="records")) is None
+    [problem] = check.out_of_range(frame)
+    assert problem.startswith("mean_area: 2 value(s) outside")
