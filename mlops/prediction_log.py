@@ -9,9 +9,13 @@ One line per predicted record::
 ``record`` is the record's position in its request, so ``(request_id, record)``
 names one prediction: ground-truth labels that arrive later join on it.
 
-Files are named ``predictions-YYYYMMDD.jsonl`` (UTC) and rotate daily. The writer
-hands lines to a background thread through a bounded queue, so a slow disk never
-slows a request: when the queue is full the record is dropped and counted.
+Files are named ``predictions-YYYYMMDD.jsonl`` (UTC) and rotate daily. Bulk requests
+(``BULK_ROWS`` records or more) go to Parquet files beside them instead,
+``predictions-YYYYMMDD-HHMMSS-<id>.parquet``, one per write, with the same columns as
+:func:`read_prediction_log` returns: encoding 10,000 records as JSON lines costs more
+than scoring them. The writer hands requests to a background thread through a bounded
+queue, so a slow disk never slows a request: when the queue is full the request's
+records are dropped and counted.
 """
 
 from __future__ import annotations
@@ -28,12 +32,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["METADATA_COLUMNS", "PredictionLogWriter", "read_prediction_log"]
+__all__ = ["BULK_ROWS", "METADATA_COLUMNS", "PredictionLogWriter", "read_prediction_log"]
 
 # What the log adds to each record's inputs.
 METADATA_COLUMNS = ("timestamp", "request_id", "record", "model_name", "model_version", "prediction")
 
 _FILE_GLOB = "predictions-*.jsonl"
+_BULK_GLOB = "predictions-*.parquet"
+BULK_ROWS = 256  # a request this large is written as Parquet, not JSON lines
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,21 @@ class _Batch:
             )
             for index, (row, prediction) in enumerate(zip(rows, self.predictions))
         ]
+
+    def frame(self) -> pd.DataFrame:
+        """The records with their metadata columns, as :func:`read_prediction_log` gives them."""
+        import pandas as pd
+
+        frame = self.inputs if hasattr(self.inputs, "columns") else pd.DataFrame(list(self.inputs))
+        metadata = {
+            "timestamp": self.timestamp,
+            "request_id": self.request_id,
+            "record": range(len(frame)),
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "prediction": list(self.predictions),
+        }
+        return frame.reset_index(drop=True).assign(**metadata)
 
 
 @dataclass
@@ -127,14 +148,31 @@ class PredictionLogWriter:
         day = datetime.now(timezone.utc).strftime("%Y%m%d")
         records = sum(len(batch.predictions) for batch in batches)
         try:
-            lines = [line for batch in batches for line in batch.lines()]
-            with open(self.folder / f"predictions-{day}.jsonl", "ab") as handle:
-                handle.write(b"\n".join(lines) + b"\n")
-        except (OSError, TypeError, ValueError):
+            bulk = [batch for batch in batches if len(batch.predictions) >= BULK_ROWS]
+            lines = [line for batch in batches if len(batch.predictions) < BULK_ROWS for line in batch.lines()]
+            if lines:
+                with open(self.folder / f"predictions-{day}.jsonl", "ab") as handle:
+                    handle.write(b"\n".join(lines) + b"\n")
+            if bulk:
+                self._write_bulk(bulk, day)
+        except (OSError, TypeError, ValueError, ImportError):
             self.dropped += records
         finally:
             with self._lock:
                 self._queued -= records
+
+
+    def _write_bulk(self, batches: list[_Batch], day: str) -> None:
+        import uuid
+
+        import pandas as pd
+
+        frame = pd.concat([batch.frame() for batch in batches], ignore_index=True)
+        stamp = datetime.now(timezone.utc).strftime("%H%M%S")
+        path = self.folder / f"predictions-{day}-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
+        partial = path.with_suffix(".parquet.partial")  # readers never see half a file
+        frame.to_parquet(partial, index=False)
+        partial.rename(path)
 
 
 def read_prediction_log(folder: str | Path, last: int | None = None) -> pd.DataFrame:
@@ -142,7 +180,8 @@ def read_prediction_log(folder: str | Path, last: int | None = None) -> pd.DataF
     ``timestamp``, ``request_id``, ``record``, ``model_name``, ``model_version`` and ``prediction``.
 
     ``last`` keeps only the newest N records. An absent or empty folder gives an
-    empty frame. Partially written trailing lines are skipped.
+    empty frame. Partially written trailing lines are skipped. JSON lines and bulk
+    Parquet files are merged in timestamp order.
     """
     import pandas as pd
 
@@ -157,6 +196,10 @@ def read_prediction_log(folder: str | Path, last: int | None = None) -> pd.DataF
                 inputs = entry.pop("inputs", {})
                 rows.append({**inputs, **entry})
     frame = pd.DataFrame(rows)
+    bulk = [pd.read_parquet(path) for path in sorted(Path(folder).glob(_BULK_GLOB))]
+    if bulk:
+        frame = pd.concat([frame, *bulk], ignore_index=True) if rows else pd.concat(bulk, ignore_index=True)
+        frame = frame.sort_values("timestamp", kind="stable", ignore_index=True)
     if last is not None and len(frame) > last:
         frame = frame.iloc[-last:].reset_index(drop=True)
     return frame

@@ -273,3 +273,23 @@ def test_log_monitoring_run__links_the_check_to_the_model_version(tool_env, sett
     assert run.data.metrics["drift_share"] == pytest.approx(summary.drift_share)
     assert run.data.metrics["window_accuracy"] == 0.9
     assert list(settings.mlflow_artifact_dir.rglob("drift.html")), "artifacts live under the state folder"
+
+
+def test_prediction_log__bulk_requests_go_to_parquet_and_read_back_in_order(tmp_path: Path, current, features) -> None:
+    import time
+
+    from mlops.prediction_log import BULK_ROWS
+
+    bulk = pd.concat([current[features]] * (BULK_ROWS // len(current) + 1), ignore_index=True).iloc[:BULK_ROWS]
+    writer = PredictionLogWriter(tmp_path / "log")
+    for request_id, inputs in (("first", current[features].iloc[:2]), ("bulk", bulk), ("last", current[features].iloc[:1])):
+        writer.log(request_id=request_id, model_name="m", model_version="1", inputs=inputs, predictions=[1] * len(inputs))
+        time.sleep(0.02)  # distinct timestamps
+    writer.close()
+
+    assert len(list((tmp_path / "log").glob("*.parquet"))) == 1
+    logged = read_prediction_log(tmp_path / "log")
+    assert logged["request_id"].tolist() == ["first"] * 2 + ["bulk"] * BULK_ROWS + ["last"]
+    assert logged.loc[logged["request_id"] == "bulk", "record"].tolist() == list(range(BULK_ROWS))
+    pd.testing.assert_frame_equal(logged.loc[2 : BULK_ROWS + 1, features].reset_index(drop=True), bulk)
+    assert read_prediction_log(tmp_path / "log", last=1)["request_id"].tolist() == ["last"]
