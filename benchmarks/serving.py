@@ -304,6 +304,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.0, help="Seconds of load before measuring.")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="RandomForest, 1 round, short loads (smoke run).")
+    parser.add_argument("--model", choices=["RandomForest", "LogisticRegression"], help="Only this model.")
+    parser.add_argument("--scenario", action="append", default=[], metavar="ROWSxC", help="Only these, e.g. 1x32 10000x1.")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
     from _results import write_results
@@ -314,6 +316,10 @@ def main() -> None:
         args.seconds, args.warmup, args.rounds = 0.5, 0.2, 1
         scenarios = [Scenario(1, 1), Scenario(1, 32), Scenario(1_000, 1)]
         models = {"RandomForest": models["RandomForest"]}
+    if args.model:
+        models = {args.model: models[args.model]}
+    if args.scenario:
+        scenarios = [Scenario(*map(int, spec.split("x"))) for spec in args.scenario]
     rows = []
     with tempfile.TemporaryDirectory(prefix="serving-bench-") as folder:
         for name, estimator in models.items():

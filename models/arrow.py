@@ -76,12 +76,15 @@ def read_frame(body: bytes, features: list[str]) -> pd.DataFrame:
     return frame
 
 
-def write_predictions(labels: list[int], probabilities: list[list[float]], classes: list[Any]) -> bytes:
+def write_predictions(labels: Any, probabilities: Any, classes: list[Any]) -> bytes:
+    """Labels and the (rows × classes) probability array as an Arrow IPC stream."""
+    import numpy as np
     import pyarrow as pa
 
-    columns = {"prediction": pa.array(labels, type=pa.int64())}
+    probabilities = np.asarray(probabilities, dtype="float64")
+    columns = {"prediction": pa.array(np.asarray(labels), type=pa.int64())}
     for index, label in enumerate(classes):
-        columns[f"probability_{label}"] = pa.array([row[index] for row in probabilities], type=pa.float64())
+        columns[f"probability_{label}"] = pa.array(probabilities[:, index])
     table = pa.table(columns)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:

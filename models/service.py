@@ -130,30 +130,32 @@ class Classifier:
         request_id = _request_id(ctx.request.headers.get("x-request-id"))
         ctx.response.headers["x-request-id"] = request_id
         labels, probabilities = self._score(records, log=not smoke, request_id=request_id)
-        return Prediction(
+        # Our own values of known types: constructed, not re-validated (10,000 rows cost ms).
+        return Prediction.model_construct(
             model_name=self.model_name,
             model_version=self.model_version,
             request_id=request_id,
-            predictions=labels,
-            probabilities=probabilities,
+            predictions=labels.tolist(),
+            probabilities=probabilities.tolist(),
         )
 
     @bentoml.api(batchable=True, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)
     def predict_batched(self, records: Records) -> list[RecordPrediction]:
         # Records of several clients share this call: each gets its own id (record 0).
-        labels, probabilities = self._score(records, log=False)
+        scored, probabilities = self._score(records, log=False)
+        labels = scored.tolist()
         ids = [uuid.uuid4().hex for _ in labels]
         for request_id, row, label in zip(ids, records, labels):
             self._log([{name: row[name] for name in self.features}], [label], request_id)
         return [
-            RecordPrediction(
+            RecordPrediction.model_construct(
                 model_name=self.model_name,
                 model_version=self.model_version,
                 request_id=request_id,
                 prediction=label,
                 probabilities=proba,
             )
-            for request_id, label, proba in zip(ids, labels, probabilities)
+            for request_id, label, proba in zip(ids, labels, probabilities.tolist())
         ]
 
     @bentoml.on_shutdown
@@ -162,7 +164,7 @@ class Classifier:
 
     def _score(
         self, rows: list[dict[str, float]], log: bool = True, request_id: str | None = None
-    ) -> tuple[list[int], list[list[float]]]:
+    ) -> tuple[Any, Any]:
         import pandas as pd
 
         frame = getattr(rows, "frame", None)
@@ -172,16 +174,16 @@ class Classifier:
 
     def score_frame(
         self, frame: Any, log: bool = True, request_id: str | None = None
-    ) -> tuple[list[int], list[list[float]]]:
-        """Labels and class probabilities for a frame of valid features (also /arrow/predict's)."""
+    ) -> tuple[Any, Any]:
+        """Labels and class probabilities (numpy arrays) for a frame of valid features (also /arrow/predict's)."""
         # One pass through the model: the label is the most probable class, as in predict.
         probabilities = self.model.predict_proba(frame)
-        labels = self.model.classes_[probabilities.argmax(axis=1)].tolist()
+        labels = self.model.classes_[probabilities.argmax(axis=1)]
         if log:  # the frame itself: the log's thread encodes it
             self._log(frame, labels, request_id or uuid.uuid4().hex)
-        return labels, probabilities.tolist()
+        return labels, probabilities
 
-    def _log(self, rows: Any, predictions: list[int], request_id: str) -> None:
+    def _log(self, rows: Any, predictions: Any, request_id: str) -> None:
         # The log serves monitoring; losing a line must never cost a client its answer.
         try:
             self.log.log(
