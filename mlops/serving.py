@@ -323,6 +323,8 @@ def _server_env(settings: Settings, tag: str) -> dict[str, str]:
         "BENTOML_HOME": _store_home(tag, settings),
         "MLOPS_API_KEY_ENV": settings.serving.api_key_env,
         "MLOPS_MAX_REQUEST_BYTES": str(settings.serving.max_request_bytes),
+        "MLOPS_BATCH_MAX_SIZE": str(settings.serving.batch_max_size),
+        "MLOPS_BATCH_MAX_LATENCY_MS": str(settings.serving.batch_max_latency_ms),
     }
 
 

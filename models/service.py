@@ -36,10 +36,10 @@ from mlops.prediction_log import PredictionLogWriter
 
 logger = logging.getLogger(__name__)
 
-# A deadline, not a wait window: BentoML answers 503 to queued requests expected to
-# miss it, so it is generous (100 ms already gave none for a RandomForest on 2 cores).
-MAX_LATENCY_MS = 1000
-MAX_BATCH_SIZE = 64
+# serving.batch_max_latency_ms / batch_max_size. The latency is a deadline, not a wait
+# window: BentoML answers 503 to queued requests expected to miss it, so it is generous.
+MAX_LATENCY_MS = int(os.environ.get("MLOPS_BATCH_MAX_LATENCY_MS", "1000"))
+MAX_BATCH_SIZE = int(os.environ.get("MLOPS_BATCH_MAX_SIZE", "64"))
 
 # Warn-level contract findings are served, and counted here (Prometheus, /metrics).
 CONTRACT_WARNINGS = bentoml.metrics.Counter(
