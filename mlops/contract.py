@@ -320,17 +320,19 @@ def _gx(kind: str, severity: Severity, check: str, **kwargs: Any) -> dict[str, A
 def validate_with_contract(
     frame: pd.DataFrame, contract_path: str | Path, scope: Scope = "training"
 ) -> ValidationResult:
-    """Validate ``frame`` against the contract (via its GX suite); warn-level failures don't fail it.
+    """Validate ``frame`` against the contract's GX suite; warn-level failures don't fail it.
 
-    In ``batch`` scope a target column, if present, is ignored (scoring files may carry labels).
+    The suite is evaluated by :func:`mlops.contract_checks.check_frame` (GX's findings,
+    vectorised; GX itself for anything it does not cover). In ``batch`` scope a target
+    column, if present, is ignored (scoring files may carry labels).
     """
-    from mlops.validation import validate_frame
+    from mlops.contract_checks import check_frame
 
     contract = load_contract(contract_path)
     if scope == "batch" and contract.target in frame.columns:
         frame = frame.drop(columns=[contract.target])
     frame, unparsed = _parse_numbers(frame, contract)
-    result = validate_frame(frame, to_suite(contract, scope))
+    result = check_frame(frame, to_suite(contract, scope))
     failures = unparsed + result.failures
     success = result.success and not any(failure.severity == "block" for failure in unparsed)
     return replace(result, failures=failures, success=success, suite_path=str(contract_path))
@@ -400,13 +402,14 @@ def validate_file_in_chunks(
 ) -> ValidationResult:
     """Validate a CSV file of any length in memory bounded by ``chunk_rows``; the result is exact.
 
-    Row-level checks (type, nulls, range, categories, columns) run in GX on each chunk
-    and their failing-row counts are summed (samples: the first ones found); the
-    whole-table checks (``min_rows``, a classification target's classes, constant
+    Row-level checks (type, nulls, range, categories, columns) run on each chunk
+    (:func:`mlops.contract_checks.check_frame`) and their failing-row counts are summed
+    (samples: the first ones found); the whole-table checks (``min_rows``, a classification target's classes, constant
     features) are counted exactly over the stream, since a chunk cannot judge them.
     """
+    from mlops.contract_checks import check_frame
     from mlops.data import iter_table
-    from mlops.validation import ValidationResult, validate_frame
+    from mlops.validation import ValidationResult
 
     contract = load_contract(contract_path)
     suite = to_suite(contract, scope)
@@ -431,7 +434,7 @@ def validate_file_in_chunks(
         if scope == "batch" and contract.target in chunk.columns:
             chunk = chunk.drop(columns=[contract.target])
         chunk, unparsed = _parse_numbers(chunk, contract)
-        for failure in unparsed + validate_frame(chunk, row_level).failures:
+        for failure in unparsed + check_frame(chunk, row_level).failures:
             _merge(merged, failure)
         _count_distinct(chunk, distinct)
         rows, columns = rows + len(chunk), set(map(str, chunk.columns))
