@@ -475,8 +475,10 @@ def _with_percent(failure: FailedExpectation, rows: int) -> FailedExpectation:
 def _count_distinct(chunk: pd.DataFrame, distinct: dict[str, set[Any]]) -> None:
     """Up to two distinct non-null values per column: enough to tell "constant" from not."""
     for name in map(str, chunk.columns):
-        if len(distinct[name]) < 2:
-            distinct[name].update(chunk[name].dropna().drop_duplicates().head(2).tolist())
+        values = chunk[name].dropna() if len(distinct[name]) < 2 else ()
+        if len(values):
+            # The first value and the first one unequal to it: the first two distinct, without hashing the column.
+            distinct[name].update(values.head(1).tolist() + values[values != values.iloc[0]].head(1).tolist())
 
 
 def _whole_table_failures(

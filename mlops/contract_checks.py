@@ -108,7 +108,13 @@ def _row_count(frame: pd.DataFrame, kwargs: dict[str, Any]) -> dict[str, Any] | 
 
 def _unique_count(frame: pd.DataFrame, kwargs: dict[str, Any]) -> dict[str, Any] | None:
     values = frame[kwargs["column"]]
-    return _DELEGATE if values.dtype.kind not in _MAP_KINDS else _count_between(int(values.nunique()), kwargs)
+    if values.dtype.kind not in _MAP_KINDS:
+        return _DELEGATE
+    # "Not constant" (the contract's only use) needs no hash table: a smallest and a largest value that differ.
+    low, high = kwargs.get("min_value"), kwargs.get("max_value")
+    if high is None and type(low) is int and low <= 2 and values.dtype.kind in "biuf" and values.min() < values.max():
+        return None
+    return _count_between(int(values.nunique()), kwargs)
 
 
 def _count_between(observed: int, kwargs: dict[str, Any]) -> dict[str, Any] | None:
