@@ -17,7 +17,8 @@ import pytest
 
 from mlops.contract import _parse_numbers, load_contract, to_suite
 from mlops.contract_checks import check_frame
-from mlops.data import load_table
+from mlops.data import FastReadRefused, iter_table, iter_table_fast, load_table
+from mlops.errors import DataError
 from mlops.validation import validate_frame
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
@@ -118,3 +119,62 @@ def test_check_frame__breast_cancer_training_data_passes_like_gx():
     suite = to_suite(load_contract(repo / "data" / "contracts" / "breast_cancer.yaml"))
 
     _assert_same_as_gx(frame, suite)
+
+
+# --- The pyarrow reader of the chunked gate ---------------------------------------------
+
+
+def _chunks(read, path: Path, chunk_rows: int) -> list[pd.DataFrame] | str:
+    try:
+        return [chunk.reset_index(drop=True) for chunk in read(path, chunk_rows)]
+    except (DataError, FastReadRefused) as exc:
+        return type(exc).__name__
+
+
+def _whole_file_in_chunks(path: Path, chunk_rows: int) -> list[pd.DataFrame] | str:
+    """The reference: the table pandas reads from the whole file, cut into chunks."""
+    try:
+        frame = load_table(path)
+    except DataError:
+        return "DataError"
+    return [frame.iloc[start : start + chunk_rows].reset_index(drop=True) for start in range(0, len(frame), chunk_rows)]
+
+
+def _assert_same_values(fast: list[pd.DataFrame], reference: list[pd.DataFrame]) -> None:
+    # An int column's chunk without nulls stays int64 where the whole file is float64: the values are equal.
+    assert [len(chunk) for chunk in fast] == [len(chunk) for chunk in reference]
+    for ours, theirs in zip(fast, reference):
+        pd.testing.assert_frame_equal(ours, theirs, check_dtype=False)
+
+
+@pytest.mark.parametrize("name", sorted(path.name for path in CORPUS.glob("*.csv")))
+def test_iter_table_fast__reads_as_pandas_or_refuses(name: str):
+    numeric = [column.name for column in CONTRACT.columns if column.type in ("float", "int")]
+
+    fast = _chunks(lambda path, rows: iter_table_fast(path, rows, numeric), CORPUS / name, 7)
+    reference = _whole_file_in_chunks(CORPUS / name, 7)
+
+    if fast != "FastReadRefused":
+        assert not isinstance(reference, str), f"pandas refused {name} ({reference}), pyarrow did not"
+        _assert_same_values(fast, reference)
+
+
+@pytest.mark.parametrize("text", ["NAN", "+nan", "1e400", "inf", "9223372036854775808", "2024-01-01"])
+def test_iter_table_fast__leaves_what_pandas_reads_otherwise_to_pandas(tmp_path: Path, text: str):
+    path = tmp_path / "odd.csv"
+    path.write_text(f"a,b\n{text},x\n{text},y\n")
+
+    assert _chunks(iter_table_fast, path, 10) == "FastReadRefused"
+
+
+def test_iter_table_fast__random_file_reads_as_pandas(tmp_path: Path):
+    frame = _random_frame(5, rows=1_000).assign(flag=lambda f: (f["age"] % 2 == 0).astype(object))
+    frame.loc[::7, ["flag", "city", "income"]] = None
+    frame["score"] = frame["score"].clip(upper=1.0)
+    path = tmp_path / "clean.csv"
+    frame.to_csv(path, index=False)
+
+    fast = _chunks(iter_table_fast, path, 300)
+
+    assert [len(chunk) for chunk in fast] == [300, 300, 300, 100]
+    _assert_same_values(fast, _whole_file_in_chunks(path, 300))  # type: ignore[arg-type]
