@@ -338,6 +338,9 @@ def validate_with_contract(
     return replace(result, failures=failures, success=success, suite_path=str(contract_path))
 
 
+_UNPARSED = "values_parse_as_numbers"
+
+
 def _parse_numbers(frame: pd.DataFrame, contract: Contract) -> tuple[pd.DataFrame, tuple[FailedExpectation, ...]]:
     """Name the values of a numeric column that are not numbers; GX only sees an ``object`` column.
 
@@ -357,10 +360,10 @@ def _parse_numbers(frame: pd.DataFrame, contract: Contract) -> tuple[pd.DataFram
         frame = frame.assign(**{column.name: parsed})
         failures.append(
             FailedExpectation(
-                expectation="values_parse_as_numbers",
+                expectation=_UNPARSED,
                 column=column.name,
                 unexpected_count=len(bad),
-                unexpected_percent=100.0 * len(bad) / max(len(values), 1),
+                unexpected_percent=len(bad) / max(len(values), 1) * 100,
                 sample_values=tuple(map(str, bad.head(SAMPLE_SIZE))),
                 details=f"type={column.type}: these values are not numbers (they are counted as nulls below)",
                 severity=column.severity_of("type"),
@@ -441,6 +444,7 @@ def _validate_chunks(chunks: Iterator[pd.DataFrame], contract: Contract, scope: 
     }
     merged: dict[tuple[str, str | None], FailedExpectation] = {}
     distinct: dict[str, set[Any]] = defaultdict(set)
+    nonnull: dict[str, int] = defaultdict(int)
     rows, columns = 0, set()
     for chunk in chunks:
         if scope == "batch" and contract.target in chunk.columns:
@@ -449,9 +453,12 @@ def _validate_chunks(chunks: Iterator[pd.DataFrame], contract: Contract, scope: 
         for failure in unparsed + check_frame(chunk, row_level).failures:
             _merge(merged, failure)
         _count_distinct(chunk, distinct)
+        for name, count in chunk.count().items():
+            nonnull[str(name)] += int(count)
         rows, columns = rows + len(chunk), set(map(str, chunk.columns))
-    failures = [_with_percent(failure, rows) for failure in merged.values()]
-    failures = [failure for failure in failures if not _tolerated(failure, mostly)]
+    judged = [(failure, _denominator(failure, rows, nonnull)) for failure in merged.values()]
+    failures = [_with_percent(failure, n) for failure, n in judged if not _tolerated(failure, mostly, n)]
+    failures = [_with_mostly(failure, mostly) for failure in failures]
     failures += _whole_table_failures(suite, rows, distinct, columns)
     failures.sort(key=lambda failure: (failure.column is not None, failure.column or ""))
     success = not any(failure.severity == "block" for failure in failures)
@@ -472,15 +479,25 @@ def _merge(merged: dict[tuple[str, str | None], FailedExpectation], failure: Fai
         )
 
 
-def _tolerated(failure: FailedExpectation, mostly: dict[tuple[str, str | None], float]) -> bool:
-    tolerance = 1.0 - mostly.get((failure.expectation, failure.column), 1.0)
-    return failure.unexpected_percent is not None and failure.unexpected_percent <= 100 * tolerance
+def _denominator(failure: FailedExpectation, rows: int, nonnull: Mapping[str, int]) -> int:
+    """GX's: nulls (and unparsed numbers) count against every row; other row checks judge non-null values."""
+    if failure.column is None or failure.expectation in ("expect_column_values_to_not_be_null", _UNPARSED):
+        return rows
+    return nonnull.get(failure.column, 0)
 
 
-def _with_percent(failure: FailedExpectation, rows: int) -> FailedExpectation:
-    if failure.unexpected_count is None:
+def _tolerated(failure: FailedExpectation, mostly: dict[tuple[str, str | None], float], denominator: int) -> bool:
+    """GX's ``mostly`` rule, on the counts of the whole stream."""
+    if failure.unexpected_count is None or denominator == 0:
+        return failure.unexpected_count is not None
+    share_met = (denominator - failure.unexpected_count) / denominator
+    return share_met >= mostly.get((failure.expectation, failure.column), 1.0)
+
+
+def _with_percent(failure: FailedExpectation, denominator: int) -> FailedExpectation:
+    if failure.unexpected_count is None or denominator == 0:
         return failure
-    return replace(failure, unexpected_percent=100.0 * failure.unexpected_count / max(rows, 1))
+    return replace(failure, unexpected_percent=failure.unexpected_count / denominator * 100)
 
 
 def _count_distinct(chunk: pd.DataFrame, distinct: dict[str, set[Any]]) -> None:
@@ -495,24 +512,28 @@ def _count_distinct(chunk: pd.DataFrame, distinct: dict[str, set[Any]]) -> None:
 def _whole_table_failures(
     suite: dict[str, Any], rows: int, distinct: dict[str, set[Any]], columns: set[str]
 ) -> list[FailedExpectation]:
-    from mlops.validation import FailedExpectation
+    from mlops.validation import MISSING_COLUMN, failure_from_result
 
     failures = []
     for expectation in suite["expectations"]:
         if expectation["meta"]["check"] not in _WHOLE_TABLE:
             continue
-        kwargs = expectation["kwargs"]
+        kind, kwargs, severity = expectation["type"], expectation["kwargs"], expectation["severity"]
         column = kwargs.get("column")
         observed = rows if column is None else len(distinct.get(column, ()))
         if column is not None and column not in columns:
-            details = "error: the column is missing from the data"
+            failures.append(failure_from_result(kind, kwargs, severity, {}, MISSING_COLUMN))
         elif observed < kwargs["min_value"]:
-            details = f"min_value={kwargs['min_value']}, observed={observed}"
-        else:
-            continue
-        severity = "block" if expectation["severity"] == "critical" else "warn"
-        failures.append(FailedExpectation(expectation["type"], column, None, None, (), details, severity))
+            failures.append(failure_from_result(kind, kwargs, severity, {"observed_value": observed}))
     return failures
+
+
+def _with_mostly(failure: FailedExpectation, mostly: dict[tuple[str, str | None], float]) -> FailedExpectation:
+    """Name the tolerance in the details, as GX does (it was left out of the per-chunk suite)."""
+    tolerance = mostly.get((failure.expectation, failure.column))
+    if tolerance is None:
+        return failure
+    return replace(failure, details=", ".join(filter(None, [f"mostly={tolerance!r}", failure.details])))
 
 
 # --- Serving -------------------------------------------------------------------------

@@ -178,3 +178,32 @@ def test_iter_table_fast__random_file_reads_as_pandas(tmp_path: Path):
 
     assert [len(chunk) for chunk in fast] == [300, 300, 300, 100]
     _assert_same_values(fast, _whole_file_in_chunks(path, 300))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("scope", ["training", "batch"])
+@pytest.mark.parametrize("name", _readable_corpus())
+def test_validate_file_in_chunks__same_findings_as_the_whole_file(name: str, scope: str):
+    from mlops.contract import validate_file_in_chunks, validate_file_with_contract
+
+    whole = validate_file_with_contract(CORPUS / name, CORPUS / "contract.yaml", scope)  # type: ignore[arg-type]
+    chunked = validate_file_in_chunks(CORPUS / name, CORPUS / "contract.yaml", scope, chunk_rows=7)  # type: ignore[arg-type]
+
+    assert _findings(chunked) == _findings(whole)
+
+
+@pytest.mark.parametrize("seed", [1, 3, 5])
+def test_validate_file_in_chunks__random_file_same_findings_as_the_whole_file(tmp_path: Path, seed: int):
+    from mlops.contract import validate_file_in_chunks, validate_file_with_contract
+
+    frame = _random_frame(seed, rows=1_000)
+    frame["income"] = frame["income"].fillna(1_000.0)
+    frame.loc[frame.index % 5 == 0, "income"] = np.nan  # exactly max_null_rate: tolerated, as GX would
+    path = tmp_path / "random.csv"
+    frame.to_csv(path, index=False)
+
+    whole = validate_file_with_contract(path, CORPUS / "contract.yaml")
+    chunked = validate_file_in_chunks(path, CORPUS / "contract.yaml", chunk_rows=300)
+
+    assert _findings(chunked) == _findings(whole)
+    nulls = {failure.column for failure in whole.failures if failure.expectation.endswith("not_be_null")}
+    assert "income" not in nulls
