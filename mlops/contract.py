@@ -2,10 +2,11 @@
 
 A contract names the columns (type, nullability, range, allowed categories), the
 target, the task type and the minimum row count, each check with a severity:
-``block`` (the gate fails) or ``warn`` (reported, the run continues). Great
-Expectations stays the engine: :func:`to_suite` turns the contract into a GX suite,
-and the same contract drives the training gate, batch scoring, monitoring batches
-and the serving request schema (:func:`record_validator`).
+``block`` (the gate fails) or ``warn`` (reported, the run continues).
+:func:`to_suite` turns the contract into a Great Expectations suite, which
+:mod:`mlops.contract_checks` evaluates vectorised with GX's exact findings (GX itself
+for what it does not cover); the same contract drives the training gate, batch
+scoring, monitoring batches and the serving request schema (:func:`record_validator`).
 
 Defaults (documented in README, "Your data contract"):
 
@@ -329,9 +330,7 @@ def validate_with_contract(
     from mlops.contract_checks import check_frame
 
     contract = load_contract(contract_path)
-    if scope == "batch" and contract.target in frame.columns:
-        frame = frame.drop(columns=[contract.target])
-    frame, unparsed = _parse_numbers(frame, contract)
+    frame, unparsed = _parse_numbers(_in_scope(frame, contract, scope), contract)
     result = check_frame(frame, to_suite(contract, scope))
     failures = unparsed + result.failures
     success = result.success and not any(failure.severity == "block" for failure in unparsed)
@@ -339,6 +338,15 @@ def validate_with_contract(
 
 
 _UNPARSED = "values_parse_as_numbers"
+
+
+def _in_scope(frame: pd.DataFrame, contract: Contract, scope: Scope) -> pd.DataFrame:
+    """In ``batch`` scope, the frame without its target column, without copying the data."""
+    if scope != "batch" or contract.target not in frame.columns:
+        return frame
+    view = frame.copy(deep=False)  # ``drop`` would copy every column: a second frame at peak
+    del view[contract.target]
+    return view
 
 
 def _parse_numbers(frame: pd.DataFrame, contract: Contract) -> tuple[pd.DataFrame, tuple[FailedExpectation, ...]]:
@@ -357,7 +365,8 @@ def _parse_numbers(frame: pd.DataFrame, contract: Contract) -> tuple[pd.DataFram
             continue
         parsed = pd.to_numeric(values, errors="coerce")
         bad = values[values.notna() & parsed.isna()]
-        frame = frame.assign(**{column.name: parsed})
+        frame = frame.copy(deep=False) if not failures else frame  # the caller's frame stays as it was
+        frame[column.name] = parsed
         failures.append(
             FailedExpectation(
                 expectation=_UNPARSED,
@@ -447,9 +456,7 @@ def _validate_chunks(chunks: Iterator[pd.DataFrame], contract: Contract, scope: 
     nonnull: dict[str, int] = defaultdict(int)
     rows, columns = 0, set()
     for chunk in chunks:
-        if scope == "batch" and contract.target in chunk.columns:
-            chunk = chunk.drop(columns=[contract.target])
-        chunk, unparsed = _parse_numbers(chunk, contract)
+        chunk, unparsed = _parse_numbers(_in_scope(chunk, contract, scope), contract)
         for failure in unparsed + check_frame(chunk, row_level).failures:
             _merge(merged, failure)
         _count_distinct(chunk, distinct)

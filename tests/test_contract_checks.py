@@ -207,3 +207,15 @@ def test_validate_file_in_chunks__random_file_same_findings_as_the_whole_file(tm
     assert _findings(chunked) == _findings(whole)
     nulls = {failure.column for failure in whole.failures if failure.expectation.endswith("not_be_null")}
     assert "income" not in nulls
+
+
+def test_validate_with_contract__leaves_the_callers_frame_as_it_was():
+    from mlops.contract import validate_with_contract
+
+    frame = load_table(CORPUS / "unparseable_numbers.csv")
+    before = frame.copy()
+
+    result = validate_with_contract(frame, CORPUS / "contract.yaml", scope="batch")
+
+    assert [failure.expectation for failure in result.failures][:1] == ["values_parse_as_numbers"]
+    pd.testing.assert_frame_equal(frame, before)
