@@ -115,7 +115,8 @@ def _rss_mb(field: str) -> float:
 
 
 def measure(contender: str, folder: Path, chunk_rows: int) -> dict:
-    command = [sys.executable, __file__, "--worker", contender, "--folder", str(folder), "--chunk-rows", str(chunk_rows)]
+    command = [sys.executable, __file__, "--worker", contender, "--folder", str(folder)]
+    command += ["--chunk-rows", str(chunk_rows)]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -178,11 +179,13 @@ def _rows(rows: int, columns: int, runs: dict[str, list[dict]]) -> list[Row]:
         Row(f"{label}: rows/s from the CSV file, load + gate vs load + GX",
             median([per_s(r, "load_s", "check_s") for r in ours]), median([per_s(r, "load_s", "check_s") for r in gx]),
             "rows/s", "≥ 1M rows/s"),
-        Row(f"{label}: rows/s from the CSV file, chunked gate vs load + GX", median([per_s(r, "check_s") for r in chunked]),
+        Row(f"{label}: rows/s from the CSV file, chunked gate vs load + GX",
+            median([per_s(r, "check_s") for r in chunked]),
             median([per_s(r, "load_s", "check_s") for r in gx]), "rows/s", "≥ 1M rows/s"),
         Row(f"{label}: peak RSS from the CSV file, chunked gate vs load + GX",
             median([r["check_peak_mb"] for r in chunked]),
-            median([max(r["load_peak_mb"], r["check_peak_mb"]) for r in gx]), "MB", f"≤ 2× frame ({2 * frame_mb:.0f} MB)"),
+            median([max(r["load_peak_mb"], r["check_peak_mb"]) for r in gx]), "MB",
+            f"≤ 2× frame ({2 * frame_mb:.0f} MB)"),
         Row(f"{label}: CSV parsing alone (pandas), rows/s", median([rows / r["load_s"] for r in ours]), None, "rows/s"),
         Row(f"{label}: findings differing from GX's", differing, None, "findings", "0"),
     ]

@@ -33,6 +33,9 @@ __all__ = ["check_frame"]
 
 # Returned by a check that cannot reproduce GX exactly for this frame: GX evaluates it.
 _DELEGATE = object()
+# What a check returns: GX's result keys for a failure (plus "kwargs" as GX shows them), None when met,
+# or _DELEGATE.
+_Outcome = Any
 # What GX's in_type_list accepts, per type name: dtype names (a typed column) or Python classes
 # (each value of an ``object`` column); see ExpectColumnValuesToBeInTypeList._validate_pandas.
 _DTYPES = {"float": {"float64"}, "int": {"int64"}, "bool": {"bool"}, "str": set(), "StringDtype": set()}
@@ -70,7 +73,7 @@ def _columns_for(frame: pd.DataFrame, expectations: list[dict[str, Any]]) -> pd.
     return frame[[name for name in dict.fromkeys(names) if name in frame.columns]]
 
 
-def _evaluate(frame: pd.DataFrame, expectation: Mapping[str, Any]) -> Any:
+def _evaluate(frame: pd.DataFrame, expectation: Mapping[str, Any]) -> FailedExpectation | None | object:
     """A :class:`FailedExpectation`, ``None`` when met, or ``_DELEGATE``."""
     from mlops.validation import MISSING_COLUMN, failure_from_result
 
@@ -92,7 +95,7 @@ def _evaluate(frame: pd.DataFrame, expectation: Mapping[str, Any]) -> Any:
 # --- Table checks ----------------------------------------------------------------------
 
 
-def _columns_match(frame: pd.DataFrame, kwargs: dict[str, Any]) -> dict[str, Any] | None:
+def _columns_match(frame: pd.DataFrame, kwargs: dict[str, Any]) -> _Outcome:
     if kwargs.get("exact_match", True) is not True:
         return _DELEGATE
     expected, observed = set(kwargs["column_set"]), list(map(str, frame.columns))
@@ -102,11 +105,11 @@ def _columns_match(frame: pd.DataFrame, kwargs: dict[str, Any]) -> dict[str, Any
     return {"observed_value": observed, "details": {"mismatched": mismatched}}
 
 
-def _row_count(frame: pd.DataFrame, kwargs: dict[str, Any]) -> dict[str, Any] | None:
+def _row_count(frame: pd.DataFrame, kwargs: dict[str, Any]) -> _Outcome:
     return _count_between(len(frame), kwargs)
 
 
-def _unique_count(frame: pd.DataFrame, kwargs: dict[str, Any]) -> dict[str, Any] | None:
+def _unique_count(frame: pd.DataFrame, kwargs: dict[str, Any]) -> _Outcome:
     values = frame[kwargs["column"]]
     if values.dtype.kind not in _MAP_KINDS:
         return _DELEGATE
@@ -117,7 +120,7 @@ def _unique_count(frame: pd.DataFrame, kwargs: dict[str, Any]) -> dict[str, Any]
     return _count_between(int(values.nunique()), kwargs)
 
 
-def _count_between(observed: int, kwargs: dict[str, Any]) -> dict[str, Any] | None:
+def _count_between(observed: int, kwargs: dict[str, Any]) -> _Outcome:
     low, high = kwargs.get("min_value"), kwargs.get("max_value")
     if not all(bound is None or type(bound) is int for bound in (low, high)):
         return _DELEGATE
@@ -129,7 +132,7 @@ def _count_between(observed: int, kwargs: dict[str, Any]) -> dict[str, Any] | No
 # --- Row-level (map) checks -----------------------------------------------------------
 
 
-def _not_null(frame: pd.DataFrame, kwargs: dict[str, Any]) -> dict[str, Any] | None:
+def _not_null(frame: pd.DataFrame, kwargs: dict[str, Any]) -> _Outcome:
     """Nulls count against every row (GX: ``unexpected_percent`` over all rows)."""
     values = frame[kwargs["column"]]
     nulls = values.isna().to_numpy()
@@ -139,7 +142,7 @@ def _not_null(frame: pd.DataFrame, kwargs: dict[str, Any]) -> dict[str, Any] | N
     return _unexpected(values, nulls, count, rows)
 
 
-def _in_types(frame: pd.DataFrame, kwargs: dict[str, Any]) -> dict[str, Any] | None:
+def _in_types(frame: pd.DataFrame, kwargs: dict[str, Any]) -> _Outcome:
     """A typed column is judged by its dtype; an ``object`` column value by value, like GX."""
     values, names = frame[kwargs["column"]], kwargs["type_list"]
     if not set(names) <= set(_DTYPES) or values.dtype.kind not in _MAP_KINDS:
@@ -151,14 +154,14 @@ def _in_types(frame: pd.DataFrame, kwargs: dict[str, Any]) -> dict[str, Any] | N
     return _map_check(values, kwargs, lambda present: _not_instances(present, classes))
 
 
-def _between(frame: pd.DataFrame, kwargs: dict[str, Any]) -> dict[str, Any] | None:
+def _between(frame: pd.DataFrame, kwargs: dict[str, Any]) -> _Outcome:
     values = frame[kwargs["column"]]
     low, high = kwargs.get("min_value"), kwargs.get("max_value")
     bounds = [bound for bound in (low, high) if bound is not None]
     if values.dtype.name not in ("int64", "float64") or not bounds or any(type(b) not in (int, float) for b in bounds):
-        return _DELEGATE
-    if low is not None and high is not None and low > high:
-        return _DELEGATE
+        return _DELEGATE  # GX's other branches (dates, strings, strict bounds) are its own to judge
+    if len(bounds) == 2 and low > high:
+        return _DELEGATE  # GX raises: its error message is the finding
     shown = {key: float(kwargs[key]) for key in ("min_value", "max_value") if kwargs.get(key) is not None}
 
     def outside(present: pd.Series) -> np.ndarray:
@@ -170,7 +173,7 @@ def _between(frame: pd.DataFrame, kwargs: dict[str, Any]) -> dict[str, Any] | No
     return None if outcome is None else {**outcome, "kwargs": shown}
 
 
-def _in_set(frame: pd.DataFrame, kwargs: dict[str, Any]) -> dict[str, Any] | None:
+def _in_set(frame: pd.DataFrame, kwargs: dict[str, Any]) -> _Outcome:
     values = frame[kwargs["column"]]
     if values.dtype.kind not in _MAP_KINDS or kwargs.get("value_set") is None:
         return _DELEGATE
@@ -178,7 +181,7 @@ def _in_set(frame: pd.DataFrame, kwargs: dict[str, Any]) -> dict[str, Any] | Non
     return _map_check(values, kwargs, lambda present: ~present.isin(allowed).to_numpy())
 
 
-def _map_check(values: pd.Series, kwargs: dict[str, Any], failing: Callable[[Any], np.ndarray]) -> Any:
+def _map_check(values: pd.Series, kwargs: dict[str, Any], failing: Callable[[pd.Series], np.ndarray]) -> _Outcome:
     """GX's column-map rules: nulls are skipped, shares are of the non-null rows, ``mostly`` applies.
 
     ``failing`` gets the non-null values and marks the failing ones.
@@ -235,7 +238,7 @@ def _not_instances(present: pd.Series, classes: tuple[type, ...]) -> np.ndarray:
     return np.fromiter((not isinstance(value, classes) for value in present), dtype=bool, count=len(present))
 
 
-_CHECKS: dict[str, Callable[[pd.DataFrame, dict[str, Any]], Any]] = {
+_CHECKS: dict[str, Callable[[pd.DataFrame, dict[str, Any]], _Outcome]] = {
     "expect_table_columns_to_match_set": _columns_match,
     "expect_table_row_count_to_be_between": _row_count,
     "expect_column_values_to_not_be_null": _not_null,

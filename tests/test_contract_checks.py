@@ -185,8 +185,9 @@ def test_iter_table_fast__random_file_reads_as_pandas(tmp_path: Path):
 def test_validate_file_in_chunks__same_findings_as_the_whole_file(name: str, scope: str):
     from mlops.contract import validate_file_in_chunks, validate_file_with_contract
 
-    whole = validate_file_with_contract(CORPUS / name, CORPUS / "contract.yaml", scope)  # type: ignore[arg-type]
-    chunked = validate_file_in_chunks(CORPUS / name, CORPUS / "contract.yaml", scope, chunk_rows=7)  # type: ignore[arg-type]
+    contract = CORPUS / "contract.yaml"
+    whole = validate_file_with_contract(CORPUS / name, contract, scope)  # type: ignore[arg-type]
+    chunked = validate_file_in_chunks(CORPUS / name, contract, scope, chunk_rows=7)  # type: ignore[arg-type]
 
     assert _findings(chunked) == _findings(whole)
 
