@@ -155,10 +155,13 @@ def _arrow_chunk(path: Path, table: Any, numeric: Collection[str], first: bool) 
 
 def _pandas_reads_floats_alike(column: Any) -> bool:
     """pyarrow also reads 'NAN', '+nan' or '1e400' as numbers, where pandas keeps the text;
-    and integers past 2**63 as floats, where pandas reads uint64: leave any such column to pandas."""
+    integers past 2**63 as floats, where pandas reads uint64; and '+7' as a float, where pandas
+    reads an int: leave any such column (here: any whole-number one) to pandas."""
     import pyarrow.compute as compute
 
     if compute.any(compute.invert(compute.is_finite(column))).as_py():
+        return False
+    if compute.all(compute.equal(compute.trunc(column), column)).as_py():
         return False
     low, high = compute.min_max(column).values()
     return low.as_py() is None or max(-low.as_py(), high.as_py()) < 2.0**63

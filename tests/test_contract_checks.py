@@ -159,7 +159,7 @@ def test_iter_table_fast__reads_as_pandas_or_refuses(name: str):
         _assert_same_values(fast, reference)
 
 
-@pytest.mark.parametrize("text", ["NAN", "+nan", "1e400", "inf", "9223372036854775808", "2024-01-01"])
+@pytest.mark.parametrize("text", ["NAN", "+nan", "1e400", "inf", "9223372036854775808", "+7", "2024-01-01"])
 def test_iter_table_fast__leaves_what_pandas_reads_otherwise_to_pandas(tmp_path: Path, text: str):
     path = tmp_path / "odd.csv"
     path.write_text(f"a,b\n{text},x\n{text},y\n")
