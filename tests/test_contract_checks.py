@@ -220,3 +220,21 @@ def test_validate_with_contract__leaves_the_callers_frame_as_it_was():
 
     assert [failure.expectation for failure in result.failures][:1] == ["values_parse_as_numbers"]
     pd.testing.assert_frame_equal(frame, before)
+
+
+def test_gate__on_the_bundled_data_never_imports_gx():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from mlops.contract import validate_with_contract, validate_file_in_chunks; "
+        "from mlops.data import load_table; c = 'data/contracts/breast_cancer.yaml'; "
+        "assert validate_with_contract(load_table('data/train.csv'), c).success; "
+        "assert validate_file_in_chunks('data/train.csv', c).success; "
+        "print('great_expectations' in sys.modules)"
+    )
+    repo = Path(__file__).resolve().parents[1]
+
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo, check=True)
+
+    assert result.stdout.strip() == "False"
