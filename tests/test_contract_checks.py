@@ -3,7 +3,8 @@
 Every readable file of the malformed corpus, as read (so numeric text columns reach
 the checks unparsed) and as the contract gate sees it, in both scopes; and seeded
 random frames with nulls, infinities, out-of-range values, unknown categories, mixed
-``object`` columns and unusual dtypes (which go to GX).
+``object`` columns and unusual dtypes (which go to GX). Then the chunked gate: its
+pyarrow reader reads as pandas does or refuses, and its findings are the whole file's.
 """
 
 from __future__ import annotations
