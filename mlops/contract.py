@@ -2,10 +2,11 @@
 
 A contract names the columns (type, nullability, range, allowed categories), the
 target, the task type and the minimum row count, each check with a severity:
-``block`` (the gate fails) or ``warn`` (reported, the run continues). Great
-Expectations stays the engine: :func:`to_suite` turns the contract into a GX suite,
-and the same contract drives the training gate, batch scoring, monitoring batches
-and the serving request schema (:func:`record_validator`).
+``block`` (the gate fails) or ``warn`` (reported, the run continues).
+:func:`to_suite` turns the contract into a Great Expectations suite, which
+:mod:`mlops.contract_checks` evaluates vectorised with GX's exact findings (GX itself
+for what it does not cover); the same contract drives the training gate, batch
+scoring, monitoring batches and the serving request schema (:func:`record_validator`).
 
 Defaults (documented in README, "Your data contract"):
 
@@ -27,7 +28,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -320,20 +321,32 @@ def _gx(kind: str, severity: Severity, check: str, **kwargs: Any) -> dict[str, A
 def validate_with_contract(
     frame: pd.DataFrame, contract_path: str | Path, scope: Scope = "training"
 ) -> ValidationResult:
-    """Validate ``frame`` against the contract (via its GX suite); warn-level failures don't fail it.
+    """Validate ``frame`` against the contract's GX suite; warn-level failures don't fail it.
 
-    In ``batch`` scope a target column, if present, is ignored (scoring files may carry labels).
+    The suite is evaluated by :func:`mlops.contract_checks.check_frame` (GX's findings,
+    vectorised; GX itself for anything it does not cover). In ``batch`` scope a target
+    column, if present, is ignored (scoring files may carry labels).
     """
-    from mlops.validation import validate_frame
+    from mlops.contract_checks import check_frame
 
     contract = load_contract(contract_path)
-    if scope == "batch" and contract.target in frame.columns:
-        frame = frame.drop(columns=[contract.target])
-    frame, unparsed = _parse_numbers(frame, contract)
-    result = validate_frame(frame, to_suite(contract, scope))
+    frame, unparsed = _parse_numbers(_in_scope(frame, contract, scope), contract)
+    result = check_frame(frame, to_suite(contract, scope))
     failures = unparsed + result.failures
     success = result.success and not any(failure.severity == "block" for failure in unparsed)
     return replace(result, failures=failures, success=success, suite_path=str(contract_path))
+
+
+_UNPARSED = "values_parse_as_numbers"
+
+
+def _in_scope(frame: pd.DataFrame, contract: Contract, scope: Scope) -> pd.DataFrame:
+    """In ``batch`` scope, the frame without its target column, without copying the data."""
+    if scope != "batch" or contract.target not in frame.columns:
+        return frame
+    view = frame.copy(deep=False)  # ``drop`` would copy every column: a second frame at peak
+    del view[contract.target]
+    return view
 
 
 def _parse_numbers(frame: pd.DataFrame, contract: Contract) -> tuple[pd.DataFrame, tuple[FailedExpectation, ...]]:
@@ -352,13 +365,14 @@ def _parse_numbers(frame: pd.DataFrame, contract: Contract) -> tuple[pd.DataFram
             continue
         parsed = pd.to_numeric(values, errors="coerce")
         bad = values[values.notna() & parsed.isna()]
-        frame = frame.assign(**{column.name: parsed})
+        frame = frame.copy(deep=False) if not failures else frame  # the caller's frame stays as it was
+        frame[column.name] = parsed
         failures.append(
             FailedExpectation(
-                expectation="values_parse_as_numbers",
+                expectation=_UNPARSED,
                 column=column.name,
                 unexpected_count=len(bad),
-                unexpected_percent=100.0 * len(bad) / max(len(values), 1),
+                unexpected_percent=len(bad) / max(len(values), 1) * 100,
                 sample_values=tuple(map(str, bad.head(SAMPLE_SIZE))),
                 details=f"type={column.type}: these values are not numbers (they are counted as nulls below)",
                 severity=column.severity_of("type"),
@@ -400,15 +414,28 @@ def validate_file_in_chunks(
 ) -> ValidationResult:
     """Validate a CSV file of any length in memory bounded by ``chunk_rows``; the result is exact.
 
-    Row-level checks (type, nulls, range, categories, columns) run in GX on each chunk
-    and their failing-row counts are summed (samples: the first ones found); the
-    whole-table checks (``min_rows``, a classification target's classes, constant
-    features) are counted exactly over the stream, since a chunk cannot judge them.
+    Row-level checks (type, nulls, range, categories, columns) run on each chunk
+    (:func:`mlops.contract_checks.check_frame`) and their failing-row counts are summed
+    (samples: the first ones found); the whole-table checks (``min_rows``, a
+    classification target's classes, constant features) are counted exactly over the
+    stream, since a chunk cannot judge them. The file is read by pyarrow when it reads
+    it as pandas would (:func:`mlops.data.iter_table_fast`), else by pandas from the start.
     """
-    from mlops.data import iter_table
-    from mlops.validation import ValidationResult, validate_frame
+    from mlops.data import FastReadRefused, iter_table, iter_table_fast
 
     contract = load_contract(contract_path)
+    numeric = [column.name for column in contract.columns if column.type in ("float", "int")]
+    try:
+        result = _validate_chunks(iter_table_fast(path, chunk_rows, numeric), contract, scope)
+    except FastReadRefused:
+        result = _validate_chunks(iter_table(path, chunk_rows), contract, scope)
+    return replace(result, data_path=str(path), suite_path=str(contract_path))
+
+
+def _validate_chunks(chunks: Iterator[pd.DataFrame], contract: Contract, scope: Scope) -> ValidationResult:
+    from mlops.contract_checks import check_frame
+    from mlops.validation import ValidationResult
+
     suite = to_suite(contract, scope)
     # ``mostly`` is a share of the whole table: count every failing row per chunk, judge at the end.
     mostly = {
@@ -426,22 +453,23 @@ def validate_file_in_chunks(
     }
     merged: dict[tuple[str, str | None], FailedExpectation] = {}
     distinct: dict[str, set[Any]] = defaultdict(set)
+    nonnull: dict[str, int] = defaultdict(int)
     rows, columns = 0, set()
-    for chunk in iter_table(path, chunk_rows):
-        if scope == "batch" and contract.target in chunk.columns:
-            chunk = chunk.drop(columns=[contract.target])
-        chunk, unparsed = _parse_numbers(chunk, contract)
-        for failure in unparsed + validate_frame(chunk, row_level).failures:
+    for chunk in chunks:
+        chunk, unparsed = _parse_numbers(_in_scope(chunk, contract, scope), contract)
+        for failure in unparsed + check_frame(chunk, row_level).failures:
             _merge(merged, failure)
         _count_distinct(chunk, distinct)
+        for name, count in chunk.count().items():
+            nonnull[str(name)] += int(count)
         rows, columns = rows + len(chunk), set(map(str, chunk.columns))
-    failures = [_with_percent(failure, rows) for failure in merged.values()]
-    failures = [failure for failure in failures if not _tolerated(failure, mostly)]
+    judged = [(failure, _denominator(failure, rows, nonnull)) for failure in merged.values()]
+    failures = [_with_percent(failure, n) for failure, n in judged if not _tolerated(failure, mostly, n)]
+    failures = [_with_mostly(failure, mostly) for failure in failures]
     failures += _whole_table_failures(suite, rows, distinct, columns)
     failures.sort(key=lambda failure: (failure.column is not None, failure.column or ""))
     success = not any(failure.severity == "block" for failure in failures)
-    evaluated = len(suite["expectations"])
-    return ValidationResult(success, contract.name, rows, evaluated, tuple(failures), str(path), str(contract_path))
+    return ValidationResult(success, contract.name, rows, len(suite["expectations"]), tuple(failures))
 
 
 def _merge(merged: dict[tuple[str, str | None], FailedExpectation], failure: FailedExpectation) -> None:
@@ -458,45 +486,61 @@ def _merge(merged: dict[tuple[str, str | None], FailedExpectation], failure: Fai
         )
 
 
-def _tolerated(failure: FailedExpectation, mostly: dict[tuple[str, str | None], float]) -> bool:
-    tolerance = 1.0 - mostly.get((failure.expectation, failure.column), 1.0)
-    return failure.unexpected_percent is not None and failure.unexpected_percent <= 100 * tolerance
+def _denominator(failure: FailedExpectation, rows: int, nonnull: Mapping[str, int]) -> int:
+    """GX's: nulls (and unparsed numbers) count against every row; other row checks judge non-null values."""
+    if failure.column is None or failure.expectation in ("expect_column_values_to_not_be_null", _UNPARSED):
+        return rows
+    return nonnull.get(failure.column, 0)
 
 
-def _with_percent(failure: FailedExpectation, rows: int) -> FailedExpectation:
-    if failure.unexpected_count is None:
+def _tolerated(failure: FailedExpectation, mostly: dict[tuple[str, str | None], float], denominator: int) -> bool:
+    """GX's ``mostly`` rule, on the counts of the whole stream."""
+    if failure.unexpected_count is None or denominator == 0:
+        return failure.unexpected_count is not None
+    share_met = (denominator - failure.unexpected_count) / denominator
+    return share_met >= mostly.get((failure.expectation, failure.column), 1.0)
+
+
+def _with_percent(failure: FailedExpectation, denominator: int) -> FailedExpectation:
+    if failure.unexpected_count is None or denominator == 0:
         return failure
-    return replace(failure, unexpected_percent=100.0 * failure.unexpected_count / max(rows, 1))
+    return replace(failure, unexpected_percent=failure.unexpected_count / denominator * 100)
 
 
 def _count_distinct(chunk: pd.DataFrame, distinct: dict[str, set[Any]]) -> None:
     """Up to two distinct non-null values per column: enough to tell "constant" from not."""
     for name in map(str, chunk.columns):
-        if len(distinct[name]) < 2:
-            distinct[name].update(chunk[name].dropna().drop_duplicates().head(2).tolist())
+        values = chunk[name].dropna() if len(distinct[name]) < 2 else ()
+        if len(values):
+            # The first value and the first one unequal to it: the first two distinct, without hashing the column.
+            distinct[name].update(values.head(1).tolist() + values[values != values.iloc[0]].head(1).tolist())
 
 
 def _whole_table_failures(
     suite: dict[str, Any], rows: int, distinct: dict[str, set[Any]], columns: set[str]
 ) -> list[FailedExpectation]:
-    from mlops.validation import FailedExpectation
+    from mlops.validation import MISSING_COLUMN, failure_from_result
 
     failures = []
     for expectation in suite["expectations"]:
         if expectation["meta"]["check"] not in _WHOLE_TABLE:
             continue
-        kwargs = expectation["kwargs"]
+        kind, kwargs, severity = expectation["type"], expectation["kwargs"], expectation["severity"]
         column = kwargs.get("column")
         observed = rows if column is None else len(distinct.get(column, ()))
         if column is not None and column not in columns:
-            details = "error: the column is missing from the data"
+            failures.append(failure_from_result(kind, kwargs, severity, {}, MISSING_COLUMN))
         elif observed < kwargs["min_value"]:
-            details = f"min_value={kwargs['min_value']}, observed={observed}"
-        else:
-            continue
-        severity = "block" if expectation["severity"] == "critical" else "warn"
-        failures.append(FailedExpectation(expectation["type"], column, None, None, (), details, severity))
+            failures.append(failure_from_result(kind, kwargs, severity, {"observed_value": observed}))
     return failures
+
+
+def _with_mostly(failure: FailedExpectation, mostly: dict[tuple[str, str | None], float]) -> FailedExpectation:
+    """Name the tolerance in the details, as GX does (it was left out of the per-chunk suite)."""
+    tolerance = mostly.get((failure.expectation, failure.column))
+    if tolerance is None:
+        return failure
+    return replace(failure, details=", ".join(filter(None, [f"mostly={tolerance!r}", failure.details])))
 
 
 # --- Serving -------------------------------------------------------------------------

@@ -16,16 +16,25 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mlops.errors import DataError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["SHIFTED_PREFIXES", "data_fingerprint", "iter_table", "load_table", "make_sample_data", "write_sample_data"]
+__all__ = [
+    "SHIFTED_PREFIXES",
+    "FastReadRefused",
+    "data_fingerprint",
+    "iter_table",
+    "iter_table_fast",
+    "load_table",
+    "make_sample_data",
+    "write_sample_data",
+]
 
 SHIFTED_PREFIXES = ("mean_", "worst_")
 SHIFT_FACTOR = 1.3
@@ -74,6 +83,88 @@ def iter_table(path: str | Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
         raise DataError(f"Data file {path} is not a readable UTF-8 CSV file: {exc}") from None
     if chunks == 0:
         raise DataError(f"Data file {path} has a header but no rows. Provide at least one data row.")
+
+
+class FastReadRefused(Exception):
+    """pyarrow cannot read this file exactly as pandas would: read it with :func:`iter_table`."""
+
+
+# pandas' defaults, given to pyarrow so both read the same cells as nulls and booleans.
+_NA_VALUES = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
+              "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null")
+_TRUE, _FALSE = ("True", "TRUE", "true"), ("False", "FALSE", "false")
+
+
+def iter_table_fast(path: str | Path, chunk_rows: int, numeric: Collection[str] = ()) -> Iterator[pd.DataFrame]:
+    """:func:`iter_table` through pyarrow's multi-threaded CSV reader (about twice pandas' speed).
+
+    Only for files pyarrow types as pandas does: on a parse error, a header problem, no
+    rows, a type other than int, float, text or bool (dates, bytes), or a ``numeric``
+    column read as text (pandas trims spaces around numbers), it raises
+    :class:`FastReadRefused`, possibly after some chunks: the caller starts over with
+    :func:`iter_table`, whose messages and typing are the reference.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as arrow_csv
+
+    path = _existing(path)
+    options = arrow_csv.ConvertOptions(
+        null_values=list(_NA_VALUES), strings_can_be_null=True, true_values=list(_TRUE), false_values=list(_FALSE)
+    )
+    chunks = 0
+    try:
+        pending = None
+        for batch in arrow_csv.open_csv(path, convert_options=options):
+            block = pa.Table.from_batches([batch])
+            pending = block if pending is None else pa.concat_tables([pending, block])
+            while pending.num_rows >= chunk_rows:
+                yield _arrow_chunk(path, pending.slice(0, chunk_rows), numeric, chunks == 0)
+                pending, chunks = pending.slice(chunk_rows), chunks + 1
+        if pending is not None and pending.num_rows:
+            yield _arrow_chunk(path, pending, numeric, chunks == 0)
+            chunks += 1
+    except (pa.ArrowException, UnicodeDecodeError, DataError) as exc:
+        raise FastReadRefused(str(exc)) from None
+    if chunks == 0:
+        raise FastReadRefused("no rows")
+
+
+def _arrow_chunk(path: Path, table: Any, numeric: Collection[str], first: bool) -> pd.DataFrame:
+    import numpy as np
+    import pyarrow.types as kinds
+
+    names = table.schema.names
+    if "" in names or len(set(names)) != len(names):
+        raise FastReadRefused("unnamed or duplicated columns")  # pandas renames them
+    for field in table.schema:
+        plain = kinds.is_int64(field.type) or kinds.is_float64(field.type)
+        if not (plain or kinds.is_string(field.type) or kinds.is_boolean(field.type)) or (
+            field.name in numeric and not plain
+        ):
+            raise FastReadRefused(f"column {field.name!r} is read as {field.type}")
+        if kinds.is_float64(field.type) and not _pandas_reads_floats_alike(table.column(field.name)):
+            raise FastReadRefused(f"column {field.name!r} has values pandas reads otherwise")
+    frame = table.to_pandas()
+    if first:
+        _check_header(path, frame)
+    for name in frame.columns[(frame.dtypes == object).to_numpy()]:
+        if frame[name].isna().any():  # pyarrow's None, pandas' NaN
+            frame[name] = frame[name].where(frame[name].notna(), np.nan)
+    return frame
+
+
+def _pandas_reads_floats_alike(column: Any) -> bool:
+    """pyarrow also reads 'NAN', '+nan' or '1e400' as numbers, where pandas keeps the text;
+    integers past 2**63 as floats, where pandas reads uint64; and '+7' as a float, where pandas
+    reads an int: leave any such column (here: any whole-number one) to pandas."""
+    import pyarrow.compute as compute
+
+    if compute.any(compute.invert(compute.is_finite(column))).as_py():
+        return False
+    if compute.all(compute.equal(compute.trunc(column), column)).as_py():
+        return False
+    low, high = compute.min_max(column).values()
+    return low.as_py() is None or max(-low.as_py(), high.as_py()) < 2.0**63
 
 
 def _existing(path: str | Path) -> Path:

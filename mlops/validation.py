@@ -42,6 +42,7 @@ __all__ = [
     "FailedExpectation",
     "ValidationResult",
     "draft_suite",
+    "failure_from_result",
     "require_valid",
     "validate_file",
     "validate_frame",
@@ -280,20 +281,35 @@ def _ephemeral_batch(frame: pd.DataFrame) -> Any:
 
 def _failure(item: Any, columns: set[str]) -> FailedExpectation:
     """Flatten one GX ``ExpectationValidationResult`` into our dataclass."""
-    kwargs = dict(item.expectation_config.kwargs)
-    result = item.result or {}
-    percent = result.get("unexpected_percent")
+    config = item.expectation_config
+    kwargs = dict(config.kwargs)
     # GX's own errors for a missing column vary by expectation (some say "list index out of range").
     missing = kwargs.get("column") is not None and kwargs["column"] not in columns
-    error = "the column is missing from the data" if missing else _error_message(item.exception_info)
+    error = MISSING_COLUMN if missing else _error_message(item.exception_info)
+    return failure_from_result(config.type, kwargs, str(config.severity.value), item.result or {}, error)
+
+
+MISSING_COLUMN = "the column is missing from the data"
+
+
+def failure_from_result(
+    kind: str, kwargs: Mapping[str, Any], severity: str, result: Mapping[str, Any], error: str | None = None
+) -> FailedExpectation:
+    """One failed expectation from GX-shaped parts, so GX and the vectorised checks report alike.
+
+    ``severity`` is GX's (``critical`` or ``warning``); ``result`` holds GX's result keys
+    (``unexpected_count``, ``unexpected_percent``, ``partial_unexpected_list``, ``observed_value``,
+    ``details``).
+    """
+    percent = result.get("unexpected_percent")
     return FailedExpectation(
-        expectation=item.expectation_config.type,
+        expectation=kind,
         column=kwargs.get("column"),
-        severity="block" if str(item.expectation_config.severity.value) == "critical" else "warn",
+        severity="block" if severity == "critical" else "warn",
         unexpected_count=result.get("unexpected_count"),
         unexpected_percent=None if percent is None else float(percent),
         sample_values=tuple(map(_native, result.get("partial_unexpected_list") or ()))[:SAMPLE_SIZE],
-        details=_details(kwargs, result, error),
+        details=_details(dict(kwargs), dict(result), error),
     )
 
 
