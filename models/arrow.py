@@ -37,7 +37,8 @@ ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
 
 async def predict_arrow(request: Request) -> Response:
-    import anyio
+    import uuid
+
     import bentoml
 
     service = bentoml.get_current_service()
@@ -47,9 +48,11 @@ async def predict_arrow(request: Request) -> Response:
         return JSONResponse({"error": str(exc)}, status_code=422)
     if problems := service.frame_check.out_of_range(frame):
         return JSONResponse({"error": "Outside the data contract: " + "; ".join(problems)}, status_code=422)
-    labels, probabilities = await anyio.to_thread.run_sync(service.score_frame, frame)
+    labels, probabilities = await service.batcher.score(frame)
+    request_id = uuid.uuid4().hex
+    service.log_predictions(frame, labels, request_id)
     body = write_predictions(labels, probabilities, list(service.model.classes_))
-    headers = {"x-model-name": service.model_name, "x-model-version": service.model_version}
+    headers = {"x-model-name": service.model_name, "x-model-version": service.model_version, "x-request-id": request_id}
     return Response(body, media_type=ARROW_STREAM, headers=headers)
 
 

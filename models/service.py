@@ -31,6 +31,7 @@ from pydantic import AfterValidator, BaseModel, TypeAdapter
 
 from mlops.deployment import SMOKE_TEST_HEADER
 from models import arrow
+from models.batching import GreedyBatcher
 from models.guard import RequestGuard
 from mlops.prediction_log import PredictionLogWriter
 
@@ -96,6 +97,7 @@ class Classifier:
         self.model_name = bento_model.info.labels["mlflow_model"]
         self.model_version = bento_model.info.labels["mlflow_version"]
         self.log = PredictionLogWriter(os.environ.get("MLOPS_PREDICTIONS_DIR", "predictions"))
+        self.batcher = GreedyBatcher(self.score, self.features, max_rows=MAX_BATCH_SIZE)
 
     def validate(self, records: list[dict[str, Any]]) -> list[dict[str, float]]:
         """Check each record against the schema; a 422 names the record and the field.
@@ -124,12 +126,16 @@ class Classifier:
         return rows
 
     @bentoml.api
-    def predict(self, records: Records, ctx: bentoml.Context) -> Prediction:
+    async def predict(self, records: Records, ctx: bentoml.Context) -> Prediction:
         # The deployer's smoke test sends reference rows: logging them would hide drift.
         smoke = ctx.request.headers.get(SMOKE_TEST_HEADER) == "1"
         request_id = _request_id(ctx.request.headers.get("x-request-id"))
         ctx.response.headers["x-request-id"] = request_id
-        labels, probabilities = self._score(records, log=not smoke, request_id=request_id)
+        frame = self.features_frame(records)
+        # Concurrent requests share one model call (models/batching.py); one alone never waits.
+        labels, probabilities = await self.batcher.score(frame)
+        if not smoke:
+            self.log_predictions(frame, labels, request_id)
         # Our own values of known types: constructed, not re-validated (10,000 rows cost ms).
         return Prediction.model_construct(
             model_name=self.model_name,
@@ -142,11 +148,11 @@ class Classifier:
     @bentoml.api(batchable=True, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)
     def predict_batched(self, records: Records) -> list[RecordPrediction]:
         # Records of several clients share this call: each gets its own id (record 0).
-        scored, probabilities = self._score(records, log=False)
+        scored, probabilities = self.score(self.features_frame(records))
         labels = scored.tolist()
         ids = [uuid.uuid4().hex for _ in labels]
         for request_id, row, label in zip(ids, records, labels):
-            self._log([{name: row[name] for name in self.features}], [label], request_id)
+            self.log_predictions([{name: row[name] for name in self.features}], [label], request_id)
         return [
             RecordPrediction.model_construct(
                 model_name=self.model_name,
@@ -162,28 +168,23 @@ class Classifier:
     def close_log(self) -> None:
         self.log.close()
 
-    def _score(
-        self, rows: list[dict[str, float]], log: bool = True, request_id: str | None = None
-    ) -> tuple[Any, Any]:
+    def features_frame(self, rows: list[dict[str, float]]) -> Any:
+        """The checked records as a frame in the model's column order."""
         import pandas as pd
 
-        frame = getattr(rows, "frame", None)
-        if frame is None:  # records of several requests, merged by the batcher
+        frame = getattr(rows, "frame", None)  # built by the vectorised check
+        if frame is None:  # checked one by one, or merged by BentoML's batcher
             frame = pd.DataFrame(rows, columns=self.features)
-        return self.score_frame(frame, log=log, request_id=request_id)
+        return frame
 
-    def score_frame(
-        self, frame: Any, log: bool = True, request_id: str | None = None
-    ) -> tuple[Any, Any]:
-        """Labels and class probabilities (numpy arrays) for a frame of valid features (also /arrow/predict's)."""
+    def score(self, frame: Any) -> tuple[Any, Any]:
+        """Labels and class probabilities (numpy arrays) for a frame of valid features."""
         # One pass through the model: the label is the most probable class, as in predict.
         probabilities = self.model.predict_proba(frame)
-        labels = self.model.classes_[probabilities.argmax(axis=1)]
-        if log:  # the frame itself: the log's thread encodes it
-            self._log(frame, labels, request_id or uuid.uuid4().hex)
-        return labels, probabilities
+        return self.model.classes_[probabilities.argmax(axis=1)], probabilities
 
-    def _log(self, rows: Any, predictions: Any, request_id: str) -> None:
+    def log_predictions(self, rows: Any, predictions: Any, request_id: str) -> None:
+        """Hand the records to the log's thread (a frame as is: the thread encodes it)."""
         # The log serves monitoring; losing a line must never cost a client its answer.
         try:
             self.log.log(
