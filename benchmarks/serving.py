@@ -189,13 +189,18 @@ class Contenders:
         from mlops.serving import free_port
 
         self.urls["ours"] = deploy(self.settings).url
-        mlflow_port, bare_port = free_port(), free_port()
-        model_uri = f"models:/{self.settings.model.name}@champion"
-        self._start("mlflow", mlflow_port, [
-            sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
-            "-h", "127.0.0.1", "-p", str(mlflow_port), "-w", "1",
-        ])  # fmt: skip
-        self._start("bare", bare_port, [sys.executable, str(HERE / "_bare_server.py"), self.model_dir, str(bare_port)])
+        try:
+            mlflow_port, bare_port = free_port(), free_port()
+            model_uri = f"models:/{self.settings.model.name}@champion"
+            self._start("mlflow", mlflow_port, [
+                sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
+                "-h", "127.0.0.1", "-p", str(mlflow_port), "-w", "1",
+            ])  # fmt: skip
+            bare = [sys.executable, str(HERE / "_bare_server.py"), self.model_dir, str(bare_port)]
+            self._start("bare", bare_port, bare)
+        except BaseException:
+            self.__exit__(None, None, None)  # nothing left running
+            raise
         return self
 
     def _start(self, name: str, port: int, command: list[str]) -> None:
