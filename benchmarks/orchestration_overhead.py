@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _prefect_runs import finished_task_runs  # noqa: E402
 from _results import Row, median, write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,35 +57,62 @@ def plain_training(settings, run: str) -> str:
 
 
 def prefect_training(settings, run: str) -> str:
+    """The training flow as `mlops train` runs it; returns its flow run id."""
     from flows.training import training_flow
 
-    return training_flow(settings, trigger="benchmark").registered.version
+    return training_flow(settings, trigger="benchmark").flow_run_id
 
 
-def timed(function, *args) -> float:
+def prefect_training_without_heartbeats(settings, run: str) -> str:
+    """The same, with flow run heartbeats off (see README, "Orchestration overhead")."""
+    from prefect.settings import temporary_settings
+
+    with temporary_settings(updates={"flows.heartbeat_frequency": None}):
+        return prefect_training(settings, run)
+
+
+CONTENDERS = {"prefect": prefect_training, "prefect, no heartbeats": prefect_training_without_heartbeats, "plain": plain_training}
+
+
+def timed(function, *args) -> tuple[float, str]:
     started = time.perf_counter()
-    function(*args)
-    return time.perf_counter() - started
+    result = function(*args)
+    return time.perf_counter() - started, result
 
 
-def measure(settings, rounds: int) -> dict[str, list[float]]:
-    """One warm-up run each, then ``rounds`` rounds, alternating which contender goes first."""
-    contenders = {"prefect": prefect_training, "plain": plain_training}
-    for name, function in contenders.items():
-        print(f"warm-up {name}: {timed(function, settings, f'warm-up-{name}'):.2f} s")
-    times: dict[str, list[float]] = {name: [] for name in contenders}
+def measure(settings, rounds: int, warm_up: bool) -> tuple[dict[str, list[float]], list[tuple[float, str]]]:
+    """Warm-up runs (unless quick), then ``rounds`` rounds, rotating which contender goes first.
+
+    Returns the wall times by contender and the Prefect runs' (wall time, flow run id).
+    """
+    for name, function in CONTENDERS.items() if warm_up else ():
+        print(f"warm-up {name}: {timed(function, settings, f'warm-up-{name}')[0]:.2f} s")
+    times: dict[str, list[float]] = {name: [] for name in CONTENDERS}
+    flow_runs = []
     for index in range(rounds):
-        order = list(contenders) if index % 2 == 0 else list(reversed(contenders))
-        for name in order:
-            times[name].append(timed(contenders[name], settings, f"{name}-{index}"))
-        print(f"round {index + 1}: " + "  ".join(f"{name} {times[name][-1]:.2f} s" for name in contenders))
-    return times
+        names = list(CONTENDERS)
+        for name in names[index % len(names) :] + names[: index % len(names)]:
+            wall, result = timed(CONTENDERS[name], settings, f"{name}-{index}".replace(", ", "-").replace(" ", "-"))
+            times[name].append(wall)
+            if name == "prefect":
+                flow_runs.append((wall, result))
+        print(f"round {index + 1}: " + "  ".join(f"{name} {times[name][-1]:.2f} s" for name in CONTENDERS))
+    return times, flow_runs
+
+
+def time_outside_tasks(flow_runs: list[tuple[float, str]]) -> list[float]:
+    """Per Prefect run: its wall time minus its task runs' durations (engine, API calls, heartbeat join)."""
+    ended = finished_task_runs([run for _, run in flow_runs], expected=6 * len(flow_runs))
+    inside = {run: 0.0 for _, run in flow_runs}
+    for task_run in ended:
+        inside[str(task_run.flow_run_id)] += (task_run.end_time - task_run.start_time).total_seconds()
+    return [wall - inside[run] for wall, run in flow_runs]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="One round (smoke run).")
+    parser.add_argument("--quick", action="store_true", help="One round, no warm-up (smoke run).")
     args = parser.parse_args()
     rounds = 1 if args.quick else args.rounds
     os.chdir(REPO)  # the default config's data paths are relative to the repository
@@ -102,13 +130,16 @@ def main() -> None:
     try:
         settings = load_settings(state_dir=state_dir, prefect_api_url=server.api_url)
         with tool_environment(settings):
-            times = measure(settings, rounds)
+            times, flow_runs = measure(settings, rounds, warm_up=not args.quick)
+            outside = time_outside_tasks(flow_runs)
     finally:
         server.stop()
     prefect, plain = median(times["prefect"]), median(times["plain"])
     rows = [
         Row("training: Prefect flow vs plain script", prefect, plain, "s", "≤ 1.3×"),
+        Row("training: Prefect flow, heartbeats off, vs plain script", median(times["prefect, no heartbeats"]), plain, "s", "≤ 1.3×"),
         Row("training: Prefect's added time per run", prefect - plain, None, "s"),
+        Row("training: Prefect run's time outside its task runs", median(outside), None, "s"),
         Row("Prefect server start-up (once)", startup, None, "s"),
     ]
     notes = (

@@ -29,12 +29,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import Row, median, write_results  # noqa: E402
+from _prefect_runs import finished_task_runs, flow_run_start  # noqa: E402
 from _traffic import read_answers, start_client  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_SECONDS = 45.0
 # Consecutive stage boundaries: (stage, Prefect task run whose end closes it); see stage_times.
 TRAINING_STAGES = (("validate", "validate_data"), ("train", "train"), ("register", "register"), ("gate", "gate"))
+# Task runs of one monitoring flow run that retrains and redeploys, and of its training flow run.
+MONITORING_TASKS, TRAINING_TASKS = 9, 6
 
 
 def weak_champion(settings, folder: Path) -> str:
@@ -82,29 +85,11 @@ def wait_for_window(settings, rows: int, process, timeout: float = 120.0) -> Non
         time.sleep(0.5)
 
 
-def task_runs(flow_run_ids: list[str], expected: set[str], timeout: float = 30.0) -> dict[str, object]:
-    """The finished task runs of the flow runs, by task name (their states arrive as events)."""
-    from prefect import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    deadline = time.monotonic() + timeout
-    while True:
-        with get_client(sync_client=True) as client:
-            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=flow_run_ids)))
-        found = {run.name.rsplit("-", 1)[0]: run for run in runs if run.end_time is not None}
-        if expected <= found.keys() or time.monotonic() > deadline:
-            return found
-        time.sleep(0.5)
-
-
 def stage_times(monitoring_run: str, retrain_run: str, ready_seconds: float, t1: float) -> tuple[float, dict[str, float]]:
     """t0 and the stages from t0 to t1, each from one boundary to the next, so they add up."""
-    from prefect import get_client
-
-    expected = {"measure_drift", "redeploy", *(task for _, task in TRAINING_STAGES)}
-    runs = task_runs([monitoring_run, retrain_run], expected)
-    with get_client(sync_client=True) as client:
-        retrain_start = client.read_flow_run(retrain_run).start_time.timestamp()
+    ended = finished_task_runs([monitoring_run, retrain_run], expected=MONITORING_TASKS + TRAINING_TASKS)
+    runs = {run.name.rsplit("-", 1)[0]: run for run in ended}
+    retrain_start = flow_run_start(retrain_run)
     t0 = runs["measure_drift"].end_time.timestamp()
     boundaries = [("record, alert, decide, start retrain", retrain_start)]
     boundaries += [(stage, runs[task].end_time.timestamp()) for stage, task in TRAINING_STAGES]
