@@ -159,10 +159,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4, help="Client connections.")
     parser.add_argument("--window", type=int, default=600, help="Drifted predictions logged before monitoring runs.")
     parser.add_argument("--tail", type=float, default=3.0, help="Seconds of traffic after the swap.")
-    parser.add_argument("--quick", action="store_true", help="One round, a 200-row window (smoke run).")
+    parser.add_argument("--quick", action="store_true", help="One round, a 100-row window (smoke run).")
     args = parser.parse_args()
     if args.quick:
-        args.rounds, args.window, args.tail = 1, 200, 1.0
+        args.rounds, args.window, args.tail = 1, 100, 1.0
     os.chdir(REPO)  # the default config's data paths are relative to the repository
 
     from mlops.config import load_settings
