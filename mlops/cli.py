@@ -141,8 +141,10 @@ def train(settings: Settings, data: str | None) -> None:
     from flows.training import training_flow
 
     from mlops import reporting
+    from mlops.environment import one_shot_flow_runs
 
-    outcome = training_flow(settings, data_path=Path(data) if data else None)
+    with one_shot_flow_runs():
+        outcome = training_flow(settings, data_path=Path(data) if data else None)
     reporting.print_training(outcome)
 
 
@@ -174,8 +176,10 @@ def serve(settings: Settings, port: int | None, alias: str | None) -> None:
 def score(settings: Settings, data: str, output: str | None) -> None:
     """Validate DATA against the contract, then score it with the champion (exit 1 if blocked)."""
     from flows.scoring import scoring_flow
+    from mlops.environment import one_shot_flow_runs
 
-    outcome = scoring_flow(settings, data_path=Path(data), output_path=Path(output) if output else None)
+    with one_shot_flow_runs():
+        outcome = scoring_flow(settings, data_path=Path(data), output_path=Path(output) if output else None)
     for warning in outcome.validation.warnings:
         click.echo(f"warning: {warning.describe()}")
     click.echo(f"Scored {outcome.rows} rows with {settings.model.name} v{outcome.model_version}: {outcome.output_path}")
@@ -260,10 +264,12 @@ def monitor(settings: Settings, current: str | None, labels: str | None) -> None
     """Check drift (and quality) against the champion's data; retrain when the policy says so."""
     from flows.monitoring import monitoring_flow
     from mlops import reporting
+    from mlops.environment import one_shot_flow_runs
 
-    outcome = monitoring_flow(
-        settings, current_path=Path(current) if current else None, labels_path=Path(labels) if labels else None
-    )
+    with one_shot_flow_runs():
+        outcome = monitoring_flow(
+            settings, current_path=Path(current) if current else None, labels_path=Path(labels) if labels else None
+        )
     if outcome.validation is not None and outcome.validation.failures:
         click.echo(f"Data contract violations in the current batch (report: {outcome.validation_report}):")
         click.echo(outcome.validation.summary())
@@ -290,8 +296,11 @@ def demo(settings: Settings) -> None:
     """Run the whole loop: validate, train, serve, send traffic, detect drift, retrain."""
     from flows.demo import run_demo
     from mlops import reporting
+    from mlops.environment import one_shot_flow_runs
 
-    reporting.print_demo(run_demo(settings))
+    with one_shot_flow_runs():
+        summary = run_demo(settings)
+    reporting.print_demo(summary)
 
 
 @cli.command()

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from mlops.config import Settings
 from mlops.errors import ServiceUnavailable
 
-__all__ = ["TELEMETRY_OFF", "check_services", "tool_environment", "tool_variables"]
+__all__ = ["TELEMETRY_OFF", "check_services", "one_shot_flow_runs", "tool_environment", "tool_variables"]
 
 # Each tool's own switch; DO_NOT_TRACK also covers Evidently.
 TELEMETRY_OFF: Mapping[str, str] = {
@@ -34,6 +34,9 @@ _DEFAULTS: Mapping[str, str] = {
     "GIT_PYTHON_REFRESH": "quiet",
     "TQDM_DISABLE": "1",
 }
+
+# Prefect's names for the run heartbeat interval (the second is its legacy alias).
+_HEARTBEAT_VARIABLES = ("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQUENCY")
 
 
 def tool_variables(settings: Settings) -> dict[str, str]:
@@ -68,6 +71,28 @@ def tool_environment(settings: Settings) -> Iterator[dict[str, str]]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+@contextmanager
+def one_shot_flow_runs() -> Iterator[None]:
+    """Flow runs the current process starts itself skip Prefect's run heartbeats.
+
+    Why: Prefect 3.9 joins the heartbeat thread when a flow run ends, and that thread
+    sleeps in 1-second steps, so each flow run's wall time is rounded up to the next
+    whole second (the bundled training flow: ~2.05 s instead of ~1.05 s, see
+    ``benchmarks/orchestration_overhead.py``). Heartbeats only let a server mark a run
+    crashed when the process running it dies unseen; a CLI command runs its flow in
+    the foreground and reports the outcome itself. Scheduled runs (``mlops schedule``)
+    keep Prefect's default, and ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` set by the user
+    (e.g. for a zombie-run automation) is respected. Enter after :func:`tool_environment`.
+    """
+    if any(name in os.environ for name in _HEARTBEAT_VARIABLES):
+        yield
+        return
+    from prefect.settings import temporary_settings
+
+    with temporary_settings(updates={"flows.heartbeat_frequency": None}):
+        yield
 
 
 def check_services(settings: Settings, timeout: float = 5.0) -> None:
