@@ -51,7 +51,7 @@ class _Batch:
     model_name: str
     model_version: str
     inputs: Any  # a DataFrame, or an iterable of mappings
-    predictions: list[Any]
+    predictions: Any  # a sequence or array
 
     def lines(self) -> list[bytes]:
         import orjson
@@ -69,20 +69,30 @@ class _Batch:
             for index, (row, prediction) in enumerate(zip(rows, self.predictions))
         ]
 
-    def frame(self) -> pd.DataFrame:
-        """The records with their metadata columns, as :func:`read_prediction_log` gives them."""
+    def table(self) -> Any:
+        """The records and their metadata as an Arrow table (columns as the reader gives them)."""
+        import numpy as np
         import pandas as pd
+        import pyarrow as pa
 
         frame = self.inputs if hasattr(self.inputs, "columns") else pd.DataFrame(list(self.inputs))
+        table = pa.Table.from_pandas(frame, preserve_index=False, nthreads=1)  # no thread pool per call
+        rows = table.num_rows
+
+        def repeated(value: str) -> Any:  # one dictionary entry, not 10,000 strings
+            return pa.DictionaryArray.from_arrays(pa.array(np.zeros(rows, dtype="int32")), pa.array([value]))
+
         metadata = {
-            "timestamp": self.timestamp,
-            "request_id": self.request_id,
-            "record": range(len(frame)),
-            "model_name": self.model_name,
-            "model_version": self.model_version,
-            "prediction": list(self.predictions),
+            "timestamp": repeated(self.timestamp),
+            "request_id": repeated(self.request_id),
+            "record": pa.array(np.arange(rows, dtype="int64")),
+            "model_name": repeated(self.model_name),
+            "model_version": repeated(self.model_version),
+            "prediction": pa.array(np.asarray(self.predictions)),
         }
-        return frame.reset_index(drop=True).assign(**metadata)
+        for name, column in metadata.items():
+            table = table.append_column(name, column)
+        return table
 
 
 @dataclass
@@ -120,7 +130,8 @@ class PredictionLogWriter:
         predictions: Iterable[Any],
     ) -> None:
         """Queue one line per record; never blocks and never raises on a full queue."""
-        predictions = list(predictions)
+        if not hasattr(predictions, "__len__"):
+            predictions = list(predictions)  # an array stays an array: no object per record
         timestamp = datetime.now(timezone.utc).isoformat()
         with self._lock:
             if self._queued + len(predictions) > self.max_queued:
@@ -165,13 +176,14 @@ class PredictionLogWriter:
     def _write_bulk(self, batches: list[_Batch], day: str) -> None:
         import uuid
 
-        import pandas as pd
+        import pyarrow as pa
+        import pyarrow.parquet as pq
 
-        frame = pd.concat([batch.frame() for batch in batches], ignore_index=True)
+        table = pa.concat_tables([batch.table() for batch in batches], promote_options="permissive")
         stamp = datetime.now(timezone.utc).strftime("%H%M%S")
         path = self.folder / f"predictions-{day}-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
         partial = path.with_suffix(".parquet.partial")  # readers never see half a file
-        frame.to_parquet(partial, index=False)
+        pq.write_table(table, partial)  # Arrow and Parquet work without the GIL
         partial.rename(path)
 
 
@@ -196,13 +208,22 @@ def read_prediction_log(folder: str | Path, last: int | None = None) -> pd.DataF
                 inputs = entry.pop("inputs", {})
                 rows.append({**inputs, **entry})
     frame = pd.DataFrame(rows)
-    bulk = [pd.read_parquet(path) for path in sorted(Path(folder).glob(_BULK_GLOB))]
+    bulk = [_read_bulk(path) for path in sorted(Path(folder).glob(_BULK_GLOB))]
     if bulk:
         frame = pd.concat([frame, *bulk], ignore_index=True) if rows else pd.concat(bulk, ignore_index=True)
         frame = frame.sort_values("timestamp", kind="stable", ignore_index=True)
     if last is not None and len(frame) > last:
         frame = frame.iloc[-last:].reset_index(drop=True)
     return frame
+
+
+def _read_bulk(path: Path) -> pd.DataFrame:
+    """A bulk file as a frame, its repeated metadata back to plain strings."""
+    import pandas as pd
+
+    frame = pd.read_parquet(path)
+    repeated = [name for name in ("timestamp", "request_id", "model_name", "model_version") if name in frame]
+    return frame.astype({name: object for name in repeated}) if repeated else frame
 
 
 def _columns_and_rows(inputs: Any) -> tuple[list[str] | None, Iterable[Any]]:

@@ -72,8 +72,9 @@ def read_frame(body: bytes, features: list[str]) -> pd.DataFrame:
     wrong = [name for name in features if not any(check(table.schema.field(name).type) for check in numeric)]
     if wrong:
         raise ValueError(f"Feature column(s) not numeric: {', '.join(wrong)}.")
-    frame = table.select(features).to_pandas().astype("float64")
-    invalid = [name for name in features if not np.isfinite(frame[name].to_numpy()).all()]
+    frame = table.select(features).to_pandas().astype("float64", copy=False)
+    finite = np.isfinite(frame.to_numpy()).all(axis=0)
+    invalid = [name for name, ok in zip(features, finite) if not ok]
     if invalid:
         raise ValueError(f"Feature column(s) with null, NaN or infinite values: {', '.join(invalid)}.")
     return frame

@@ -21,6 +21,7 @@ one client's bad record never fails another's. ``/readyz``, ``/livez``, ``/metri
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -102,6 +103,10 @@ class Classifier:
         # model thread (Python's default 5 ms switch interval added ~3 ms at 1 client).
         sys.setswitchinterval(0.0005)
         self.batcher = GreedyBatcher(self.score, self.features, max_rows=MAX_BATCH_SIZE)
+        # Everything loaded so far (mlflow, pandas, sklearn, the model) lives as long as the
+        # process: out of the collector's sight, a full collection stops being a 200 ms pause
+        # in the middle of requests (p99 at 32 clients fell from ~300 ms to ~100 ms).
+        gc.freeze()
 
     def validate(self, records: list[dict[str, Any]]) -> list[dict[str, float]]:
         """Check each record against the schema; a 422 names the record and the field.
