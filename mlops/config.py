@@ -173,7 +173,8 @@ class ServingConfig(_Section):
     smoke_rows: int = Field(20, ge=1, description="Reference rows the smoke test sends before traffic moves.")
     smoke_timeout_seconds: float = Field(30.0, gt=0, description="Time limit of the smoke test.")
     drain_timeout_seconds: float = Field(30.0, gt=0, description="How long a replaced version may finish requests.")
-    batch_max_size: int = Field(64, ge=1, description="Most records /predict_batched merges into one model call.")
+    batch_max_size: int = Field(64, ge=1, description="Most records merged into one model call.")
+    access_log: bool = Field(False, description="BentoML's per-request access log (~1 ms of CPU per request).")
     batch_max_latency_ms: int = Field(
         1000, ge=1, description="/predict_batched deadline: queued records expected to miss it are answered 503."
     )

@@ -325,6 +325,7 @@ def _server_env(settings: Settings, tag: str) -> dict[str, str]:
         "MLOPS_MAX_REQUEST_BYTES": str(settings.serving.max_request_bytes),
         "MLOPS_BATCH_MAX_SIZE": str(settings.serving.batch_max_size),
         "MLOPS_BATCH_MAX_LATENCY_MS": str(settings.serving.batch_max_latency_ms),
+        "MLOPS_ACCESS_LOG": "true" if settings.serving.access_log else "false",
     }
 
 
