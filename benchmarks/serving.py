@@ -305,7 +305,7 @@ def table_rows(name: str, measured: dict, scenarios: list[Scenario]) -> list:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=4.0, help="Measured seconds per contender and scenario.")
+    parser.add_argument("--seconds", type=float, default=3.0, help="Measured seconds per contender and scenario.")
     parser.add_argument("--warmup", type=float, default=1.0, help="Seconds of load before measuring.")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="RandomForest, 1 round, short loads (smoke run).")
