@@ -2,17 +2,19 @@
 
 Started by :func:`mlops.serving.start_server`, which names the model in the BentoML
 store (``MLOPS_BENTO_MODEL``), the prediction log folder (``MLOPS_PREDICTIONS_DIR``),
-the API key variable (``MLOPS_API_KEY_ENV``) and the request size limit
-(``MLOPS_MAX_REQUEST_BYTES``)::
+the API key variable (``MLOPS_API_KEY_ENV``), the request size limit
+(``MLOPS_MAX_REQUEST_BYTES``), batching (``MLOPS_BATCH_MAX_SIZE``,
+``MLOPS_BATCH_MAX_LATENCY_MS``) and the access log (``MLOPS_ACCESS_LOG``)::
 
     curl -X POST http://127.0.0.1:3000/predict -H 'Content-Type: application/json' \\
          -d '{"records": [{"mean_radius": 13.1, "mean_texture": 19.6, ...}]}'
     {"model_name": "breast-cancer-classifier", "model_version": "3",
      "predictions": [1], "probabilities": [[0.02, 0.98]]}
 
-Endpoints: ``/predict`` scores any number of records in one model call (bulk);
-``/predict_batched`` takes the same body but BentoML merges concurrent requests into
-one model call (adaptive batching: for many clients sending one record each);
+Endpoints: ``/predict`` scores any number of records; requests arriving while the model
+is busy share its next call (:mod:`models.batching`, no wait window);
+``/predict_batched`` takes the same body and answers per record, merged by BentoML's
+adaptive batching (which waits for more requests, so it adds latency at low load);
 ``/arrow/predict`` scores an Arrow IPC stream (columnar bulk, see :mod:`models.arrow`). A record
 failing the request schema is answered 422 naming the field, before any batching, so
 one client's bad record never fails another's. ``/readyz``, ``/livez``, ``/metrics``
