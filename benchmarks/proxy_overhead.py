@@ -10,68 +10,19 @@ stops everything. Figures depend on the machine: compare the two rows, not the n
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-import asyncio
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-async def load(url: str, path: str, seconds: float, concurrency: int, record: dict) -> dict:
-    import httpx
+def load(url: str, path: str, seconds: float, concurrency: int, body: Path) -> dict:
+    """One run of the external load client (``benchmarks/_load.py``, its own process)."""
+    from serving import Request, run_load
 
-    latencies: list[float] = []
-    errors = 0
-    deadline = time.monotonic() + seconds
-
-    async def client_loop(client: httpx.AsyncClient) -> None:
-        nonlocal errors
-        while time.monotonic() < deadline:
-            started = time.perf_counter()
-            try:
-                response = await client.post(path, json={"records": [record]})
-                ok = response.status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            latencies.append(time.perf_counter() - started)
-            errors += not ok
-
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=60.0, limits=limits) as client:
-        await asyncio.gather(*(client_loop(client) for _ in range(concurrency)))
-    latencies.sort()
-    return {
-        "rps": len(latencies) / seconds,
-        "p50_ms": 1000 * statistics.median(latencies),
-        "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))],
-        "non_2xx": errors,
-    }
-
-
-def register_forest(settings) -> str:
-    import mlflow
-    import pandas as pd
-    from mlflow import MlflowClient
-    from mlflow.models import infer_signature
-    from sklearn.ensemble import RandomForestClassifier
-
-    frame = pd.read_csv(REPO / "data" / "train.csv")
-    features, target = frame.drop(columns="target"), frame["target"]
-    model = RandomForestClassifier(n_estimators=100, random_state=0).fit(features, target)
-    location = settings.mlflow_artifact_dir.resolve().as_uri()  # not ./mlruns
-    mlflow.set_experiment(experiment_id=mlflow.create_experiment(settings.model.experiment, artifact_location=location))
-    with mlflow.start_run():
-        info = mlflow.sklearn.log_model(
-            model, name="model", signature=infer_signature(features, model.predict(features)),
-            registered_model_name=settings.model.name, pip_requirements=["scikit-learn"],
-            serialization_format="skops", skops_trusted_types=["sklearn.tree._tree.Tree"],
-        )  # fmt: skip
-    version = str(info.registered_model_version)
-    MlflowClient().set_registered_model_alias(settings.model.name, "champion", version)
-    return version
+    return run_load(Request("", url + path, body), concurrency, seconds, warmup=min(1.0, seconds / 2))
 
 
 def main() -> None:
@@ -84,6 +35,7 @@ def main() -> None:
         args.seconds, args.concurrency = 1.0, 4
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _results import Row, write_results
+    from serving import _show, build_models, register
 
     rows: list = []
 
@@ -96,9 +48,12 @@ def main() -> None:
 
     record = pd.read_csv(REPO / "data" / "train.csv").drop(columns="target").iloc[0].to_dict()
     state_dir = Path(tempfile.mkdtemp(prefix="proxy-bench-")) / "state"
+    state_dir.mkdir(parents=True)
+    body = state_dir / "record.json"
+    body.write_text(json.dumps({"records": [record]}))
     settings = load_settings(state_dir=state_dir, serving={"port": free_port()})
     with tool_environment(settings):
-        register_forest(settings)
+        register(settings, build_models()["RandomForest"])
         state = deploy(settings)
         print(f"deployment ready in {state.backend.ready_seconds} s")
         try:
@@ -106,18 +61,15 @@ def main() -> None:
                 for concurrency in (1, args.concurrency):
                     measured = {}
                     for name, url in (("direct", state.backend.url), ("proxy", state.url)):
-                        result = measured[name] = asyncio.run(load(url, path, args.seconds, concurrency, record))
-                        print(f"{path:17} c={concurrency:<3} {name:7} " + "  ".join(
-                            f"{key}={value:.1f}" if isinstance(value, float) else f"{key}={value}"
-                            for key, value in result.items()
-                        ))  # fmt: skip
+                        result = measured[name] = load(url, path, args.seconds, concurrency, body)
+                        print(f"{path:17} c={concurrency:<3} {name:7} {_show(result)}")
                     label = f"{path} c={concurrency}"
                     rows.append(Row(f"{label}: req/s via proxy vs direct", measured["proxy"]["rps"], measured["direct"]["rps"], "req/s"))
                     rows.append(Row(f"{label}: p99 via proxy vs direct", measured["proxy"]["p99_ms"], measured["direct"]["p99_ms"], "ms"))
                     rows.append(Row(f"{label}: non-2xx via proxy", measured["proxy"]["non_2xx"], None, "responses", "0"))
         finally:
             stop_deployment(settings)
-    write_results("proxy_overhead", rows, "RandomForest (100 trees), one record per request, httpx asyncio clients.", quick=args.quick)
+    write_results("proxy_overhead", rows, "RandomForest (100 trees), one record per request, load client benchmarks/_load.py (aiohttp, own process).", quick=args.quick)
 
 
 if __name__ == "__main__":
