@@ -15,6 +15,7 @@ The model call runs in a worker thread, so the event loop keeps reading requests
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +31,7 @@ class GreedyBatcher:
         self._score = score
         self._columns = columns
         self._max_rows = max_rows
-        self._queue: list[tuple[Any, asyncio.Future[tuple[Any, Any]]]] = []
+        self._queue: deque[tuple[Any, asyncio.Future[tuple[Any, Any]]]] = deque()
         self._running = False
 
     async def score(self, frame: Any) -> tuple[Any, Any]:
@@ -67,11 +68,11 @@ class GreedyBatcher:
 
     def _take(self) -> list[tuple[Any, asyncio.Future[tuple[Any, Any]]]]:
         """The oldest request, and those behind it while the batch stays within ``max_rows``."""
-        taken, rows = [self._queue.pop(0)], 0
+        taken = [self._queue.popleft()]
         rows = len(taken[0][0])
         while self._queue and rows + len(self._queue[0][0]) <= self._max_rows:
             rows += len(self._queue[0][0])
-            taken.append(self._queue.pop(0))
+            taken.append(self._queue.popleft())
         return taken
 
     def _merge(self, frames: list[Any]) -> Any:
