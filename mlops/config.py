@@ -57,21 +57,30 @@ class DataConfig(_Section):
     kept beside it for GX users and logged with each training run.
     """
 
+    name: str | None = Field(
+        None, description="The dataset's name; default: the training file's name (breast_cancer for the sample)."
+    )
     training: Path = Path("data/train.csv")
     current: Path = Path("data/current.csv")
-    contract: Path = Path("data/contracts/breast_cancer.yaml")
-    suite: Path = Path("data/expectations/breast_cancer.json")
+    contract: Path | None = Field(None, description="Default: data/contracts/<name>.yaml.")
+    suite: Path | None = Field(None, description="Default: data/expectations/<name>.json.")
     target: str = "target"
 
 
-CLASSIFICATION_METRICS = ("roc_auc", "accuracy", "f1", "precision", "recall")
+# Multi-class: f1, precision and recall are macro averages, roc_auc is one-vs-rest (macro).
+CLASSIFICATION_METRICS = (
+    "roc_auc", "accuracy", "balanced_accuracy", "f1", "precision", "recall", "log_loss", "average_precision"
+)
 REGRESSION_METRICS = ("rmse", "mae", "r2")
 # Built-in estimators per task; anything else is an import path ``package.module:Class``.
 BUILTIN_ESTIMATORS = {
     "classification": ("logistic_regression", "random_forest"),
     "regression": ("ridge", "random_forest"),
 }
-MetricName = Literal["roc_auc", "accuracy", "f1", "precision", "recall", "rmse", "mae", "r2"]
+MetricName = Literal[
+    "roc_auc", "accuracy", "balanced_accuracy", "f1", "precision", "recall", "log_loss", "average_precision",
+    "rmse", "mae", "r2",
+]
 
 
 def _check_estimator(value: str) -> str:
@@ -117,9 +126,11 @@ class ModelConfig(_Section):
     (``accuracy: 0.9``), a maximum for error metrics (``rmse: 60``).
     """
 
-    name: str = "breast-cancer-classifier"
-    experiment: str = "breast-cancer"
-    task: Literal["classification", "regression"] = "classification"
+    name: str = Field("breast-cancer-classifier", description="Default: <dataset>-classifier / -regressor.")
+    experiment: str = Field("breast-cancer", description="Default: the dataset's name.")
+    task: Literal["classification", "regression"] = Field(
+        "classification", description="Default: the data contract's task."
+    )
     estimator: str | None = Field(
         None, description="Estimator used when no candidates are given; default: logistic_regression / ridge."
     )
@@ -186,7 +197,9 @@ class MonitoringConfig(_Section):
     drift_share_threshold: float = Field(0.3, ge=0.0, le=1.0)
     retrain_on_drift: bool = True
     min_rows: int = Field(30, ge=1, description="Smallest window that may trigger a retrain.")
-    quality_metric: Literal["accuracy", "f1", "rmse", "mae"] = "accuracy"
+    quality_metric: Literal["accuracy", "balanced_accuracy", "f1", "rmse", "mae", "r2"] | None = Field(
+        None, description="Default: accuracy (classification), rmse (regression)."
+    )
     quality_floor: float | None = Field(None, description="Retrain when quality on labeled rows falls past it.")
     cooldown_minutes: float = Field(60.0, ge=0, description="Minimum time between two automatic retrains.")
     max_retrains_per_day: int = Field(3, ge=0)
@@ -307,15 +320,82 @@ def load_settings(
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"Invalid {source}: {problems}. Fix the value or remove it to use the default.") from None
     base = path.parent if path else Path.cwd()
-    updates: dict[str, Any] = {"state_dir": _resolve(base, Path(state_dir) if state_dir else settings.state_dir)}
-    updates["data"] = settings.data.model_copy(
-        update={name: _resolve(base, getattr(settings.data, name)) for name in ("training", "current", "contract", "suite")}
-    )
-    if settings.monitoring.labels is not None:
-        updates["monitoring"] = settings.monitoring.model_copy(
-            update={"labels": _resolve(base, settings.monitoring.labels)}
-        )
+    updates: dict[str, Any] = {
+        # --state-dir is the user's own: relative to where they are, not to the config file.
+        "state_dir": _resolve(Path.cwd(), Path(state_dir)) if state_dir else _resolve(base, settings.state_dir)
+    }
+    updates["data"] = _resolved_data(settings.data, base)
+    updates["model"] = _model_for_data(settings.model, updates["data"])
+    updates["monitoring"] = _monitoring_for_task(settings.monitoring, updates["model"].task, base)
     return settings.model_copy(update=updates)
+
+
+SAMPLE_DATASET = "breast_cancer"
+
+
+def dataset_name(training: Path) -> str:
+    """A dataset's name from its file: ``Bank Marketing (v2).csv`` -> ``bank_marketing_v2``."""
+    import re
+
+    name = re.sub(r"[^0-9a-zA-Z]+", "_", training.stem).strip("_").lower()
+    return name or "dataset"
+
+
+def _resolved_data(data: DataConfig, base: Path) -> DataConfig:
+    """Absolute paths; the contract and suite named after the dataset unless given."""
+    given = data.model_fields_set
+    name = data.name or (dataset_name(data.training) if "training" in given else SAMPLE_DATASET)
+    contract = data.contract or Path("data/contracts") / f"{name}.yaml"
+    suite = data.suite or Path("data/expectations") / f"{name}.json"
+    paths = {"training": data.training, "current": data.current, "contract": contract, "suite": suite}
+    return data.model_copy(update={"name": name, **{key: _resolve(base, value) for key, value in paths.items()}})
+
+
+def _model_for_data(model: ModelConfig, data: DataConfig) -> ModelConfig:
+    """The task from the data contract, and names from the dataset, unless the config sets them."""
+    given = model.model_fields_set
+    contract_task = _contract_task(data.contract)
+    if contract_task and "task" in given and model.task != contract_task:
+        raise ConfigError(
+            f"model.task is '{model.task}' but the data contract {data.contract} says '{contract_task}'. "
+            "Remove model.task (the contract decides), or draft the contract again."
+        )
+    task = model.task if "task" in given or not contract_task else contract_task
+    role = "classifier" if task == "classification" else "regressor"
+    defaults = {
+        "task": task,
+        "name": f"{data.name.replace('_', '-')}-{role}",
+        "experiment": data.name.replace("_", "-"),
+    }
+    values = {key: getattr(model, key) for key in given} | {k: v for k, v in defaults.items() if k not in given}
+    try:
+        return ModelConfig(**values)
+    except ValidationError as exc:
+        problems = "; ".join(f"model.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"Invalid configuration for this dataset's {task} task: {problems}.") from None
+
+
+def _monitoring_for_task(monitoring: MonitoringConfig, task: str, base: Path) -> MonitoringConfig:
+    metric = monitoring.quality_metric or ("accuracy" if task == "classification" else "rmse")
+    allowed = CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
+    if metric not in allowed:
+        raise ConfigError(
+            f"monitoring.quality_metric '{metric}' does not apply to {task}; use one of {list(allowed)}."
+        )
+    labels = _resolve(base, monitoring.labels) if monitoring.labels is not None else None
+    return monitoring.model_copy(update={"quality_metric": metric, "labels": labels})
+
+
+def _contract_task(path: Path) -> str | None:
+    """The task a contract file declares, or None when there is no readable one yet."""
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return None
+    task = loaded.get("task") if isinstance(loaded, dict) else None
+    return task if task in ("classification", "regression") else None
 
 
 def _find_config_file(config_path: str | os.PathLike[str] | None) -> Path | None:

@@ -54,6 +54,8 @@ __all__ = [
     "contract_files",
     "contract_to_yaml",
     "draft_contract",
+    "excluded_columns_note",
+    "infer_task",
     "load_contract",
     "record_validator",
     "to_suite",
@@ -65,6 +67,8 @@ __all__ = [
 
 Severity = Literal["block", "warn"]
 Check = Literal["type", "nullable", "range", "categories", "constant"]
+# What a column is for: a model input, or kept out of the features (and said so by the draft).
+Role = Literal["feature", "id", "time", "ignore"]
 Scope = Literal["training", "batch"]
 DEFAULT_SEVERITY: dict[str, Severity] = {
     "type": "block",
@@ -78,6 +82,11 @@ DEFAULT_SEVERITY: dict[str, Severity] = {
 DEFAULT_MARGIN = 0.1
 # A text column with at most this many distinct values gets a category set.
 MAX_CATEGORIES = 50
+# An integer-valued target with at most this many distinct values is a class label.
+MAX_CLASSES = 20
+# Fewer rows than this and "unique per row" says nothing about being an identifier.
+MIN_ROWS_FOR_ID = 20
+_ID_NAMES = ("id", "uuid", "guid", "key", "index")
 _GX_SEVERITY = {"block": "critical", "warn": "warning"}
 _FIX = "Fix the file, or draft one with `mlops contract draft DATA`."
 
@@ -91,10 +100,12 @@ class ColumnContract(_Strict):
 
     name: str
     type: Literal["float", "int", "str", "bool"]
+    role: Role = Field("feature", description="feature, or id / time / ignore: checked, but not a model input.")
     nullable: bool = False
     max_null_rate: float | None = Field(None, ge=0.0, le=1.0, description="Tolerated share of nulls if nullable.")
-    min: float | None = None
-    max: float | None = None
+    # int before float, so an integer column's bounds stay integers (pydantic tries in order).
+    min: int | float | None = None
+    max: int | float | None = None
     categories: list[str | int | float | bool] | None = None
     severity: dict[Check, Severity] = {}
 
@@ -114,7 +125,17 @@ class Contract(_Strict):
 
     @property
     def features(self) -> list[ColumnContract]:
-        return [column for column in self.columns if column.name != self.target]
+        """The model's inputs: every column but the target and those with another role."""
+        return [column for column in self.columns if column.name != self.target and column.role == "feature"]
+
+    @property
+    def target_column(self) -> ColumnContract:
+        return next(column for column in self.columns if column.name == self.target)
+
+    @property
+    def excluded(self) -> list[ColumnContract]:
+        """Columns checked by the gate but kept out of the features (identifiers, dates, ignored)."""
+        return [column for column in self.columns if column.name != self.target and column.role != "feature"]
 
 
 # --- Files -------------------------------------------------------------------------
@@ -182,54 +203,126 @@ def draft_contract(
 ) -> Contract:
     """Infer a contract from training data (GX 1.x has no profiler): review before committing.
 
-    Types from dtypes; observed ranges widened by ``margin`` x range on each side;
-    category sets for text columns with few distinct values; nullable columns with
-    twice the observed null rate tolerated; the task from the target's type.
+    Types from dtypes; observed ranges widened by ``margin`` x range on each side
+    (integers stay integers); category sets for text columns with few distinct values;
+    nullable columns with twice the observed null rate tolerated; the task from the
+    target (text, bool or few integer values: classification). Identifiers (unique per
+    row), dates and all-null columns get a role other than ``feature``: checked, not
+    used as model inputs (:attr:`Contract.excluded`).
     """
     if target not in frame.columns:
-        raise ConfigError(f"Target column '{target}' is not in the data. Fix data.target in the config.")
-    task = _infer_task(frame[target])
-    columns = [_draft_column(frame[column], str(column), margin) for column in frame.columns]
-    if task == "classification":
-        labels = sorted(frame[target].dropna().unique().tolist())
-        columns = [
-            column.model_copy(
-                update={"categories": labels, "min": None, "max": None, "severity": {"categories": "block"}}
-            )
-            if column.name == target
-            else column
-            for column in columns
-        ]
+        known = ", ".join(map(str, list(frame.columns)[:20]))
+        raise ConfigError(f"Target column '{target}' is not in the data (columns: {known}). Set data.target.")
+    task = infer_task(frame[target])
+    columns = [
+        _draft_target(frame[column], str(column), task, margin) if column == target
+        else _draft_column(frame[column], str(column), margin)
+        for column in frame.columns
+    ]
     return Contract(name=name, target=target, task=task, min_rows=min(min_rows, len(frame)), columns=columns)
 
 
-def _infer_task(labels: pd.Series) -> Literal["classification", "regression"]:
+def infer_task(labels: pd.Series) -> Literal["classification", "regression"]:
+    """Text and bool labels, and numbers with few distinct integer values, are classes."""
     import pandas as pd
 
-    if pd.api.types.is_float_dtype(labels) and labels.nunique() > MAX_CATEGORIES:
-        return "regression"
-    if pd.api.types.is_integer_dtype(labels) and labels.nunique() > MAX_CATEGORIES:
-        return "regression"
-    return "classification"
+    values = labels.dropna()
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return "classification"
+    integral = bool((values == values.round()).all())
+    return "classification" if integral and values.nunique() <= MAX_CLASSES else "regression"
 
 
-def _draft_column(values: pd.Series, name: str, margin: float) -> ColumnContract:
+def _draft_target(values: pd.Series, name: str, task: str, margin: float) -> ColumnContract:
+    column = _draft_column(values, name, margin, role_hints=False)
+    if task == "regression":
+        return column
+    labels = sorted(values.dropna().unique().tolist(), key=lambda label: (str(type(label)), label))
+    return column.model_copy(
+        update={"categories": labels, "min": None, "max": None, "severity": {"categories": "block"}}
+    )
+
+
+def _draft_column(values: pd.Series, name: str, margin: float, role_hints: bool = True) -> ColumnContract:
     import pandas as pd
 
     nulls = float(values.isna().mean())
     spec: dict[str, Any] = {"name": name, "nullable": nulls > 0}
     if nulls > 0:
         spec["max_null_rate"] = min(1.0, round(2 * nulls, 4))
-    if pd.api.types.is_bool_dtype(values):
+    if nulls == 1.0:
+        return ColumnContract(type="float", role="ignore" if role_hints else "feature", **spec)
+    role = _role(values, name) if role_hints else "feature"
+    if role != "feature":
+        spec["role"] = role
+    if pd.api.types.is_bool_dtype(values) or _all_bool(values):
         return ColumnContract(type="bool", **spec)
     if not pd.api.types.is_numeric_dtype(values):
         distinct = sorted(map(str, values.dropna().unique()))
-        categories = distinct if len(distinct) <= MAX_CATEGORIES else None
+        categories = distinct if len(distinct) <= MAX_CATEGORIES and role == "feature" else None
         return ColumnContract(type="str", categories=categories, **spec)
-    kind = "int" if pd.api.types.is_integer_dtype(values) else "float"
-    low, high = float(values.min()), float(values.max())
+    integral = pd.api.types.is_integer_dtype(values) or bool((values.dropna() == values.dropna().round()).all())
+    low, high = values.min(), values.max()
+    if role == "id":
+        return ColumnContract(type="int" if integral else "float", **spec)
+    if integral:  # an int column (a float one too when it only has nulls among integers)
+        low, high = int(low), int(high)
+        spread = (high - low) * margin
+        lowest = math.floor(low - spread)
+        bound = min(low, max(lowest, 0) if low >= 0 else lowest)
+        return ColumnContract(type="int", min=bound, max=math.ceil(high + spread), **spec)
+    low, high = float(low), float(high)
     spread = (high - low) * margin
-    return ColumnContract(type=kind, min=_lower(low, spread), max=max(high, _round_out(high + spread, up=True)), **spec)
+    return ColumnContract(type="float", min=_lower(low, spread), max=max(high, _round_out(high + spread, up=True)), **spec)
+
+
+def _all_bool(values: pd.Series) -> bool:
+    """An ``object`` column of True/False with nulls (pandas reads it so from CSV)."""
+    present = values.dropna()
+    return values.dtype == object and len(present) > 0 and all(isinstance(v, bool) for v in present.head(1000))
+
+
+def _role(values: pd.Series, name: str) -> Role:
+    """``id`` for a column unique per row, ``time`` for dates and times, else ``feature``."""
+    import pandas as pd
+
+    if pd.api.types.is_datetime64_any_dtype(values) or _looks_like_time(values):
+        return "time"
+    present = values.dropna()
+    unique = len(present) >= MIN_ROWS_FOR_ID and present.is_unique and len(present) == len(values)
+    if not unique or pd.api.types.is_float_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return "feature"
+    if not pd.api.types.is_numeric_dtype(values):
+        return "id"  # a text value per row is a key, never a category
+    words = name.lower().replace("-", "_").replace(" ", "_").split("_")
+    steps = present.sort_values().diff().dropna()
+    return "id" if any(word in _ID_NAMES for word in words) or bool((steps == 1).all()) else "feature"
+
+
+def _looks_like_time(values: pd.Series) -> bool:
+    """Text that parses as dates or times (ISO-like, with separators), on a sample."""
+    import warnings
+
+    import pandas as pd
+
+    if values.dtype != object:
+        return False
+    sample = values.dropna().astype(str).head(200)
+    if sample.empty or not sample.str.contains(r"^\d{1,4}[-/.:]\d{1,2}", regex=True).all():
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        parsed = pd.to_datetime(sample, errors="coerce", format="mixed")
+    return bool(parsed.notna().mean() >= 0.95)
+
+
+def excluded_columns_note(contract: Contract) -> str | None:
+    """One line saying which columns the draft kept out of the features, and why."""
+    reasons = {"id": "unique per row: an identifier", "time": "a date or time", "ignore": "no values"}
+    if not contract.excluded:
+        return None
+    listed = "; ".join(f"{column.name} ({reasons[column.role]})" for column in contract.excluded)
+    return f"Not used as features: {listed}. Set role: feature in the contract to use one."
 
 
 def _lower(low: float, spread: float) -> float:
