@@ -10,9 +10,12 @@ whatever file is newest). Each check:
 1. validates the batch against the data contract (batch scope), so training/serving
    skew (a new unit, an unseen category) is reported as named violations; a batch
    missing contract columns stops the run (:class:`~mlops.errors.ValidationFailed`);
-2. measures drift per column with Evidently and, with a labels file, the served
-   predictions' quality on the labeled rows;
-3. records the check as an MLflow run linked to the champion version it watched;
+2. measures drift per feature of the contract with Evidently (numbers as numbers;
+   text, bool and category-set columns as categories) and, with a labels file, the
+   served predictions' quality on the labeled rows, with the task's metrics (labels
+   in the target's type; unusable ones counted and named in the log);
+3. records the check as an MLflow run linked to the champion version it watched,
+   the quality beside the number of labeled rows it rests on;
 4. asks the retraining policy (:mod:`mlops.retraining`): triggers, then brakes;
 5. retrains as a child flow run tagged ``retrain`` and ``trigger:<reason>`` and
    ``monitoring-run:<id>``, holding a lock so a second check cannot start a second
@@ -37,7 +40,7 @@ from prefect.states import Failed
 from flows.training import TrainingOutcome, training_flow
 from mlops import alerts, contract, data, monitoring, retraining, tracking, validation
 from mlops.config import Settings
-from mlops.errors import ValidationFailed
+from mlops.errors import DataError, MlopsError, ValidationFailed
 from mlops.prediction_log import METADATA_COLUMNS
 
 __all__ = ["MonitoringOutcome", "monitoring_flow"]
@@ -55,6 +58,7 @@ class MonitoringOutcome:
     decision: retraining.RetrainDecision | None = None
     quality: dict[str, float] = field(default_factory=dict)
     mlflow_run_id: str | None = None
+    labels: monitoring.LabeledWindow | None = None
 
 
 @task(cache_policy=NO_CACHE)
@@ -79,19 +83,26 @@ def load_reference(settings: Settings):
 
 @task(cache_policy=NO_CACHE)
 def measure_quality(current, settings: Settings, labels_path: Path | None):
-    """Quality of the served predictions on the rows that have a label (none: empty)."""
-    if labels_path is None or "request_id" not in current.columns:
-        return current.iloc[0:0], {}
-    labeled = monitoring.join_labels(current, labels_path)
-    task_type = contract.load_contract(settings.data.contract).task
-    quality = monitoring.window_quality(labeled, task_type)
+    """Quality of the served predictions on the rows that have a label (none: None and {})."""
+    if labels_path is None:
+        return None, {}
+    logger = get_run_logger()
+    if "request_id" not in current.columns:
+        logger.warning("Labels %s not used: the current data is a file without request_id and record.", labels_path)
+        return None, {}
+    terms = contract.load_contract(settings.data.contract)
+    labeled = monitoring.join_labels(current, labels_path, terms.target_column)
+    (logger.warning if labeled.problems else logger.info)("Labels: %s", labeled.summary())
+    classes = terms.target_column.categories if terms.task == "classification" else None
+    positive = getattr(settings.model, "positive_label", None)
+    quality = monitoring.window_quality(labeled, terms.task, classes=classes, positive=positive)
     if quality:
-        get_run_logger().info("Quality on %d labeled rows: %s", len(labeled), quality)
+        logger.info("Quality on %d labeled rows: %s", labeled.labeled_rows, quality)
     return labeled, quality
 
 
 @task(cache_policy=NO_CACHE)
-def record_check(drift, quality, settings: Settings, reports: list[Path]) -> str:
+def record_check(drift, quality, labeled, settings: Settings, reports: list[Path]) -> str:
     return monitoring.log_monitoring_run(
         drift,
         experiment=f"{settings.model.experiment}-monitoring",
@@ -99,20 +110,24 @@ def record_check(drift, quality, settings: Settings, reports: list[Path]) -> str
         model_name=settings.model.name,
         model_version=tracking.champion_version(settings.model.name),
         quality=quality,
+        labeled_rows=labeled.labeled_rows if labeled is not None else None,
+        invalid_labels=labeled.invalid if labeled is not None else 0,
         artifacts=[path for path in reports if path and Path(path).is_file()],
         tags={"mlops.flow_run_id": str(runtime.flow_run.id or "")},
     )
 
 
 @task(cache_policy=NO_CACHE)
-def decide(drift, quality: dict[str, float], rows: int, settings: Settings) -> retraining.RetrainDecision:
-    policy = settings.monitoring
+def decide(drift, quality: dict[str, float], labeled, rows: int, settings: Settings) -> retraining.RetrainDecision:
+    policy, task_type = settings.monitoring, settings.model.task
     decision = retraining.decide_retrain(
         drift_share=drift.drift_share,
-        quality=quality.get(policy.quality_metric),
+        quality=quality.get(retraining.watched_metric(policy, task_type)),
         window_rows=rows,
         history=retraining.retrain_history(),
         policy=policy,
+        task=task_type,
+        labeled_rows=labeled.labeled_rows if labeled is not None else None,
     )
     get_run_logger().info(decision.explain())
     return decision
@@ -134,7 +149,7 @@ def validate_current(current, settings: Settings, current_path: Path | None):
 
 
 @task(cache_policy=NO_CACHE)
-def measure_drift(reference, current, settings: Settings, feature_columns: list[str]):
+def measure_drift(reference, current, settings: Settings, feature_columns: list[str], categorical: list[str]):
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     report = settings.reports_dir / f"drift-{stamp}.html"
     summary = monitoring.compute_drift(
@@ -142,6 +157,7 @@ def measure_drift(reference, current, settings: Settings, feature_columns: list[
         current,
         threshold=settings.monitoring.drift_share_threshold,
         columns=feature_columns,
+        categorical=categorical,
         report_path=report,
         min_rows=settings.monitoring.min_rows,
     )
@@ -154,27 +170,36 @@ def monitoring_flow(
     settings: Settings, current_path: Path | None = None, labels_path: Path | None = None
 ) -> MonitoringOutcome:
     """Validate the window, measure drift and quality, record the check, retrain if the policy says so."""
+    try:  # a broken contract is the user's to fix: a Failed state, no traceback
+        feature_columns, categorical = monitoring.drift_columns(contract.load_contract(settings.data.contract))
+    except MlopsError as exc:
+        return Failed(message=str(exc), data=exc)
     reference = load_reference(settings)
-    feature_columns = [column for column in reference.columns if column != settings.data.target]
     current = load_current(settings, current_path, feature_columns)
     checked, report = validate_current(current, settings, current_path)
     missing = sorted(set(feature_columns) - set(map(str, current.columns)))
     if missing:
         message = f"{checked.summary()}\nHTML report: {report}\nNo drift measured: columns {missing} are missing."
         return Failed(message=message, data=ValidationFailed(message, checked))
-    drift, summary_path = measure_drift(reference[feature_columns], current[feature_columns], settings, feature_columns)
+    stale = [column for column in feature_columns if column not in reference.columns]
+    if stale:
+        message = (f"The champion's reference data has no column(s) {stale} of the data contract's features. "
+                   "Train a champion on data matching the contract (mlops train), or fix data.contract.")
+        return Failed(message=message, data=DataError(message))
+    drift, summary_path = measure_drift(reference, current, settings, feature_columns, categorical)
     labeled, quality = measure_quality(current, settings, labels_path or settings.monitoring.labels)
     reports = [Path(drift.report_path) if drift.report_path else None, summary_path, report]
-    run_id = record_check(drift, quality, settings, reports)
+    run_id = record_check(drift, quality, labeled, settings, reports)
     if drift.drift_detected:
         alerts.send_alert(settings.alerts, "drift_detected", drift.summary().splitlines()[0], {"mlflow_run_id": run_id})
-    decision = decide(drift, quality, len(current), settings)
-    _complete_summary(summary_path, settings, current_path, quality, decision)
+    decision = decide(drift, quality, labeled, len(current), settings)
+    _complete_summary(summary_path, settings, current_path, quality, decision, labeled)
     retrain = None
     if decision.retrain:
-        again = lambda: decide(drift, quality, len(current), settings)  # noqa: E731
-        decision, retrain = _retrain(settings, decision, again, run_id, labeled)
-    return MonitoringOutcome(drift, summary_path, retrain, checked, report, decision, quality, run_id)
+        again = lambda: decide(drift, quality, labeled, len(current), settings)  # noqa: E731
+        rows = labeled.rows if labeled is not None else current.iloc[0:0]
+        decision, retrain = _retrain(settings, decision, again, run_id, rows)
+    return MonitoringOutcome(drift, summary_path, retrain, checked, report, decision, quality, run_id, labeled)
 
 
 def _retrain(settings: Settings, decision, decide_again, monitoring_run_id: str, labeled) -> tuple:
@@ -237,8 +262,8 @@ def redeploy(settings: Settings) -> str | None:
     return state.backend.version
 
 
-def _complete_summary(path: Path, settings: Settings, current_path: Path | None, quality, decision) -> None:
-    """Add the window, the quality and the decision to the saved drift summary."""
+def _complete_summary(path: Path, settings: Settings, current_path: Path | None, quality, decision, labeled) -> None:
+    """Add the window, the quality (and the labels it rests on) and the decision to the saved drift summary."""
     import json
 
     summary = json.loads(path.read_text(encoding="utf-8"))
@@ -249,6 +274,8 @@ def _complete_summary(path: Path, settings: Settings, current_path: Path | None,
         else {"predictions_dir": str(settings.predictions_dir), "last_rows": window.window_rows, "last_minutes": window.window_minutes}
     )
     summary["quality"] = quality
+    summary["quality_metric"] = retraining.watched_metric(window, settings.model.task)
+    summary["labels"] = labeled.to_dict() if labeled is not None else None
     summary["decision"] = {"retrain": decision.retrain, "triggers": list(decision.triggers), "blocked_by": decision.blocked_by}
     path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 
@@ -256,9 +283,12 @@ def _complete_summary(path: Path, settings: Settings, current_path: Path | None,
 def _retrain_data(settings: Settings, labeled) -> Path | None:
     """The training data for a retrain, as ``monitoring.retrain_data`` says.
 
-    ``reference``: the training file. ``reference+labeled``: plus the labeled window rows.
-    ``module:function``: the user's function, called with the settings and the labeled
-    window rows, returns the path of a CSV file (validated like any training data).
+    ``reference``: the training file. ``reference+labeled``: plus the labeled window rows,
+    written with exactly the training file's columns and the labels in the target's
+    type (:func:`mlops.retraining.combine_with_labeled`), so it passes the same gate; rows
+    the contract would refuse leave the retrain on the training file, with a warning
+    saying why. ``module:function``: the user's function, called with the settings and
+    the labeled window rows, returns the path of a data file (validated like any training data).
     """
     choice = settings.monitoring.retrain_data
     if ":" in choice:
@@ -268,13 +298,23 @@ def _retrain_data(settings: Settings, labeled) -> Path | None:
         return Path(getattr(importlib.import_module(module), function)(settings, labeled))
     if choice == "reference" or labeled.empty:
         return None
-    import pandas as pd
-
     reference = data.load_table(settings.data.training)
-    extra = labeled[[c for c in reference.columns if c != settings.data.target]].copy()
-    extra[settings.data.target] = labeled["label"].to_numpy()
+    logger = get_run_logger()
+    try:
+        combined = retraining.combine_with_labeled(reference, labeled, contract.load_contract(settings.data.contract))
+    except DataError as exc:
+        logger.warning("Retraining on %s alone: %s", settings.data.training, exc)
+        return None
+    if combined.refused:
+        logger.warning("%d labeled rows left out of the retraining data: values the data contract blocks "
+                       "(a range, a category, a null)", combined.refused)
+    if not combined.added:
+        return None
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    path = settings.state_dir / "retrain" / f"train-plus-labeled-{stamp}.csv"
+    parquet = settings.data.training.suffix.lower() in (".parquet", ".pq")
+    path = settings.state_dir / "retrain" / f"train-plus-labeled-{stamp}{'.parquet' if parquet else '.csv'}"
     path.parent.mkdir(parents=True, exist_ok=True)
-    pd.concat([reference, extra], ignore_index=True).to_csv(path, index=False)
+    frame = combined.frame
+    frame.to_parquet(path, index=False) if parquet else frame.to_csv(path, index=False)
+    logger.info("Retraining on %s: %d training rows + %d labeled rows", path, len(reference), combined.added)
     return path

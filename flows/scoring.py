@@ -47,8 +47,8 @@ def validate_batch(frame, settings: Settings, data_path: Path) -> tuple[validati
 
 
 @task(cache_policy=NO_CACHE)
-def predict(model, frame, features: list[str], output_path: Path) -> Path:
-    written = scoring.write_scores(scoring.score_frame(model, frame, features), output_path)
+def predict(model, frame, terms: contract.Contract, output_path: Path) -> Path:
+    written = scoring.write_scores(scoring.score_frame(model, frame, terms), output_path)
     get_run_logger().info("Scored %s rows into %s", len(frame), written)
     return written
 
@@ -60,7 +60,7 @@ def scoring_flow(settings: Settings, data_path: Path, output_path: Path | None =
     output_path = Path(output_path or settings.state_dir / "scores" / f"{data_path.stem}-scores.csv")
     try:  # an unreadable file or contract is the user's to fix: a Failed state, no traceback
         frame = data.load_table(data_path)
-        features = [column.name for column in contract.load_contract(settings.data.contract).features]
+        terms = contract.load_contract(settings.data.contract)
     except MlopsError as exc:
         return Failed(message=str(exc), data=exc)
     result, report = validate_batch(frame, settings, data_path)
@@ -71,5 +71,5 @@ def scoring_flow(settings: Settings, data_path: Path, output_path: Path | None =
         model, version = scoring.load_registered_model(settings.model.name, settings.serving.alias)
     except MlopsError as exc:
         return Failed(message=str(exc), data=exc)
-    written = predict(model, frame, features, output_path)
+    written = predict(model, frame, terms, output_path)
     return ScoringOutcome(written, len(frame), version, result, report)

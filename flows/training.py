@@ -56,13 +56,21 @@ def validate_data(frame, settings: Settings, data_path: Path) -> tuple[validatio
 
 @task(cache_policy=NO_CACHE)
 def split_data(frame, settings: Settings) -> DataSplit:
-    model = settings.model
-    return training.split_holdout(frame, settings.data.target, model.test_size, model.seed, model.task)
+    """The contract's features in their served types, split by row hash (stratified for classes)."""
+    terms = contract.load_contract(settings.data.contract)
+    unlabeled = int(frame[settings.data.target].isna().sum())
+    if unlabeled:
+        get_run_logger().warning("%s rows have no '%s' value: not used for training", unlabeled, settings.data.target)
+    excluded = contract.excluded_columns_note(terms)
+    if excluded:
+        get_run_logger().info(excluded)
+    return training.split_for_contract(frame, terms, settings.model)
 
 
 @task(cache_policy=NO_CACHE)
 def train(split: DataSplit, settings: Settings, candidates: list[training.Candidate] | None) -> training.SearchResult:
-    result = training.search_candidates(split, settings.model, candidates)
+    columns = training.contract_columns(contract.load_contract(settings.data.contract))
+    result = training.search_candidates(split, settings.model, candidates, columns)
     logger = get_run_logger()
     best = result.best
     logger.info("%s trials; best %s: %s", len(result.trials), best.params["estimator"], best.metrics)
@@ -106,13 +114,17 @@ def training_flow(
     data_path = Path(data_path or settings.data.training)
     try:  # an unreadable file or contract is the user's to fix: a Failed state, no traceback
         frame = data.load_table(data_path)
-        contract.load_contract(settings.data.contract)
+        training.check_contract_fits(contract.load_contract(settings.data.contract), settings)
     except MlopsError as exc:
         return Failed(message=str(exc), data=exc)
     result, report = validate_data(frame, settings, data_path)
     if not result.success:
         message = f"{result.summary()}\nHTML report: {report}"
         return Failed(message=message, data=ValidationFailed(message, result))
+    try:  # too few rows of a class, an all-null feature, an estimator for the wrong task: before any task
+        training.check_trainable(frame, contract.load_contract(settings.data.contract), settings.model, candidates)
+    except MlopsError as exc:
+        return Failed(message=str(exc), data=exc)
     split = split_data(frame, settings)
     searched = train(split, settings, candidates)
     fingerprint = data.data_fingerprint(frame)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from mlops.errors import MlopsError, ValidationFailed
+from mlops.errors import ConfigError, MlopsError, ValidationFailed
 
 if TYPE_CHECKING:
     from mlops.config import Settings
@@ -99,24 +99,55 @@ def contract() -> None:
 
 @contract.command("draft")
 @click.argument("data", type=click.Path(dir_okay=False))
+@click.option("--target", help="The target column (default: data.target).")
 @click.option("--margin", type=click.FloatRange(0.0), default=0.1, show_default=True, help="Range widening.")
 @click.option("--write", is_flag=True, help="Overwrite an existing contract instead of printing the diff.")
 @_command
-def contract_draft(settings: Settings, data: str, margin: float, write: bool) -> None:
-    """Infer a contract from DATA; if one exists, print what would change (a diff) instead."""
+def contract_draft(settings: Settings, data: str, target: str | None, margin: float, write: bool) -> None:
+    """Infer a contract from DATA; if one exists, print what would change (a diff) instead.
+
+    The contract is DATA's own (data/contracts/<name>.yaml, named after the file)
+    unless data.contract is set for DATA in the config.
+    """
     from mlops import contract as contracts
+    from mlops.config import dataset_name
     from mlops.data import load_table
 
-    path = settings.data.contract
-    drafted = contracts.draft_contract(load_table(data), settings.data.target, path.stem, margin=margin)
-    if path.is_file() and not write:
-        diff = contracts.contract_diff(contracts.load_contract(path), drafted, path)
+    settings = _settings_for_draft(settings, Path(data))
+    path, name = settings.data.contract, settings.data.name or dataset_name(Path(data))
+    drafted = contracts.draft_contract(load_table(data), target or settings.data.target, name, margin=margin)
+    existing = contracts.load_contract(path) if path.is_file() else None
+    if existing is not None and existing.name != drafted.name:
+        raise ConfigError(
+            f"{path} is the contract of dataset '{existing.name}', not '{drafted.name}': nothing written. "
+            "Set data.contract to a new file for this dataset."
+        )
+    if existing is not None and not write:
+        diff = contracts.contract_diff(existing, drafted, path)
         click.echo(diff or f"No change: {path} already matches a draft of {data}.")
         if diff:
             click.echo(f"Nothing written. Review the diff, then edit {path} or rerun with --write.")
         return
-    click.echo(f"Contract written: {contracts.write_contract(drafted, path)}")
+    click.echo(f"Contract written: {contracts.write_contract(drafted, path)} ({drafted.task}, target '{drafted.target}')")
+    if note := contracts.excluded_columns_note(drafted):
+        click.echo(note)
     click.echo(f"GX suite written: {_write_suite(settings)}")
+    if Path(data).resolve() != settings.data.training.resolve() or drafted.target != settings.data.target:
+        click.echo(
+            f"To train on it, set in mlops.yaml:  data: {{training: {data}, target: {drafted.target}}}"
+        )
+
+
+def _settings_for_draft(settings: Settings, data: Path) -> Settings:
+    """The settings of the dataset in DATA: the configured one, or DATA's own contract and suite."""
+    from mlops.config import dataset_name
+
+    if data.resolve() == settings.data.training.resolve() or "contract" in settings.data.model_fields_set:
+        return settings
+    name = dataset_name(data)
+    folder = settings.data.contract.parent
+    update = {"name": name, "contract": folder / f"{name}.yaml", "suite": settings.data.suite.parent / f"{name}.json"}
+    return settings.model_copy(update={"data": settings.data.model_copy(update=update)})
 
 
 @contract.command("suite")
@@ -400,11 +431,10 @@ def rollback(settings: Settings, force: bool, reason: str) -> None:
 
 def _holdout(settings: Settings) -> Any:
     """The deterministic holdout of the training file: the one the gate scores versions on."""
-    from mlops import data, training
+    from mlops import contract, data, training
 
-    model = settings.model
     frame = data.load_table(settings.data.training)
-    return training.split_holdout(frame, settings.data.target, model.test_size, model.seed, model.task)
+    return training.split_for_contract(frame, contract.load_contract(settings.data.contract), settings.model)
 
 
 def _report_move(decision: Any, kind: str) -> None:

@@ -139,6 +139,9 @@ class ModelConfig(_Section):
     seed: int = 42
     test_size: float = Field(0.2, gt=0.0, lt=1.0)
     primary_metric: MetricName | None = Field(None, description="Default: roc_auc (classification), rmse (regression).")
+    positive_label: str | int | bool | None = Field(
+        None, description="Binary classification: the class f1/precision/recall/roc_auc are about; default: last sorted."
+    )
     promotion_margin: float = Field(0.0, ge=0.0, description="How much the challenger must beat the champion by.")
     floors: dict[MetricName, float] = Field(default_factory=dict, description="Absolute limits on holdout metrics.")
 
@@ -348,7 +351,13 @@ def _resolved_data(data: DataConfig, base: Path) -> DataConfig:
     contract = data.contract or Path("data/contracts") / f"{name}.yaml"
     suite = data.suite or Path("data/expectations") / f"{name}.json"
     paths = {"training": data.training, "current": data.current, "contract": contract, "suite": suite}
-    return data.model_copy(update={"name": name, **{key: _resolve(base, value) for key, value in paths.items()}})
+    resolved = data.model_copy(update={"name": name, **{key: _resolve(base, value) for key, value in paths.items()}})
+    return _as_given(resolved, given)
+
+
+def _as_given(section: Any, given: set[str]) -> Any:
+    """``section`` remembering which fields the user set (defaults filled in here don't count)."""
+    return type(section).model_construct(_fields_set=set(given), **dict(section))
 
 
 def _model_for_data(model: ModelConfig, data: DataConfig) -> ModelConfig:
@@ -369,7 +378,7 @@ def _model_for_data(model: ModelConfig, data: DataConfig) -> ModelConfig:
     }
     values = {key: getattr(model, key) for key in given} | {k: v for k, v in defaults.items() if k not in given}
     try:
-        return ModelConfig(**values)
+        return _as_given(ModelConfig(**values), given)
     except ValidationError as exc:
         problems = "; ".join(f"model.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"Invalid configuration for this dataset's {task} task: {problems}.") from None

@@ -235,8 +235,8 @@ def infer_task(labels: pd.Series) -> Literal["classification", "regression"]:
 
 def _draft_target(values: pd.Series, name: str, task: str, margin: float) -> ColumnContract:
     column = _draft_column(values, name, margin, role_hints=False)
-    if task == "regression":
-        return column
+    if task == "regression":  # new data may well reach past the values seen so far: reported, not blocked
+        return column.model_copy(update={"severity": {"range": "warn"}})
     labels = sorted(values.dropna().unique().tolist(), key=lambda label: (str(type(label)), label))
     return column.model_copy(
         update={"categories": labels, "min": None, "max": None, "severity": {"categories": "block"}}
@@ -261,7 +261,9 @@ def _draft_column(values: pd.Series, name: str, margin: float, role_hints: bool 
         distinct = sorted(map(str, values.dropna().unique()))
         categories = distinct if len(distinct) <= MAX_CATEGORIES and role == "feature" else None
         return ColumnContract(type="str", categories=categories, **spec)
-    integral = pd.api.types.is_integer_dtype(values) or bool((values.dropna() == values.dropna().round()).all())
+    present = values.dropna()
+    # pandas reads an integer column with nulls as floats: integral values with nulls are ints.
+    integral = pd.api.types.is_integer_dtype(values) or (nulls > 0 and bool((present == present.round()).all()))
     low, high = values.min(), values.max()
     if role == "id":
         return ColumnContract(type="int" if integral else "float", **spec)

@@ -44,10 +44,12 @@ SAMPLE_SEED = 7
 
 
 def load_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV file, turning every way it can be unreadable into a :class:`DataError`."""
+    """Read a CSV (or Parquet) file, turning every way it can be unreadable into a :class:`DataError`."""
     import pandas as pd
 
     path = _existing(path)
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return _load_parquet(path)
     try:
         frame = pd.read_csv(path)
     except pd.errors.EmptyDataError:
@@ -57,6 +59,19 @@ def load_table(path: str | Path) -> pd.DataFrame:
     if frame.empty:
         raise DataError(f"Data file {path} has a header but no rows. Provide at least one data row.")
     _check_header(path, frame)
+    return frame
+
+
+def _load_parquet(path: Path) -> pd.DataFrame:
+    import pandas as pd
+    import pyarrow as pa
+
+    try:
+        frame = pd.read_parquet(path)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise DataError(f"Data file {path} is not a readable Parquet file: {exc}") from None
+    if frame.empty:
+        raise DataError(f"Data file {path} has no rows. Provide at least one data row.")
     return frame
 
 

@@ -1,20 +1,28 @@
-"""Monitoring: has the production input drifted away from the training data?
+"""Monitoring: has the production input drifted away from the training data, and is it still right?
 
-A thin adapter over Evidently 0.7's ``DataDriftPreset``. Evidently picks a
-statistical test per column (K-S p-value for numerical columns up to 1000 rows,
-a normed Wasserstein distance above) and says whether each column drifted; we
-count the drifted columns and compare their share with our own threshold
+A thin adapter over Evidently 0.7's ``DataDriftPreset``. Each feature is compared as
+a number or as a category, as the data contract says (:func:`drift_columns`: text,
+bool and any column with a category set are categories). Evidently picks the
+statistical test per column (numbers: K-S p-value up to 1000 reference rows, a normed
+Wasserstein distance above; categories: chi-square, or a Z-test for two values, up to
+1000 rows, Jensen-Shannon above) and says whether each column drifted; we count the
+drifted columns and compare their share with our own threshold
 (``monitoring.drift_share_threshold``)::
 
-    summary = compute_drift(train[features], current[features], threshold=0.3,
-                            report_path="reports/drift.html")
+    features, categorical = drift_columns(contract)
+    summary = compute_drift(train, current, threshold=0.3, columns=features,
+                            categorical=categorical, report_path="reports/drift.html")
     if summary.drift_detected:
         print(summary.summary())
 
 Drift is detected when ``drift_share >= threshold`` (the same rule Evidently uses
 for its dataset-level verdict), so a threshold of 0.3 means "30 % or more of the
-columns drifted". Evidently and pandas are imported inside the functions, so
-``import mlops.monitoring`` stays instant.
+columns drifted". Nulls are left out of each column's test, as Evidently does (the
+contract check reports null rates); a column with values on one side only (all
+null in the window, say) is drifted without a test. A category never seen in
+training counts towards drift as Evidently's tests count it (chi-square: a new
+category alone is drift). Evidently and pandas are imported inside the functions,
+so ``import mlops.monitoring`` stays instant.
 
 Large data (either side above ``2 × sample_rows`` rows, reference above 1000): the
 Evidently report runs on a uniform sample of ``sample_rows`` rows per side (the HTML
@@ -32,12 +40,19 @@ Evidently on all rows:
 
 Recomputed columns use Evidently's own stat test on all rows, so their scores are
 Evidently's; ``ColumnDrift.exact`` says which scores were computed on all rows.
+
+Quality: ground truth that arrives later is joined to the logged predictions
+(:func:`join_labels`, in the target's type: a CSV's ``"1"`` is the class ``1``,
+``"true"`` is ``True``) and scored per task by :func:`mlops.metrics.score_labels`
+(:func:`window_quality`); labels that are not of the target's type or classes are
+counted and named, never a crash.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+import math
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,10 +64,14 @@ if TYPE_CHECKING:
 
     import pandas as pd
 
+    from mlops.contract import ColumnContract, Contract
+
 __all__ = [
     "ColumnDrift",
     "DriftSummary",
+    "LabeledWindow",
     "compute_drift",
+    "drift_columns",
     "join_labels",
     "load_current_window",
     "log_monitoring_run",
@@ -64,6 +83,7 @@ _VALUE_DRIFT = "evidently:metric_v2:ValueDrift"
 DEFAULT_SAMPLE_ROWS = 20_000
 _BOUND_FACTOR = 3.0
 _WASSERSTEIN = "Wasserstein distance (normed)"
+_NO_VALUES = "no values on one side"
 
 
 @dataclass(frozen=True)
@@ -110,12 +130,26 @@ class DriftSummary:
         return "\n".join(lines)
 
 
+def drift_columns(contract: Contract) -> tuple[list[str], list[str]]:
+    """The contract's features, and those compared as categories (text, bool, or a category set).
+
+    Only model inputs are compared: identifiers, dates and the target would drift
+    by construction and say nothing about the model's inputs.
+    """
+    features = [column.name for column in contract.features]
+    categorical = [
+        column.name for column in contract.features if column.type in ("str", "bool") or column.categories
+    ]
+    return features, categorical
+
+
 def compute_drift(
     reference: pd.DataFrame,
     current: pd.DataFrame,
     *,
     threshold: float,
     columns: Sequence[str] | None = None,
+    categorical: Sequence[str] | None = None,
     report_path: str | Path | None = None,
     min_rows: int = 1,
     sample_rows: int = DEFAULT_SAMPLE_ROWS,
@@ -123,23 +157,31 @@ def compute_drift(
     """Compare ``current`` with ``reference`` column by column with Evidently.
 
     ``columns`` defaults to the columns both frames share; pass the feature list
-    to leave out the target, the prediction and log metadata. The HTML report is
+    to leave out the target, the prediction and log metadata. ``categorical`` names
+    the columns compared as categories (default: those whose reference values are
+    not numbers, bools included); the others are numbers. The HTML report is
     written to ``report_path`` when given, so a human can see *why* it drifted.
     Above ``2 × sample_rows`` rows the report runs on a sample and the verdicts
     are confirmed on all rows (module docstring).
     """
     selected = _select_columns(reference, current, columns)
     _check_rows(reference, current, min_rows)
+    categories = _categorical(reference, selected, categorical)
     large = len(reference) > 1000 and max(len(reference), len(current)) > 2 * sample_rows
     ref_report, cur_report = (
         (_sample(reference, sample_rows), _sample(current, sample_rows)) if large else (reference, current)
     )
-    snapshot = _run_report(ref_report[selected], cur_report[selected], threshold)
-    saved = _save_html(snapshot, report_path) if report_path is not None else None
-    drifts = _column_drifts(snapshot.dict(), selected)
+    ref_report, cur_report = _prepared(ref_report, cur_report, selected, categories)
+    unmatched = {column: _one_sided(column, ref_report[column], cur_report[column]) for column in selected}
+    tested = [column for column in selected if unmatched[column] is None]
+    snapshot = _run_report(ref_report[tested], cur_report[tested], categories, threshold) if tested else None
+    saved = _save_html(snapshot, report_path) if report_path is not None and snapshot is not None else None
+    found = dict(zip(tested, _column_drifts(snapshot.dict(), tested))) if snapshot is not None else {}
+    drifts = tuple(unmatched[column] or found[column] for column in selected)
     if large:
         drifts = tuple(
-            _confirm(drift, reference[drift.column], current[drift.column], sample_rows) for drift in drifts
+            _confirm(drift, reference[drift.column], current[drift.column], sample_rows, drift.column in categories)
+            for drift in drifts
         )
     drifted = tuple(drift.column for drift in drifts if drift.drifted)
     share = len(drifted) / len(drifts)
@@ -226,35 +268,105 @@ def _check_rows(reference: pd.DataFrame, current: pd.DataFrame, min_rows: int) -
             )
 
 
-def _run_report(reference: pd.DataFrame, current: pd.DataFrame, threshold: float) -> Any:
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.presets import DataDriftPreset
+def _categorical(reference: pd.DataFrame, selected: list[str], given: Sequence[str] | None) -> frozenset[str]:
+    """The columns compared as categories: as given, else those whose values are not numbers."""
+    import pandas as pd
 
-    reference, current, definition = _typed_frames(reference, current)
-    columns = list(reference.columns)
-    # include_tests gives Evidently's own per-column verdict; drift_share makes the
-    # HTML report's dataset-level verdict agree with ours.
-    report = Report([DataDriftPreset(columns=columns, drift_share=threshold)], include_tests=True)
-    return report.run(
-        reference_data=Dataset.from_pandas(reference, data_definition=DataDefinition(**definition)),
-        current_data=Dataset.from_pandas(current, data_definition=DataDefinition(**definition)),
+    if given is not None:
+        return frozenset(given) & frozenset(selected)
+
+    def numeric(values: pd.Series) -> bool:
+        return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+
+    return frozenset(column for column in selected if not numeric(reference[column]))
+
+
+def _prepared(
+    reference: pd.DataFrame, current: pd.DataFrame, selected: list[str], categories: frozenset[str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The selected columns as Evidently must see them: numbers as floats, categories comparable."""
+    import pandas as pd
+
+    pairs = {column: _comparable(reference[column], current[column], column in categories) for column in selected}
+    return tuple(  # type: ignore[return-value]
+        pd.DataFrame({column: pair[side].to_numpy() for column, pair in pairs.items()}) for side in (0, 1)
     )
 
 
-def _typed_frames(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+def _comparable(reference: pd.Series, current: pd.Series, categorical: bool) -> tuple[pd.Series, pd.Series]:
+    """Both sides of one column of the same kind, so equal values count as equal."""
+    if not categorical:
+        return _as_number(reference), _as_number(current)
+    return _as_categories(reference, current)
+
+
+def _as_number(values: pd.Series) -> pd.Series:
     # Evidently infers column types per frame: an int column with <= 10 distinct
-    # values counts as categorical (chi-square), so a float feature logged as ints
-    # would switch tests. We declare the types from the reference and cast to float.
+    # values counts as categorical, so a float feature logged as ints would switch
+    # tests. The kind is declared (contract or reference) and numbers cast to float.
+    try:
+        return values.astype("float64")
+    except (TypeError, ValueError) as exc:
+        raise DataError(
+            f"The data has non-numeric values in the numerical feature '{values.name}': {exc}. "
+            "Fix the batch, or declare the column as text (type: str) in the data contract."
+        ) from None
+
+
+_FAMILIES = {"string": "text", "boolean": "bool", "integer": "number", "floating": "number",
+             "mixed-integer-float": "number", "decimal": "number", "empty": "empty"}
+
+
+def _as_categories(reference: pd.Series, current: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Category values that compare equal on both sides; nulls stay null.
+
+    Numbers alone, bools alone and text alone already compare as Evidently counts
+    them (``1 == 1.0``). When the sides differ in kind, or a side mixes kinds (a CSV's
+    ``"1"`` beside a logged ``1``, ``True`` beside ``"True"``), both are compared by
+    canonical text (:func:`_label_key`).
+    """
     import pandas as pd
 
-    numerical = [column for column in reference.columns if pd.api.types.is_numeric_dtype(reference[column])]
-    categorical = [column for column in reference.columns if column not in numerical]
-    try:
-        current = current.astype({column: "float64" for column in numerical})
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"The current data has non-numeric values in a numerical feature: {exc}") from None
-    reference = reference.astype({column: "float64" for column in numerical})
-    return reference, current, {"numerical_columns": numerical, "categorical_columns": categorical}
+    sides = [values.astype(object) if isinstance(values.dtype, pd.CategoricalDtype) else values
+             for values in (reference, current)]
+    families = {_FAMILIES.get(pd.api.types.infer_dtype(values, skipna=True), "mixed") for values in sides} - {"empty"}
+    if len(families) <= 1 and "mixed" not in families:
+        return sides[0], sides[1]
+    return sides[0].map(_label_key, na_action="ignore"), sides[1].map(_label_key, na_action="ignore")
+
+
+def _one_sided(column: str, reference: pd.Series, current: pd.Series) -> ColumnDrift | None:
+    """A verdict without a test for a column with no values on one side (Evidently refuses those)."""
+    in_reference, in_current = reference.notna().any(), current.notna().any()
+    if in_reference and in_current:
+        return None
+    drifted = bool(in_reference != in_current)
+    return ColumnDrift(column=column, method=_NO_VALUES, score=float(drifted), threshold=0.5, drifted=drifted)
+
+
+def _run_report(reference: pd.DataFrame, current: pd.DataFrame, categories: frozenset[str], threshold: float) -> Any:
+    import warnings
+
+    import numpy as np
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    columns = list(reference.columns)
+    definition = {
+        "numerical_columns": [column for column in columns if column not in categories],
+        "categorical_columns": [column for column in columns if column in categories],
+    }
+    # include_tests gives Evidently's own per-column verdict; drift_share makes the
+    # HTML report's dataset-level verdict agree with ours.
+    report = Report([DataDriftPreset(columns=columns, drift_share=threshold)], include_tests=True)
+    # A category unseen in training divides by a zero expected count in chi-square:
+    # p = 0 (drift) is the intended verdict, the warning is noise.
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return report.run(
+            reference_data=Dataset.from_pandas(reference, data_definition=DataDefinition(**definition)),
+            current_data=Dataset.from_pandas(current, data_definition=DataDefinition(**definition)),
+        )
 
 
 def _save_html(snapshot: Any, path: str | Path) -> str:
@@ -294,22 +406,25 @@ def _sample(frame: pd.DataFrame, rows: int) -> pd.DataFrame:
     return frame if len(frame) <= rows else frame.sample(n=rows, random_state=0)
 
 
-def _confirm(screened: ColumnDrift, reference: pd.Series, current: pd.Series, sample_rows: int) -> ColumnDrift:
+def _confirm(
+    screened: ColumnDrift, reference: pd.Series, current: pd.Series, sample_rows: int, categorical: bool
+) -> ColumnDrift:
     """Keep a sampled Wasserstein verdict only when it cannot flip on all rows; else recompute.
 
     Tries the report's sample, then one ten times larger, before all rows.
     """
-    if screened.method == _WASSERSTEIN and _numeric(reference):
+    reference, current = _comparable(reference, current, categorical)
+    if screened.method == _WASSERSTEIN and not categorical:
         import numpy as np
 
-        sigma = max(float(np.std(reference.to_numpy(dtype="float64"))), 0.001)
+        sigma = max(float(np.nanstd(reference.to_numpy(dtype="float64"))), 0.001)
         for rows in (sample_rows, 10 * sample_rows):
             if 2 * rows >= max(len(reference), len(current)):
                 break
             score, margin = _sampled_wasserstein(_sample(reference, rows), _sample(current, rows), sigma)
             if abs(score - screened.threshold) > margin:
                 return replace(screened, score=score, drifted=score >= screened.threshold, exact=False)
-    return _exact_drift(screened, reference, current)
+    return _exact_drift(screened, reference, current, categorical)
 
 
 def _sampled_wasserstein(ref_sample: pd.Series, cur_sample: pd.Series, sigma: float) -> tuple[float, float]:
@@ -334,18 +449,24 @@ def _spread(sorted_values: Any) -> float:
     return float(np.sum(np.sqrt(cdf * (1 - cdf)) * np.diff(sorted_values)))
 
 
-def _exact_drift(screened: ColumnDrift, reference: pd.Series, current: pd.Series) -> ColumnDrift:
-    """Evidently's own default stat test for the column, on all rows."""
+def _exact_drift(screened: ColumnDrift, reference: pd.Series, current: pd.Series, categorical: bool) -> ColumnDrift:
+    """Evidently's own default stat test for the column, on all rows (already of its kind)."""
+    import warnings
+
+    import numpy as np
     from evidently.legacy.calculations.stattests import get_stattest
     from evidently.legacy.core import ColumnType
 
-    kind = ColumnType.Numerical if _numeric(reference) else ColumnType.Categorical
-    if kind == ColumnType.Numerical:
-        reference, current = reference.astype("float64"), current.astype("float64")
+    one_sided = _one_sided(screened.column, reference, current)
+    if one_sided is not None:
+        return one_sided
+    kind = ColumnType.Categorical if categorical else ColumnType.Numerical
     reference, current = reference.dropna(), current.dropna()
     # Evidently picks the test per column from row and distinct-value counts.
     test = get_stattest(reference, current, kind, None)
-    result = test(reference, current, kind, None)
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = test(reference, current, kind, None)
     return replace(
         screened,
         method=test.display_name,
@@ -356,51 +477,243 @@ def _exact_drift(screened: ColumnDrift, reference: pd.Series, current: pd.Series
     )
 
 
-def _numeric(series: pd.Series) -> bool:
+@dataclass(frozen=True)
+class LabeledWindow:
+    """The logged predictions that have a usable ground-truth label, and the labels left out.
+
+    ``rows`` are the window's rows with a ``label`` column, label and prediction in the
+    target's type. ``invalid`` labels (empty, not of the target's type, not one of its
+    classes; or a logged prediction that is not) and ``unmatched`` ones (no logged
+    prediction has that request_id and record) are left out, and ``problems`` says which.
+    """
+
+    rows: pd.DataFrame = field(compare=False, repr=False)
+    labels: int
+    unmatched: int = 0
+    invalid: int = 0
+    problems: tuple[str, ...] = ()
+
+    @property
+    def labeled_rows(self) -> int:
+        return len(self.rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The counts and problems (not the rows), for the saved summary."""
+        return {
+            "labels": self.labels,
+            "labeled_rows": self.labeled_rows,
+            "unmatched": self.unmatched,
+            "invalid": self.invalid,
+            "problems": list(self.problems),
+        }
+
+    def summary(self) -> str:
+        """One line for the log, then the problems."""
+        line = f"{self.labeled_rows} of {self.labels} label(s) joined to logged predictions"
+        left = [f"{self.invalid} unusable" if self.invalid else "", f"{self.unmatched} unmatched" if self.unmatched else ""]
+        line += f" ({', '.join(filter(None, left))})." if any(left) else "."
+        return "\n".join([line, *self.problems])
+
+
+_LABEL_COLUMNS = ("request_id", "label")
+
+
+def join_labels(window: pd.DataFrame, labels_path: str | Path, target: ColumnContract | None = None) -> LabeledWindow:
+    """The logged predictions that have a ground-truth label, label and prediction in the target's type.
+
+    Labels file (CSV or Parquet): ``request_id``, ``label`` and optionally ``record``
+    (the record's position in its request, default 0), one row per labeled
+    prediction; a later row for the same prediction replaces an earlier one. A CSV is
+    read as text and each label converted to ``target``'s type and classes (the data
+    contract's target column): ``"2"`` is the class ``2``, ``"true"`` is ``True``. Without
+    ``target`` the labels take the type of the logged predictions.
+    """
+    labels = _read_labels(labels_path)
+    problems: list[str] = []
+    labels, duplicated = _latest_labels(labels)
+    if duplicated:
+        problems.append(f"{duplicated} prediction(s) labeled more than once: the last label is used.")
+    keyed = window.assign(request_id=window["request_id"].astype(str), record=window["record"].astype("int64"))
+    joined = keyed.merge(labels, on=["request_id", "record"], how="inner", suffixes=("_input", ""))
+    unmatched = len(labels) - len(joined)
+    if unmatched:
+        problems.append(f"{unmatched} label(s) match no logged prediction (request_id, record) in the window.")
+    target = target or _target_like(joined["prediction"])
+    truth, truth_ok = _in_target_type(joined["label"], target)
+    predicted, predicted_ok = _in_target_type(joined["prediction"], target)
+    problems += _describe_unusable(joined["label"], truth_ok, target, "label")
+    problems += _describe_unusable(joined["prediction"], predicted_ok, target, "logged prediction")
+    usable = [a and b for a, b in zip(truth_ok, predicted_ok)]
+    rows = joined.assign(label=truth, prediction=predicted)[usable].reset_index(drop=True)
+    return LabeledWindow(
+        rows, labels=len(labels) + duplicated, unmatched=unmatched, invalid=len(joined) - len(rows),
+        problems=tuple(problems),
+    )
+
+
+def window_quality(
+    labeled: LabeledWindow | pd.DataFrame,
+    task: str,
+    *,
+    classes: Sequence[Any] | None = None,
+    positive: Any = None,
+) -> dict[str, float]:
+    """Quality of the served predictions on labeled rows, with the task's metrics.
+
+    Classification: accuracy, balanced accuracy, F1, precision and recall (binary:
+    of ``positive``, by default the last sorted class; multi-class: macro); regression:
+    rmse, mae, r2 (:func:`mlops.metrics.score_labels`). ``classes`` (the target's)
+    keep a window that holds one class binary. Labels and predictions are compared
+    by value however they were read (``"1"``, ``1`` and ``1.0`` are one class); a
+    metric this window cannot give (r2 on one row) is left out.
+    """
+    from mlops.metrics import score_labels
+
+    rows = labeled.rows if isinstance(labeled, LabeledWindow) else labeled
+    if rows.empty:
+        return {}
+    if task == "regression":
+        pairs = [
+            (a, b) for a, b in zip(_numbers(rows["label"]), _numbers(rows["prediction"]))
+            if not (math.isnan(a) or math.isnan(b))
+        ]
+        scores = score_labels([a for a, _ in pairs], [b for _, b in pairs], task) if pairs else {}
+    else:
+        keyed = zip(map(_label_key, rows["label"]), map(_label_key, rows["prediction"]))
+        pairs = [(a, b) for a, b in keyed if a is not None and b is not None]
+        if not pairs:
+            return {}
+        known = [_label_key(c) for c in classes] if classes else [key for pair in pairs for key in pair]
+        keys = sorted({key for key in known if key is not None}, key=_key_order)
+        truth, predicted = [a for a, _ in pairs], [b for _, b in pairs]
+        scores = score_labels(truth, predicted, task, classes=keys, positive=_label_key(positive))
+    return {name: float(value) for name, value in scores.items() if math.isfinite(value)}
+
+
+def _read_labels(path: str | Path) -> pd.DataFrame:
+    """The labels file with request ids and labels as written (a CSV is read as text)."""
     import pandas as pd
 
-    return pd.api.types.is_numeric_dtype(series)
-
-
-def join_labels(window: pd.DataFrame, labels_path: str | Path) -> pd.DataFrame:
-    """The logged predictions that have a ground-truth label, with a ``label`` column.
-
-    Labels file (CSV): ``request_id``, ``label`` and optionally ``record`` (the
-    record's position in its request, default 0), one row per labeled prediction.
-    """
     from mlops.data import load_table
 
-    labels = load_table(labels_path)
-    missing = [column for column in ("request_id", "label") if column not in labels.columns]
+    labels = load_table(path)  # an unreadable file is a DataError naming it
+    if Path(path).suffix.lower() not in (".parquet", ".pq"):
+        # Typed by pandas, request id "0042" would become 42 and never match its request.
+        labels = pd.read_csv(path, dtype=str)
+    missing = [column for column in _LABEL_COLUMNS if column not in labels.columns]
     if missing:
         raise DataError(
-            f"Labels file {labels_path} lacks column(s) {', '.join(missing)}. "
+            f"Labels file {path} lacks column(s) {', '.join(missing)}. "
             "It needs request_id, label and optionally record (position in the request)."
         )
-    if "record" not in labels.columns:
-        labels = labels.assign(record=0)
-    labels = labels.astype({"request_id": str, "record": int})
-    keyed = window.astype({"request_id": str, "record": int})
-    return keyed.merge(labels[["request_id", "record", "label"]], on=["request_id", "record"], how="inner")
+    records = pd.to_numeric(labels["record"], errors="coerce") if "record" in labels.columns else 0
+    labels = labels.assign(request_id=labels["request_id"].astype(str).str.strip(), record=records)
+    bad = labels["record"].isna() | (labels["record"] % 1 != 0)
+    if bad.any():
+        raise DataError(
+            f"Labels file {path}: column record must hold whole numbers (the record's position in its "
+            f"request); {int(bad.sum())} row(s) do not, the first on line {int(bad.to_numpy().argmax()) + 2}. "
+            "Fix or remove them."
+        )
+    return labels.astype({"record": "int64"})[["request_id", "record", "label"]]
 
 
-def window_quality(labeled: pd.DataFrame, task: str) -> dict[str, float]:
-    """Quality of the served predictions on labeled rows: accuracy/f1 or rmse/mae."""
-    from sklearn import metrics
+def _latest_labels(labels: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    latest = labels.drop_duplicates(["request_id", "record"], keep="last")
+    return latest, len(labels) - len(latest)
 
-    if labeled.empty:
-        return {}
-    truth, predicted = labeled["label"], labeled["prediction"]
-    if task == "regression":
-        return {
-            "rmse": float(metrics.root_mean_squared_error(truth, predicted)),
-            "mae": float(metrics.mean_absolute_error(truth, predicted)),
-        }
-    average = "binary" if truth.nunique() <= 2 and predicted.nunique() <= 2 else "macro"
-    return {
-        "accuracy": float(metrics.accuracy_score(truth, predicted)),
-        "f1": float(metrics.f1_score(truth, predicted, average=average, zero_division=0)),
-    }
+
+def _target_like(predictions: pd.Series) -> ColumnContract:
+    """A stand-in target column typed like the logged predictions (no contract given)."""
+    import pandas as pd
+
+    from mlops.contract import ColumnContract
+
+    kind = pd.api.types.infer_dtype(predictions, skipna=True)
+    types = {"boolean": "bool", "integer": "int", "floating": "float", "mixed-integer-float": "float"}
+    return ColumnContract(name="label", type=types.get(kind, "str"))
+
+
+def _in_target_type(values: pd.Series, target: ColumnContract) -> tuple[list[Any], list[bool]]:
+    """Each value as the target's class (or number), and whether it is one."""
+    if target.categories:
+        lookup = {_label_key(category): category for category in target.categories}
+        converted = [lookup.get(_label_key(value)) for value in values]
+    else:
+        converted = [_as_type(value, target.type) for value in values]
+    return converted, [value is not None for value in converted]
+
+
+def _as_type(value: Any, kind: str) -> Any:
+    key = _label_key(value)
+    if key is None:
+        return None
+    if kind == "str":
+        return str(value).strip()
+    if kind == "bool":
+        return {"true": True, "false": False}.get(key)
+    try:
+        number = float(key)
+    except ValueError:
+        return None
+    if not math.isfinite(number):
+        return None
+    if kind == "int":
+        return int(number) if number.is_integer() else None
+    return number
+
+
+def _describe_unusable(values: pd.Series, usable: list[bool], target: ColumnContract, what: str) -> list[str]:
+    bad = [value for value, ok in zip(values, usable) if not ok]
+    if not bad:
+        return []
+    shown = list(dict.fromkeys(repr(value) if _label_key(value) is not None else "empty" for value in bad))
+    expected = f"one of {list(target.categories)}" if target.categories else f"a {target.type} value"
+    return [f"{len(bad)} {what}(s) left out: not {expected} (e.g. {', '.join(shown[:5])})."]
+
+
+def _numbers(values: pd.Series) -> list[float]:
+    import pandas as pd
+
+    return pd.to_numeric(values, errors="coerce").astype("float64").tolist()
+
+
+def _label_key(value: Any) -> str | None:
+    """One text per value however it was read: ``1``, ``1.0``, ``"1"`` → ``"1"``; ``True``, ``"true"`` → ``"true"``.
+
+    Nulls (None, NaN, pandas' NA) and empty text give None.
+    """
+    import numbers
+
+    import numpy as np
+
+    if value is None or type(value).__name__ in ("NAType", "NaTType"):
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, numbers.Number):
+        number = float(value)  # type: ignore[arg-type]
+        if math.isnan(number):
+            return None
+        return str(int(number)) if number.is_integer() else repr(number)
+    text = str(value).strip()
+    if not text:
+        return None
+    if text.lower() in ("true", "false"):
+        return text.lower()
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return _label_key(number) if math.isfinite(number) else text
+
+
+def _key_order(key: str) -> tuple[int, float, str]:
+    """Numbers in numeric order (9 before 10), then text: the order scikit-learn sorts classes in."""
+    try:
+        return (0, float(key), "")
+    except ValueError:
+        return (1, 0.0, key)
 
 
 def log_monitoring_run(
@@ -411,10 +724,17 @@ def log_monitoring_run(
     model_name: str,
     model_version: str | None,
     quality: dict[str, float] | None = None,
+    labeled_rows: int | None = None,
+    invalid_labels: int = 0,
     artifacts: Sequence[str | Path] = (),
     tags: dict[str, str] | None = None,
 ) -> str:
-    """Record one monitoring check as an MLflow run linked to the model version it watched."""
+    """Record one monitoring check as an MLflow run linked to the model version it watched.
+
+    ``quality`` is logged as ``window_<metric>`` beside ``window_labeled_rows``, the
+    number of labeled rows it was computed on (a score on 5 rows is not one on 5,000),
+    and ``window_invalid_labels``, the labels left out.
+    """
     import mlflow
 
     experiment_id = _monitoring_experiment(experiment, artifact_dir)
@@ -429,6 +749,8 @@ def log_monitoring_run(
         mlflow.log_params({"drift_share_threshold": summary.threshold, "window_rows": summary.current_rows})
         mlflow.log_metrics({"drift_share": summary.drift_share, "drifted_columns": len(summary.drifted_columns)})
         mlflow.log_metrics({f"window_{name}": value for name, value in (quality or {}).items()})
+        if labeled_rows is not None:
+            mlflow.log_metrics({"window_labeled_rows": labeled_rows, "window_invalid_labels": invalid_labels})
         mlflow.log_dict(summary.to_dict(), "drift/summary.json")
         for path in artifacts:
             mlflow.log_artifact(str(path), artifact_path="drift")

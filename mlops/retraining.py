@@ -10,22 +10,42 @@ orchestrator that runs the retrains), so it is easy to test and to explain::
     else: print(decision.explain())
 
 A retrain needs a trigger (drift share at or above the threshold, or quality
-below its floor) and must pass every brake: enough rows in the window, no retrain
-already running or queued, the cooldown since the last one elapsed, and fewer
-than ``max_retrains_per_day`` started in the last 24 hours. Retrain flow runs
-carry the tag :data:`RETRAIN_TAG`, which is how the history finds them.
+past its floor) and must pass every brake: enough rows in the window (and, for a
+quality trigger alone, enough labeled rows), no retrain already running or queued,
+the cooldown since the last one elapsed, and fewer than ``max_retrains_per_day``
+started in the last 24 hours. Retrain flow runs carry the tag :data:`RETRAIN_TAG`,
+which is how the history finds them.
+
+The quality floor goes the metric's way (:func:`mlops.metrics.higher_is_better`):
+accuracy, F1 or r2 below it, rmse or mae above it. With no ``quality_metric`` the
+task's default is watched (:func:`watched_metric`: accuracy, or rmse for regression).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from mlops.config import MonitoringConfig
+from mlops.errors import DataError
 
-__all__ = ["RETRAIN_TAG", "RetrainDecision", "RetrainHistory", "decide_retrain", "retrain_history"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mlops.config import MonitoringConfig
+    from mlops.contract import ColumnContract, Contract
+
+__all__ = [
+    "RETRAIN_TAG",
+    "RetrainDecision",
+    "RetrainHistory",
+    "RetrainingData",
+    "combine_with_labeled",
+    "decide_retrain",
+    "retrain_history",
+    "watched_metric",
+]
 
 RETRAIN_TAG = "retrain"
 _ACTIVE_STATES = ("SCHEDULED", "PENDING", "RUNNING", "PAUSED")
@@ -56,6 +76,11 @@ class RetrainDecision:
         return f"no retrain: {self.blocked_by} (triggered by {'; '.join(self.triggers)})"
 
 
+def watched_metric(policy: MonitoringConfig, task: str = "classification") -> str:
+    """The quality metric the policy watches: ``monitoring.quality_metric``, else the task's default."""
+    return policy.quality_metric or ("rmse" if task == "regression" else "accuracy")
+
+
 def decide_retrain(
     *,
     drift_share: float,
@@ -64,30 +89,46 @@ def decide_retrain(
     history: RetrainHistory,
     policy: MonitoringConfig,
     now: datetime | None = None,
+    task: str = "classification",
+    labeled_rows: int | None = None,
 ) -> RetrainDecision:
-    """Apply the policy's triggers, then its brakes, in that order."""
-    triggers = _triggers(drift_share, quality, policy)
+    """Apply the policy's triggers, then its brakes, in that order.
+
+    ``quality`` is the value of :func:`watched_metric` on the labeled rows (``labeled_rows``
+    of them, when known); ``task`` gives the metric when the policy names none.
+    """
+    metric = watched_metric(policy, task)
+    triggers = _triggers(drift_share, quality, policy, metric)
     if not triggers:
         return RetrainDecision(False, ())
     if not policy.retrain_on_drift:
         return RetrainDecision(False, triggers, "automatic retraining is off (monitoring.retrain_on_drift)")
+    drifted = drift_share >= policy.drift_share_threshold
+    if not drifted and labeled_rows is not None and labeled_rows < policy.min_rows:
+        brake = f"{metric} measured on {labeled_rows} labeled rows, fewer than monitoring.min_rows={policy.min_rows}"
+        return RetrainDecision(False, triggers, brake)
     brake = _brake(window_rows, history, policy, now or datetime.now(timezone.utc))
     return RetrainDecision(brake is None, triggers, brake)
 
 
-def _triggers(drift_share: float, quality: float | None, policy: MonitoringConfig) -> tuple[str, ...]:
+def _triggers(drift_share: float, quality: float | None, policy: MonitoringConfig, metric: str) -> tuple[str, ...]:
+    from mlops.metrics import higher_is_better
+
     fired = []
     if drift_share >= policy.drift_share_threshold:
         fired.append(f"drift share {drift_share:.2f} ≥ {policy.drift_share_threshold:.2f}")
     floor = policy.quality_floor
-    if quality is not None and floor is not None and _worse(quality, floor, policy.quality_metric):
-        fired.append(f"{policy.quality_metric} {quality:.4f} past its floor {floor:.4f}")
+    if quality is not None and floor is not None and _worse(quality, floor, metric):
+        worse = "lower" if higher_is_better(metric) else "higher"
+        fired.append(f"{metric} {quality:.4f} past its floor {floor:.4f} ({worse} is worse)")
     return tuple(fired)
 
 
 def _worse(value: float, floor: float, metric: str) -> bool:
     # Error metrics go the other way: their "floor" is a ceiling.
-    return value > floor if metric in {"rmse", "mae"} else value < floor
+    from mlops.metrics import higher_is_better
+
+    return value < floor if higher_is_better(metric) else value > floor
 
 
 def _brake(window_rows: int, history: RetrainHistory, policy: MonitoringConfig, now: datetime) -> str | None:
@@ -130,3 +171,132 @@ def retrain_history(now: datetime | None = None, exclude_flow_run: str | None = 
 def _started(run) -> datetime:
     stamp = run.start_time or run.expected_start_time or run.created
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class RetrainingData:
+    """The training data plus labeled window rows, and how many of those rows the contract refused."""
+
+    frame: pd.DataFrame = field(compare=False, repr=False)
+    added: int
+    refused: int = 0
+
+
+def combine_with_labeled(reference: pd.DataFrame, labeled: pd.DataFrame, contract: Contract) -> RetrainingData:
+    """The training data plus the labeled window rows, with exactly the training data's columns.
+
+    The result goes through the training flow's contract gate (every column, its type,
+    range and null rate), so the logged rows are made to pass it: a row with a value
+    the contract blocks (out of range, an unknown category where categories block, a
+    null where none is allowed) is left out and counted; each column is the logged
+    input when there is one, else nulls while the contract tolerates them, else (for
+    columns that are not model inputs) an identifier made from the request and record,
+    or the time the prediction was logged. A column none of these can fill is a
+    :class:`~mlops.errors.DataError` naming it and the fix. The target takes the labels
+    (``labeled["label"]``, already in the target's type).
+    """
+    import pandas as pd
+
+    specs = {column.name: column for column in contract.columns}
+    rows = pd.DataFrame({name: _logged_values(labeled, name, contract.target) for name in reference.columns})
+    refused = _refused(rows, [specs[name] for name in rows.columns if name in specs and specs[name].role == "feature"])
+    rows, kept = rows[~refused].reset_index(drop=True), labeled[~refused.to_numpy()].reset_index(drop=True)
+    for name in rows.columns:
+        if name in specs:
+            rows[name] = _filled(rows[name], reference[name], specs[name], kept, contract.target)
+    combined = pd.concat([reference, rows], ignore_index=True)
+    for name, spec in specs.items():  # back to whole numbers, which nulls or object columns turned into floats
+        if spec.type == "int" and name in combined and _integral(combined[name]):
+            combined[name] = pd.to_numeric(combined[name]).astype("Int64")
+    return RetrainingData(combined, added=len(rows), refused=int(refused.sum()))
+
+
+def _logged_values(labeled: pd.DataFrame, name: str, target: str) -> list:
+    """A training column's values in the logged rows: the label for the target, None where not logged."""
+    source = "label" if name == target else name
+    return labeled[source].tolist() if source in labeled.columns else [None] * len(labeled)
+
+
+def _refused(rows: pd.DataFrame, features: list[ColumnContract]) -> pd.Series:
+    """Rows with a feature value the contract blocks: the gate would refuse the whole file for them."""
+    import numpy as np
+    import pandas as pd
+
+    refused = pd.Series(False, index=rows.index)
+    for spec in features:
+        values = rows[spec.name]
+        present = values.notna()
+        if not spec.nullable and spec.severity_of("nullable") == "block":
+            refused |= ~present
+        if spec.type in ("int", "float") and spec.severity_of("range") == "block":
+            numbers = pd.to_numeric(values, errors="coerce").astype("float64")
+            outside = ~np.isfinite(numbers)
+            if spec.min is not None:
+                outside |= numbers < spec.min
+            if spec.max is not None:
+                outside |= numbers > spec.max
+            refused |= present & outside
+        if spec.categories is not None and spec.severity_of("categories") == "block":
+            refused |= present & ~values.isin(spec.categories)
+    return refused
+
+
+def _filled(values: pd.Series, reference: pd.Series, spec: ColumnContract, labeled: pd.DataFrame, target: str) -> list:
+    """A column's values for the logged rows, its nulls filled where the contract refuses them."""
+    missing = values.isna().to_numpy()
+    if not missing.any() or _nulls_tolerated(spec, reference, int(missing.sum()), len(values)):
+        return values.tolist()
+    made = _made_up(spec, reference, labeled) if spec.role in ("id", "time") else None
+    if made is None:
+        role = "the target" if spec.name == target else f"a {spec.role} column"
+        raise DataError(
+            f"The labeled rows cannot join the retraining data: {int(missing.sum())} of them have no value for "
+            f"'{spec.name}' ({role}, type {spec.type}), which the data contract does not allow to be null. "
+            f"Send '{spec.name}' with each request, allow nulls for it in the contract (nullable: true), "
+            "or set monitoring.retrain_data: reference."
+        )
+    return [new if gap else old for old, new, gap in zip(values.tolist(), made, missing)]
+
+
+def _nulls_tolerated(spec: ColumnContract, reference: pd.Series, new_nulls: int, new_rows: int) -> bool:
+    """Whether the combined column's null share stays within the contract (GX's ``mostly``)."""
+    if not spec.nullable:
+        return False
+    if spec.max_null_rate is None:
+        return True
+    total = len(reference) + new_rows
+    present = total - int(reference.isna().sum()) - new_nulls
+    return present / total >= round(1.0 - spec.max_null_rate, 6)
+
+
+def _made_up(spec: ColumnContract, reference: pd.Series, labeled: pd.DataFrame) -> list | None:
+    """Values a column that is not a model input can take for logged rows: provenance, never a guess."""
+    rows = len(labeled)
+    if spec.role == "time" and spec.type == "str" and "timestamp" in labeled.columns:
+        stamps = labeled["timestamp"].astype(str)
+        dates_only = reference.dropna().astype(str).str.len().eq(10).all()
+        return (stamps.str[:10] if dates_only else stamps).tolist()
+    if spec.role != "id":
+        return None
+    if spec.type == "str":
+        if {"request_id", "record"} <= set(labeled.columns):
+            return (labeled["request_id"].astype(str) + "#" + labeled["record"].astype(str)).tolist()
+        return [f"logged-{index}" for index in range(rows)]
+    if spec.type in ("int", "float"):
+        import pandas as pd
+
+        numbers = pd.to_numeric(reference, errors="coerce")
+        start = int(numbers.max()) + 1 if numbers.notna().any() else 0  # after every training id
+        start = max(start, math.ceil(spec.min)) if spec.min is not None else start
+        if spec.max is not None and start + rows - 1 > spec.max:
+            return None
+        return list(range(start, start + rows))
+    return None
+
+
+def _integral(values: pd.Series) -> bool:
+    import pandas as pd
+
+    numbers = pd.to_numeric(values, errors="coerce")
+    present = numbers[values.notna()]
+    return bool(present.notna().all() and (present % 1 == 0).all())

@@ -5,7 +5,7 @@ behind a registry alias, predicts, and writes the result atomically, so a failed
 run never leaves a half-written file::
 
     model, version = load_registered_model("breast-cancer-classifier", "champion")
-    scores = score_frame(model, frame, ["mean_radius", ...])
+    scores = score_frame(model, frame, load_contract("data/contracts/breast_cancer.yaml"))
     write_scores(scores, ".mlops/scores/current-scores.csv")
 """
 
@@ -19,6 +19,8 @@ from mlops.errors import RegistryError
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from mlops.contract import Contract
 
 __all__ = ["PREDICTION_COLUMN", "load_registered_model", "score_frame", "write_scores"]
 
@@ -41,16 +43,23 @@ def load_registered_model(name: str, alias: str) -> tuple[Any, str]:
     return mlflow.sklearn.load_model(f"models:/{name}/{version}"), version
 
 
-def score_frame(model: Any, frame: pd.DataFrame, features: list[str]) -> pd.DataFrame:
-    """The input rows with a ``prediction`` column (and ``probability_<class>`` for classifiers)."""
-    inputs = frame[features]
+def score_frame(model: Any, frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
+    """The input rows with a ``prediction`` column (and ``probability_<class>`` for classifiers).
+
+    Predictions are the user's labels (text stays text) or numbers for a regressor; the
+    features reach the model in the types it was trained on (:func:`mlops.training.feature_frame`).
+    """
+    from mlops.training import feature_frame
+
+    inputs = feature_frame(frame, contract)
     scored = frame.copy()
-    scored[PREDICTION_COLUMN] = model.predict(inputs)
-    if hasattr(model, "predict_proba"):
-        probabilities = model.predict_proba(inputs)
-        labels = list(getattr(model, "classes_", range(probabilities.shape[1])))
-        for index, label in enumerate(labels):
-            scored[f"probability_{label}"] = probabilities[:, index]
+    if contract.task == "regression" or not hasattr(model, "predict_proba"):
+        scored[PREDICTION_COLUMN] = model.predict(inputs)
+        return scored
+    probabilities = model.predict_proba(inputs)
+    scored[PREDICTION_COLUMN] = model.classes_[probabilities.argmax(axis=1)]
+    for index, label in enumerate(model.classes_):
+        scored[f"probability_{label}"] = probabilities[:, index]
     return scored
 
 

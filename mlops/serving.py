@@ -22,29 +22,28 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 from mlops.config import Settings
 from mlops.environment import tool_variables
 from mlops.errors import RegistryError, ServingError
 
 if TYPE_CHECKING:
-    from pydantic import BaseModel
+    from mlops.request_check import RequestCheck
 
 __all__ = [
     "SERVICE",
+    "ServedModel",
     "ServerProcess",
-    "FrameCheck",
-    "frame_check",
     "free_port",
     "import_model",
-    "request_schema",
+    "load_served_model",
     "resolve_alias",
     "start_server",
     "wait_until_ready",
 ]
 
-SERVICE = "models.service:Classifier"
+SERVICE = "models.service:Predictor"
 # The folder holding the ``models`` package, whether a checkout or site-packages.
 _SERVICE_ROOT = Path(__file__).resolve().parents[1]
 _LOG_TAIL_LINES = 20
@@ -108,135 +107,78 @@ def _store_home(tag: str, settings: Settings) -> str:
         return str(settings.bentoml_home)
 
 
-def request_schema(model_dir: str | Path, contract_path: str | Path | None = None) -> type[BaseModel]:
-    """The pydantic model one request record must satisfy.
-
-    From the data contract when one is given and names the model's inputs: types,
-    block-level ranges and categories (a value out of range is a 422 naming the
-    field). Otherwise from the MLflow signature: every input a required, finite
-    number. Strings are refused, not coerced; unknown keys are ignored.
-    """
-    import mlflow.models
-    from pydantic import ConfigDict, Field, create_model
-
-    signature = mlflow.models.Model.load(str(model_dir)).signature
-    if signature is None:
-        raise ServingError(f"The model at {model_dir} has no signature; log it with one (mlflow infer_signature).")
-    inputs = signature.inputs.input_names()
-    contract = _serving_contract(contract_path, inputs)
-    if contract is not None:
-        return contract.model
-    number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
-    fields: dict[str, Any] = {name: (number, ...) for name in inputs}
-    return create_model("Record", __config__=ConfigDict(extra="ignore", frozen=True), **fields)
-
-
-def request_validator(contract_path: str | Path | None, inputs: list[str]) -> Any:
-    """The contract's record validator (for counting warn-level issues), or None."""
-    return _serving_contract(contract_path, inputs)
-
-
 @dataclass(frozen=True)
-class FrameCheck:
-    """Accept a request's records in one vectorised pass, or leave them to the schema.
+class ServedModel:
+    """What the service needs of one model version, checked before it answers anything.
 
-    Accepts only what the per-record schema (:func:`request_schema`) accepts too: every
-    feature present in every record as a finite number (an int where the contract says
-    int), inside its block-level range. Anything else (a string, a bool, a null, a value
-    out of range, a category feature) returns None, and the per-record schema decides
-    and names the field. So a 10,000-row request costs a few array operations, not
-    10,000 model validations, and error messages stay the schema's.
+    ``classes`` are the class labels in the order of ``predict_proba``'s columns (None
+    for a regressor).
     """
 
-    features: tuple[str, ...]
-    integer: tuple[bool, ...]
-    low: tuple[float, ...]
-    high: tuple[float, ...]
-    warn_low: tuple[float, ...]
-    warn_high: tuple[float, ...]
-    usable: bool = True
-
-    def accept(self, records: list[dict[str, Any]]) -> Any:
-        """The records as a frame of the features (model column order), or None."""
-        import numpy as np
-        import pandas as pd
-
-        if not self.usable or not records:
-            return None
-        frame = pd.DataFrame.from_records(records, columns=list(self.features))
-        for kind, integer in zip(frame.dtypes, self.integer):
-            if kind.kind not in ("i", "u") and (integer or kind.kind != "f"):
-                return None  # object (str, bool mixed in, None), bool, or a float for an int
-        values = frame.to_numpy(dtype="float64")
-        if not np.isfinite(values).all() or (values < self.low).any() or (values > self.high).any():
-            return None
-        return frame
-
-    def out_of_range(self, frame: Any) -> list[str]:
-        """What breaks a block-level range in a frame of the features, by feature."""
-        values = frame.to_numpy(dtype="float64")
-        outside = ((values < self.low) | (values > self.high)).sum(axis=0)
-        return [
-            f"{name}: {count} value(s) outside [{low}, {high}]"
-            for name, count, low, high in zip(self.features, outside, self.low, self.high)
-            if count
-        ]
-
-    def warnings(self, frame: Any) -> dict[str, int]:
-        """Records outside each feature's warn-level range, by feature (non-zero only)."""
-        values = frame.to_numpy(dtype="float64")
-        outside = ((values < self.warn_low) | (values > self.warn_high)).sum(axis=0)
-        return {name: int(count) for name, count in zip(self.features, outside) if count}
+    model: Any
+    check: RequestCheck
+    task: str
+    classes: tuple[Any, ...] | None
 
 
-def frame_check(model_dir: str | Path, contract_path: str | Path | None = None) -> FrameCheck:
-    """The vectorised twin of :func:`request_schema` for the same model and contract."""
+def load_served_model(model_dir: str | Path, contract_path: str | Path | None = None) -> ServedModel:
+    """Load the MLflow model in ``model_dir`` and its request check, or refuse it with a :class:`ServingError`.
+
+    Refused here, at start-up, rather than answered 500 later: no signature, a contract
+    that does not fit the signature, a model that does not load as scikit-learn, a
+    classifier without ``predict_proba``, a model whose task contradicts the contract,
+    and a model that cannot score its own logged input example.
+    """
+    import mlflow.sklearn
+    from sklearn.base import is_classifier
+
+    from mlops.request_check import request_check
+
+    check = request_check(model_dir, contract_path)
+    try:
+        model = mlflow.sklearn.load_model(str(model_dir))
+    except Exception as exc:  # an MLflow model without the sklearn flavour, a broken file, ...
+        raise ServingError(
+            f"The model at {model_dir} cannot be loaded as a scikit-learn model ({type(exc).__name__}: {exc}). "
+            "Serve a model logged with mlflow.sklearn (as `mlops train` does)."
+        ) from None
+    classifier = is_classifier(model) or hasattr(model, "classes_")
+    task = check.task or ("classification" if classifier else "regression")
+    name = type(model).__name__
+    if task == "classification" and not classifier:
+        raise ServingError(f"The data contract says classification, but the model ({name}) is not a classifier. {_RETRAIN}")
+    if task == "regression" and classifier:
+        raise ServingError(f"The data contract says regression, but the model ({name}) is a classifier. {_RETRAIN}")
+    if task == "classification" and not hasattr(model, "predict_proba"):
+        raise ServingError(
+            f"The classifier ({name}) has no predict_proba; serving answers class probabilities. "
+            "Use an estimator with probability estimates (e.g. SVC(probability=True)) and train again."
+        )
+    served = ServedModel(model, check, task, tuple(model.classes_) if task == "classification" else None)
+    _score_example(served, model_dir)
+    return served
+
+
+_RETRAIN = "Train again with `mlops train` (the contract decides the task), or serve another version."
+
+
+def _score_example(served: ServedModel, model_dir: str | Path) -> None:
+    """Score the input example logged with the model, so a model that cannot score fails now."""
     import mlflow.models
 
-    inputs = mlflow.models.Model.load(str(model_dir)).signature.inputs.input_names()
-    validator = _serving_contract(contract_path, inputs)
-    unbounded = (float("-inf"), float("inf"))
-    if validator is None:
-        bounds = {name: (False, unbounded, unbounded) for name in inputs}
-        usable = True
-    else:
-        columns = {column.name: column for column in validator.contract.features}
-        bounds = {name: _bounds(columns[name]) for name in inputs}
-        usable = all(
-            columns[name].type in ("float", "int") and columns[name].categories is None and not columns[name].nullable
-            for name in inputs
-        )
-    return FrameCheck(
-        features=tuple(inputs),
-        integer=tuple(bounds[name][0] for name in inputs),
-        low=tuple(bounds[name][1][0] for name in inputs),
-        high=tuple(bounds[name][1][1] for name in inputs),
-        warn_low=tuple(bounds[name][2][0] for name in inputs),
-        warn_high=tuple(bounds[name][2][1] for name in inputs),
-        usable=usable,
-    )
-
-
-def _bounds(column: Any) -> tuple[bool, tuple[float, float], tuple[float, float]]:
-    """(is int, block range, warn range) of one contract column; unbounded where unset."""
-    span = (
-        float("-inf") if column.min is None else float(column.min),
-        float("inf") if column.max is None else float(column.max),
-    )
-    unbounded = (float("-inf"), float("inf"))
-    block = column.severity_of("range") == "block"
-    return column.type == "int", span if block else unbounded, unbounded if block else span
-
-
-def _serving_contract(contract_path: str | Path | None, inputs: list[str]) -> Any:
-    if contract_path is None or not Path(contract_path).is_file():
-        return None
-    from mlops.contract import load_contract, record_validator
-
-    contract = load_contract(contract_path)
-    if sorted(column.name for column in contract.features) != sorted(inputs):
-        return None  # a model trained under another contract: its signature decides
-    return record_validator(contract, extra="ignore")
+    try:
+        example = mlflow.models.Model.load(str(model_dir)).load_input_example(str(model_dir))
+        frame = served.check.frame(example).frame
+    except Exception:  # no usable example (none logged, or one the contract now refuses): nothing to try
+        return
+    scorer = served.model.predict_proba if served.task == "classification" else served.model.predict
+    try:
+        scorer(frame)
+    except Exception as exc:
+        raise ServingError(
+            f"The model at {model_dir} cannot score its own input example ({type(exc).__name__}: {exc}). "
+            "Its preprocessing does not match its signature; train it again with `mlops train`."
+        ) from None
 
 
 def _run_id(model_name: str, version: str) -> str:

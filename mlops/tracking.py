@@ -160,7 +160,7 @@ def log_and_register(
         _log_data(frame, split, settings, data_path, manifest)
         for report in reports:
             mlflow.log_artifact(str(report), artifact_path="validation")
-        _log_plots(trained.pipeline, split, settings.model.task)
+        _log_plots(trained.pipeline, split, settings)
         version = _log_model(trained.pipeline, split, settings)
     mlflow.MlflowClient().set_registered_model_alias(settings.model.name, CHALLENGER, version)
     return RegisteredVersion(settings.model.name, version, run.info.run_id, dict(trained.metrics))
@@ -221,13 +221,13 @@ def _log_data(frame, split: DataSplit, settings: Settings, data_path: Path, mani
     mlflow.log_dict(summary, "split/summary.json")
 
 
-def _log_plots(pipeline: Any, split: DataSplit, task: str) -> None:
-    """Confusion matrix and ROC curve for a classifier, residuals for a regressor (no pyplot state)."""
+def _log_plots(pipeline: Any, split: DataSplit, settings: Settings) -> None:
+    """Confusion matrix (and ROC curve when binary) for a classifier, residuals for a regressor."""
     import mlflow
     from matplotlib.figure import Figure
 
     x, y = split.x_holdout, split.y_holdout
-    if task == "regression":
+    if settings.model.task == "regression":
         from sklearn.metrics import PredictionErrorDisplay
 
         figure = Figure(figsize=(5, 4))
@@ -236,17 +236,24 @@ def _log_plots(pipeline: Any, split: DataSplit, task: str) -> None:
         return
     from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
 
-    for name, display in (("confusion_matrix", ConfusionMatrixDisplay), ("roc_curve", RocCurveDisplay)):
+    from mlops.metrics import positive_label
+
+    classes = list(pipeline.classes_)
+    figure = Figure(figsize=(5 + 0.3 * len(classes), 4 + 0.3 * len(classes)))
+    ConfusionMatrixDisplay.from_estimator(pipeline, x, y, ax=figure.subplots(), xticks_rotation="vertical")
+    mlflow.log_figure(figure, "plots/confusion_matrix.png")
+    if len(classes) == 2:
         figure = Figure(figsize=(5, 4))
-        display.from_estimator(pipeline, x, y, ax=figure.subplots())
-        mlflow.log_figure(figure, f"plots/{name}.png")
+        positive = positive_label(classes, settings.model.positive_label)
+        RocCurveDisplay.from_estimator(pipeline, x, y, pos_label=positive, ax=figure.subplots())
+        mlflow.log_figure(figure, "plots/roc_curve.png")
 
 
 def _log_model(pipeline: Any, split: DataSplit, settings: Settings) -> str:
     import mlflow
     from mlflow.models import infer_signature
 
-    example = split.x_holdout.head(3)
+    example = _input_example(split.x_holdout)
     info = mlflow.sklearn.log_model(
         pipeline,
         name="model",
@@ -258,6 +265,16 @@ def _log_model(pipeline: Any, split: DataSplit, settings: Settings) -> str:
         pip_requirements=_pip_requirements(),
     )
     return str(info.registered_model_version)
+
+
+def _input_example(features: pd.DataFrame) -> pd.DataFrame:
+    """Three complete rows where there are (MLflow infers column types from them)."""
+    complete = features.dropna()
+    example = (complete if len(complete) >= 3 else features).head(3)
+    if example.isna().any().any():  # a column with nulls in every row: fill so a type can be inferred
+        example = example.apply(lambda column: column.fillna(features[column.name].dropna().iloc[0])
+                                if features[column.name].notna().any() else column)
+    return example
 
 
 def model_card(
@@ -330,7 +347,7 @@ def decide_promotion(challenger: RegisteredVersion, split: DataSplit, settings: 
     current = champion_version(challenger.name)
     champion_metrics = None
     if current is not None and current != challenger.version:
-        champion_metrics = _rescore(challenger.name, current, split, settings.model.task)
+        champion_metrics = _rescore(challenger.name, current, split, settings)
     return _judge(challenger.version, challenger.metrics, current, champion_metrics, settings)
 
 
@@ -342,7 +359,7 @@ def _judge(
     settings: Settings,
 ) -> PromotionDecision:
     """Margin against the champion (in the metric's direction) and the floors, as one decision."""
-    from mlops.training import higher_is_better
+    from mlops.metrics import higher_is_better
 
     metric, margin = settings.model.metric, settings.model.promotion_margin
     score = metrics[metric]
@@ -366,10 +383,13 @@ def _judge(
 
 
 def _floor_failures(metrics: dict[str, float], floors: dict[str, float]) -> list[str]:
-    from mlops.training import higher_is_better
+    from mlops.metrics import higher_is_better
 
     failures = []
     for name, limit in floors.items():
+        if name not in metrics:
+            failures.append(f"{name} could not be computed on this holdout (floor {limit:g})")
+            continue
         value = metrics[name]
         if higher_is_better(name) and value < limit:
             failures.append(f"{name} {value:.4f} is below the floor {limit:g}")
@@ -378,7 +398,7 @@ def _floor_failures(metrics: dict[str, float], floors: dict[str, float]) -> list
     return failures
 
 
-def _rescore(name: str, version: str, split: DataSplit, task: str) -> dict[str, float]:
+def _rescore(name: str, version: str, split: DataSplit, settings: Settings) -> dict[str, float]:
     """A registered version's metrics on this holdout; a version that cannot score it cannot be compared."""
     import mlflow
 
@@ -386,7 +406,7 @@ def _rescore(name: str, version: str, split: DataSplit, task: str) -> dict[str, 
 
     model = mlflow.sklearn.load_model(f"models:/{name}/{version}")
     try:
-        return evaluate(model, split.x_holdout, split.y_holdout, task)
+        return evaluate(model, split.x_holdout, split.y_holdout, settings.model.task, settings.model.positive_label)
     except (ValueError, KeyError, AttributeError) as exc:
         raise RegistryError(
             f"Version {version} of '{name}' cannot be scored on this holdout ({exc}). "
@@ -482,9 +502,9 @@ def _manual_decision(
     """The gate's checks for a move by hand, both versions re-scored on ``split``."""
     name, metric = settings.model.name, settings.model.metric
     try:
-        metrics = _rescore(name, version, split, settings.model.task)
+        metrics = _rescore(name, version, split, settings)
         rescore_champion = compare and current is not None and current != version
-        champion_metrics = _rescore(name, current, split, settings.model.task) if rescore_champion else None
+        champion_metrics = _rescore(name, current, split, settings) if rescore_champion else None
     except RegistryError as exc:
         if not force:
             raise

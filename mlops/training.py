@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mlops.errors import ConfigError, DataError
+from mlops.metrics import LOWER_IS_BETTER, higher_is_better, score_model
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
     from mlops.config import ModelConfig
+    from mlops.contract import Contract
 
 __all__ = [
     "Candidate",
@@ -41,30 +43,24 @@ __all__ = [
     "build_pipeline",
     "build_preprocessor",
     "candidates_from_config",
+    "check_contract_fits",
+    "check_trainable",
+    "contract_columns",
     "evaluate",
+    "feature_frame",
     "higher_is_better",
     "infer_columns",
     "row_hashes",
     "search_candidates",
     "split_holdout",
+    "split_for_contract",
     "split_manifest",
     "train_model",
 ]
 
-# Error metrics: lower is better. Every other metric: higher is better.
-LOWER_IS_BETTER = frozenset({"rmse", "mae"})
-# The scikit-learn scorer behind each metric name, for cross-validation.
-SCORERS = {
-    "roc_auc": "roc_auc",
-    "accuracy": "accuracy",
-    "f1": "f1",
-    "precision": "precision",
-    "recall": "recall",
-    "rmse": "neg_root_mean_squared_error",
-    "mae": "neg_mean_absolute_error",
-    "r2": "r2",
-}
 _HASH_BUCKETS = 10_000
+# Estimators that split on values: an ordinal code per category is enough, and cheaper than one-hot.
+_TREE_MODULES = ("sklearn.ensemble", "sklearn.tree", "xgboost", "lightgbm", "catboost")
 
 
 @dataclass(frozen=True)
@@ -118,11 +114,6 @@ class SearchResult:
     metric: str
 
 
-def higher_is_better(metric: str) -> bool:
-    """Direction of a metric: accuracy-like up, error-like (rmse, mae) down."""
-    return metric not in LOWER_IS_BETTER
-
-
 # --- Split -----------------------------------------------------------------------------
 
 
@@ -141,23 +132,136 @@ def row_hashes(frame: pd.DataFrame, seed: int) -> pd.Series:
 
 
 def split_holdout(
-    frame: pd.DataFrame, target: str, test_size: float, seed: int, task: str = "classification"
+    frame: pd.DataFrame, target: str, test_size: float, seed: int, task: str = "classification", min_train: int = 2
 ) -> DataSplit:
     """Split by row hash: a row is held out when its hash falls in the first ``test_size`` of buckets.
 
     Unlike a shuffled split, adding rows or reordering the file never moves an
     existing row to the other side, and identical rows never straddle the split.
+    For classification the split is stratified: each class is split on its own, and
+    keeps at least one holdout row and ``min_train`` training rows (the folds of the
+    search), or the class is named in a :class:`DataError`. Rows without a target
+    value are not used.
     """
     if target not in frame.columns:
         raise DataError(f"Target column '{target}' is not in the data. Set data.target in the config.")
+    frame = frame[frame[target].notna()]
     labels = frame[target]
-    if task == "classification" and labels.nunique() < 2:
-        raise DataError(f"Target column '{target}' has a single class; a classifier needs at least two.")
-    holdout = (row_hashes(frame, seed) % _HASH_BUCKETS) < round(test_size * _HASH_BUCKETS)
+    if task == "classification":
+        holdout = _stratified_holdout(frame, labels, test_size, seed, min_train)
+    else:
+        holdout = (row_hashes(frame, seed) % _HASH_BUCKETS) < round(test_size * _HASH_BUCKETS)
     if holdout.all() or not holdout.any():
         raise DataError(f"The hash split left one side empty ({len(frame)} rows). Use more rows or change test_size.")
     features = frame.drop(columns=[target])
     return DataSplit(features[~holdout], labels[~holdout], features[holdout], labels[holdout])
+
+
+def _stratified_holdout(frame: pd.DataFrame, labels: pd.Series, test_size: float, seed: int, min_train: int):
+    """Per class: the rows whose hash is in the first ``test_size`` of buckets, at least one."""
+    counts = labels.value_counts()
+    if len(counts) < 2:
+        found = _plain(counts.index[0]) if len(counts) else "nothing"
+        raise DataError(
+            f"Target column '{labels.name}' has a single class ({found!r}); a classifier needs at least two. "
+            "Check data.target, or use a file with more than one class."
+        )
+    needed = min_train + 1
+    if rare := {_plain(label): int(count) for label, count in counts.items() if count < needed}:
+        listed = ", ".join(f"{label!r} ({count} rows)" for label, count in rare.items())
+        raise DataError(
+            f"Class(es) {listed} of '{labels.name}' have fewer than {needed} rows: each class needs one holdout "
+            f"row and {min_train} training rows (model.search.cv_folds). Add rows, merge rare classes, or drop them."
+        )
+    buckets = row_hashes(frame, seed) % _HASH_BUCKETS
+    holdout = buckets < round(test_size * _HASH_BUCKETS)
+    for label in counts.index:
+        members = buckets[labels == label].sort_values(kind="stable")
+        held = int(holdout[members.index].sum())
+        wanted = min(max(held, 1), len(members) - min_train)
+        holdout[members.index] = False
+        holdout[members.index[:wanted]] = True  # the lowest buckets: the same rows whatever the file's order
+    return holdout
+
+
+def split_for_contract(frame: pd.DataFrame, contract: Contract, config: ModelConfig) -> DataSplit:
+    """The split every stage uses (training, the gate, promote/rollback): typed features, stratified classes."""
+    empty = [column.name for column in contract.features if column.name in frame and frame[column.name].isna().all()]
+    if empty:
+        raise DataError(
+            f"Feature column(s) {empty} have no values at all. Drop them from the file, or set "
+            "`role: ignore` for them in the data contract."
+        )
+    typed = feature_frame(frame, contract, keep_target=True)
+    return split_holdout(typed, contract.target, config.test_size, config.seed, config.task, config.search.cv_folds)
+
+
+def check_trainable(
+    frame: pd.DataFrame, contract: Contract, config: ModelConfig, candidates: list[Candidate] | None = None
+) -> None:
+    """Everything about the data and candidates that would fail training, said before it starts."""
+    split_for_contract(frame, contract, config)
+    for candidate in candidates if candidates is not None else candidates_from_config(config):
+        _check_task(candidate, config.task)
+
+
+def check_contract_fits(contract: Contract, settings: Any) -> None:
+    """The contract and the config agree on the target and the task, or a ConfigError names both."""
+    if contract.target != settings.data.target:
+        raise ConfigError(
+            f"data.target is '{settings.data.target}' but the data contract {settings.data.contract} names "
+            f"'{contract.target}'. Set data.target to '{contract.target}', or draft the contract again."
+        )
+    if contract.task != settings.model.task:
+        raise ConfigError(
+            f"model.task is '{settings.model.task}' but the data contract says '{contract.task}'. "
+            "Remove model.task from the config (the contract decides), or draft the contract again."
+        )
+    if not contract.features:
+        raise ConfigError(f"The data contract {settings.data.contract} has no feature columns (role: feature).")
+
+
+def _plain(label: Any) -> Any:
+    """A numpy scalar as the Python value it holds, so messages read ``'Yes'``, not ``np.str_('Yes')``."""
+    return label.item() if hasattr(label, "item") else label
+
+
+def contract_columns(contract: Contract) -> tuple[list[str], list[str]]:
+    """Numeric and categorical (text, bool) features, as the contract declares them."""
+    numeric = [column.name for column in contract.features if column.type in ("float", "int")]
+    categorical = [column.name for column in contract.features if column.type in ("str", "bool")]
+    return numeric, categorical
+
+
+def feature_frame(frame: pd.DataFrame, contract: Contract, *, keep_target: bool = False) -> pd.DataFrame:
+    """The contract's features (and target) in the types the model is trained and served with.
+
+    Text columns hold ``str`` or ``nan`` (a CSV column of digits declared ``str`` stays
+    text), bool columns ``bool`` or, with nulls, objects; ids, dates and ignored columns
+    are dropped. Training, the gate and batch scoring all feed the model through it.
+    """
+    import numpy as np
+    import pandas as pd
+
+    names = [column.name for column in contract.features]
+    missing = [name for name in names if name not in frame.columns]
+    if missing:
+        raise DataError(f"The data lacks the contract's feature column(s) {missing}. Fix the file or the contract.")
+    selected = names + ([contract.target] if keep_target and contract.target in frame.columns else [])
+    typed = frame[selected].copy()
+    for column in contract.features:
+        values = typed[column.name]
+        if column.type == "str" and values.dtype != object:
+            typed[column.name] = values.astype(object).where(values.notna(), np.nan).map(
+                lambda value: value if value is np.nan or isinstance(value, str) else str(value)
+            )
+        elif column.type == "str":
+            typed[column.name] = values.where(values.notna(), np.nan)
+        elif column.type == "bool" and values.dtype != bool:
+            typed[column.name] = values.astype(object).where(values.notna(), np.nan)
+        elif column.type in ("float", "int") and not pd.api.types.is_numeric_dtype(values):
+            typed[column.name] = pd.to_numeric(values, errors="coerce")
+    return typed
 
 
 def split_manifest(frame: pd.DataFrame, split: DataSplit, seed: int) -> pd.DataFrame:
@@ -165,7 +269,9 @@ def split_manifest(frame: pd.DataFrame, split: DataSplit, seed: int) -> pd.DataF
     import pandas as pd
 
     hashes = row_hashes(frame, seed)
-    side = pd.Series("train", index=frame.index).where(~frame.index.isin(split.x_holdout.index), "holdout")
+    side = pd.Series("unlabeled", index=frame.index)  # rows without a target value are not used
+    side[frame.index.isin(split.x_train.index)] = "train"
+    side[frame.index.isin(split.x_holdout.index)] = "holdout"
     return pd.DataFrame({"row": range(len(frame)), "row_hash": hashes.map("{:016x}".format), "split": side})
 
 
@@ -222,20 +328,26 @@ def infer_columns(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
     return numeric, [c for c in frame.columns if c not in numeric]
 
 
-def build_preprocessor(numeric: list[str], categorical: list[str]) -> ColumnTransformer:
-    """Impute and scale numeric columns; impute and one-hot encode categorical ones."""
+def build_preprocessor(numeric: list[str], categorical: list[str], *, ordinal: bool = False) -> ColumnTransformer:
+    """Impute and scale numeric columns; encode categorical ones (missing values are a category).
+
+    ``ordinal`` (tree models) codes each category as a number; otherwise one-hot. Either
+    way a category unseen in training is still scored: one-hot as all zeros, ordinal as -1.
+    """
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
     transformers = []
     if numeric:
         transformers.append(("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric))
     if categorical:
-        encoder = OneHotEncoder(handle_unknown="ignore", sparse_output=False)
-        categorical_steps = make_pipeline(SimpleImputer(strategy="most_frequent"), encoder)
-        transformers.append(("categorical", categorical_steps, categorical))
+        if ordinal:
+            encoder = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-2)
+        else:
+            encoder = OneHotEncoder(handle_unknown="ignore", sparse_output=False)
+        transformers.append(("categorical", encoder, categorical))
     return ColumnTransformer(transformers, verbose_feature_names_out=False)
 
 
@@ -244,14 +356,16 @@ def build_pipeline(
 ) -> Pipeline:
     """The estimator behind preprocessing for ``columns`` (numeric, categorical); a Pipeline is kept as is.
 
-    ``columns`` default to :func:`infer_columns`; a data contract declaring column types passes its own.
+    ``columns`` default to :func:`infer_columns`; a data contract declaring column types passes its own
+    (:func:`contract_columns`).
     """
     from sklearn.base import clone
     from sklearn.pipeline import Pipeline
 
     if isinstance(estimator, Pipeline):
         return clone(estimator)
-    preprocessor = build_preprocessor(*(columns or infer_columns(features)))
+    ordinal = type(estimator).__module__.startswith(_TREE_MODULES)
+    preprocessor = build_preprocessor(*(columns or infer_columns(features)), ordinal=ordinal)
     return Pipeline([("preprocess", preprocessor), ("model", clone(estimator))])
 
 
@@ -281,7 +395,7 @@ def search_candidates(
         fitted.append((search.best_score_, candidate, search))
     _, candidate, search = max(fitted, key=lambda item: item[0])
     params = _params(candidate.name, search.best_estimator_, split, config)
-    metrics = evaluate(search.best_estimator_, split.x_holdout, split.y_holdout, config.task)
+    metrics = evaluate(search.best_estimator_, split.x_holdout, split.y_holdout, config.task, config.positive_label)
     best = TrainedModel(search.best_estimator_, metrics, params)
     return SearchResult(best, tuple(trials), config.metric)
 
@@ -289,11 +403,14 @@ def search_candidates(
 def _search(candidate: Candidate, split: DataSplit, config: ModelConfig, columns) -> Any:
     from sklearn.model_selection import GridSearchCV, KFold, RandomizedSearchCV, StratifiedKFold
 
+    from mlops.metrics import scorer
+
+    _check_task(candidate, config.task)
     pipeline = build_pipeline(candidate.estimator, split.x_train, columns)
     space = {_step_param(pipeline, name): values for name, values in candidate.space.items()}
     folds = StratifiedKFold if config.task == "classification" else KFold
     common = {
-        "scoring": SCORERS[config.metric],
+        "scoring": scorer(config.metric, config.positive_label),
         "cv": folds(config.search.cv_folds, shuffle=True, random_state=config.seed),
         "n_jobs": config.search.n_jobs,
         "error_score": "raise",
@@ -308,6 +425,19 @@ def _search(candidate: Candidate, split: DataSplit, config: ModelConfig, columns
         raise ConfigError(f"Candidate '{candidate.name}' cannot be fitted: {exc}") from None
 
 
+def _check_task(candidate: Candidate, task: str) -> None:
+    """A regressor for a classification target (or the reverse) is a config error, before any fit."""
+    from sklearn.base import is_classifier, is_regressor
+
+    estimator = candidate.estimator.steps[-1][1] if hasattr(candidate.estimator, "steps") else candidate.estimator
+    if task == "classification" and is_regressor(estimator) or task == "regression" and is_classifier(estimator):
+        kind = "regressor" if task == "classification" else "classifier"
+        raise ConfigError(
+            f"Candidate '{candidate.name}' ({type(estimator).__name__}) is a {kind}, but the task is {task} "
+            "(from the data contract). Use an estimator for the task, or check data.target."
+        )
+
+
 def _step_param(pipeline: Pipeline, name: str) -> str:
     # Spaces name the estimator's own parameters; a user's pipeline names its steps itself.
     return name if "__" in name or "model" not in pipeline.named_steps else f"model__{name}"
@@ -315,7 +445,9 @@ def _step_param(pipeline: Pipeline, name: str) -> str:
 
 def _trials(candidate: str, search: Any) -> list[Trial]:
     results = search.cv_results_
-    sign = -1.0 if str(search.scoring).startswith("neg_") else 1.0
+    scoring = getattr(search.scoring, "__name__", str(search.scoring))
+    lower = str(scoring).startswith("neg_") or scoring.removesuffix("_scorer") in LOWER_IS_BETTER
+    sign = -1.0 if lower else 1.0
     return [
         Trial(candidate, dict(params), sign * float(mean), float(std))
         for params, mean, std in zip(results["params"], results["mean_test_score"], results["std_test_score"])
@@ -337,25 +469,11 @@ def _params(candidate: str, pipeline: Pipeline, split: DataSplit, config: ModelC
     }
 
 
-def evaluate(pipeline: Any, features: pd.DataFrame, labels: pd.Series, task: str = "classification") -> dict[str, float]:
-    """Holdout metrics under stable names, so runs compare in the MLflow UI."""
-    from sklearn import metrics
-
-    predicted = pipeline.predict(features)
-    if task == "regression":
-        return {
-            "rmse": math.sqrt(float(metrics.mean_squared_error(labels, predicted))),
-            "mae": float(metrics.mean_absolute_error(labels, predicted)),
-            "r2": float(metrics.r2_score(labels, predicted)),
-        }
-    scores = pipeline.predict_proba(features)[:, 1]
-    return {
-        "accuracy": float(metrics.accuracy_score(labels, predicted)),
-        "f1": float(metrics.f1_score(labels, predicted)),
-        "precision": float(metrics.precision_score(labels, predicted, zero_division=0)),
-        "recall": float(metrics.recall_score(labels, predicted)),
-        "roc_auc": float(metrics.roc_auc_score(labels, scores)),
-    }
+def evaluate(
+    pipeline: Any, features: pd.DataFrame, labels: pd.Series, task: str = "classification", positive: Any = None
+) -> dict[str, float]:
+    """Holdout metrics under stable names (:mod:`mlops.metrics`), so runs compare in the MLflow UI."""
+    return score_model(pipeline, features, labels, task, positive)
 
 
 def train_model(split: DataSplit, config: ModelConfig) -> TrainedModel:

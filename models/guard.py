@@ -1,6 +1,6 @@
-"""An ASGI middleware in front of the prediction endpoints: API key and body size.
+"""An ASGI middleware in front of the prediction endpoints: API key, body size, client errors.
 
-Both checks run before BentoML parses the body, so a refused request costs nothing:
+The first two checks run before BentoML parses the body, so a refused request costs nothing:
 
 * the API key, when the variable named by ``MLOPS_API_KEY_ENV`` (default
   ``MLOPS_API_KEY``) is set, is required on every path but health, metrics and
@@ -8,19 +8,27 @@ Both checks run before BentoML parses the body, so a refused request costs nothi
   compared in constant time (401 otherwise);
 * a body over ``MLOPS_MAX_REQUEST_BYTES`` is refused with 413, whether it announces its
   length or arrives chunked.
+
+Every client error (4xx) on those paths leaves as ``{"error": "..."}`` and is logged
+once, at INFO, in one line: BentoML answers its own 4xx as ``[{"error": ...}]`` (or
+pydantic's details) and logs each at ERROR with a traceback, which
+:func:`quiet_client_errors` turns off.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import logging
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from mlops.proxy import read_limited_body
 
-__all__ = ["OPEN_PATHS", "RequestGuard"]
+__all__ = ["OPEN_PATHS", "RequestGuard", "quiet_client_errors"]
+
+logger = logging.getLogger("mlops.serving")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -31,10 +39,13 @@ Send = Callable[[Message], Awaitable[None]]
 OPEN_PATHS = frozenset({"/", "/readyz", "/livez", "/healthz", "/metrics", "/docs", "/docs.json", "/schema.json"})
 _OPEN_PREFIXES = ("/static_content/", "/assets/")
 _DEFAULT_MAX_BYTES = 32 * 1024 * 1024
+# BentoML's log_exception() logs every refused request here, with its traceback.
+_BENTOML_ERROR_LOGGER = "bentoml._internal.server.http_app"
+_MAX_LOGGED_CHARS = 300
 
 
 class RequestGuard:
-    """Refuse unauthenticated (401) or oversized (413) requests to the predict endpoints."""
+    """Refuse unauthenticated (401) or oversized (413) requests; answer and log client errors alike."""
 
     def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
         self.app = app
@@ -45,6 +56,7 @@ class RequestGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS or scope["path"].startswith(_OPEN_PREFIXES):
             return await self.app(scope, receive, send)
+        send = _client_errors(scope, send)
         headers = {name.decode("latin-1").lower(): value for name, value in scope["headers"]}
         if self.api_key and not self._authorized(headers):
             return await _refuse(send, 401, "A valid API key is required: send 'Authorization: Bearer KEY'.")
@@ -64,6 +76,81 @@ class RequestGuard:
 
     def _too_large(self) -> str:
         return f"The request body is over {self.max_bytes} bytes; split it into smaller requests."
+
+
+def quiet_client_errors() -> None:
+    """Stop BentoML logging refused requests (4xx) at ERROR with a traceback; the guard logs them.
+
+    BentoML's endpoint wrapper logs every exception it answers, 422s included, with
+    ~30 lines of traceback. Server errors (5xx) keep their traceback. Call it in the
+    worker, after BentoML configured logging (its root logger only shows warnings).
+    """
+    logger.setLevel(logging.INFO)
+    target = logging.getLogger(_BENTOML_ERROR_LOGGER)
+    if _drop_client_error not in target.filters:
+        target.addFilter(_drop_client_error)
+
+
+def _drop_client_error(record: logging.LogRecord) -> bool:
+    from bentoml.exceptions import BentoMLException
+    from pydantic import ValidationError
+
+    error = record.exc_info[1] if record.exc_info else None
+    if isinstance(error, ValidationError):
+        return False  # answered 400
+    return not (isinstance(error, BentoMLException) and 400 <= int(error.error_code) < 500)
+
+
+def _client_errors(scope: Scope, send: Send) -> Send:
+    """``send``, but a 4xx answer is rewritten as ``{"error": message}`` and logged in one line."""
+    held: dict[str, Any] = {}
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start" and 400 <= message["status"] < 500:
+            held["start"], held["body"] = message, b""
+            return
+        if "start" not in held or message["type"] != "http.response.body":
+            return await send(message)
+        held["body"] += message.get("body", b"")
+        if message.get("more_body", False):
+            return
+        start = held.pop("start")
+        text = _error_text(held.pop("body"))
+        logger.info("%s %s refused %d: %s", scope.get("method"), scope["path"], start["status"], text[:_MAX_LOGGED_CHARS])
+        body = json.dumps({"error": text}).encode()
+        headers = [(name, value) for name, value in start.get("headers", []) if name.lower() not in _BODY_HEADERS]
+        headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({**start, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return wrapped
+
+
+_BODY_HEADERS = (b"content-type", b"content-length")
+
+
+def _error_text(body: bytes) -> str:
+    """The message of any error body BentoML or we produce: ``{"error"}``, ``[{"error"}]`` or pydantic's details."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body.decode("utf-8", "replace").strip() or "The request was refused."
+    if isinstance(data, list) and len(data) == 1:
+        data = data[0]
+    if not isinstance(data, dict):
+        return str(data)
+    details = data.get("detail")
+    if isinstance(details, list) and details:  # BentoML's answer to a body pydantic refused
+        shown = "; ".join(_detail(item) for item in details[:3])
+        return f'The body must be JSON {{"records": [{{...}}, ...]}}: {shown}.'
+    return str(data.get("error", data))
+
+
+def _detail(item: Any) -> str:
+    if not isinstance(item, dict):
+        return str(item)
+    where = ".".join(str(part) for part in item.get("loc", ()))
+    return f"{where}: {item.get('msg', '')}" if where else str(item.get("msg", ""))
 
 
 def _replay(body: bytes, original: Receive) -> Receive:

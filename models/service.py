@@ -1,24 +1,30 @@
 """The prediction endpoint: a BentoML service over one MLflow model version.
 
 Started by :func:`mlops.serving.start_server`, which names the model in the BentoML
-store (``MLOPS_BENTO_MODEL``), the prediction log folder (``MLOPS_PREDICTIONS_DIR``),
-the API key variable (``MLOPS_API_KEY_ENV``), the request size limit
-(``MLOPS_MAX_REQUEST_BYTES``), batching (``MLOPS_BATCH_MAX_SIZE``,
-``MLOPS_BATCH_MAX_LATENCY_MS``) and the access log (``MLOPS_ACCESS_LOG``)::
+store (``MLOPS_BENTO_MODEL``), the data contract (``MLOPS_CONTRACT``), the prediction
+log folder (``MLOPS_PREDICTIONS_DIR``), the API key variable (``MLOPS_API_KEY_ENV``),
+the request size limit (``MLOPS_MAX_REQUEST_BYTES``), batching
+(``MLOPS_BATCH_MAX_SIZE``, ``MLOPS_BATCH_MAX_LATENCY_MS``) and the access log
+(``MLOPS_ACCESS_LOG``)::
 
     curl -X POST http://127.0.0.1:3000/predict -H 'Content-Type: application/json' \\
-         -d '{"records": [{"mean_radius": 13.1, "mean_texture": 19.6, ...}]}'
-    {"model_name": "breast-cancer-classifier", "model_version": "3",
-     "predictions": [1], "probabilities": [[0.02, 0.98]]}
+         -d '{"records": [{"sepal length (cm)": 5.1, "garden": "north", ...}]}'
+    {"model_name": "flowers-classifier", "model_version": "3", "request_id": "…",
+     "predictions": ["setosa"], "probabilities": [[0.97, 0.02, 0.01]],
+     "classes": ["setosa", "versicolor", "virginica"]}
+
+A regressor answers numbers in ``predictions`` and null ``probabilities`` and ``classes``.
 
 Endpoints: ``/predict`` scores any number of records; requests arriving while the model
 is busy share its next call (:mod:`models.batching`, no wait window);
 ``/predict_batched`` takes the same body and answers per record, merged by BentoML's
 adaptive batching (which waits for more requests, so it adds latency at low load);
-``/arrow/predict`` scores an Arrow IPC stream (columnar bulk, see :mod:`models.arrow`). A record
-failing the request schema is answered 422 naming the field, before any batching, so
-one client's bad record never fails another's. ``/readyz``, ``/livez``, ``/metrics``
-(Prometheus) and ``/docs.json`` (OpenAPI) come from BentoML.
+``/arrow/predict`` scores an Arrow IPC stream (columnar bulk, see :mod:`models.arrow`).
+Every request passes the model's one request check
+(:class:`mlops.request_check.RequestCheck`) before any batching, so one client's bad
+record never fails another's: 422 naming the columns and records. ``/readyz``,
+``/livez`` and ``/metrics`` (Prometheus) come from BentoML, ``/docs`` and ``/docs.json``
+(OpenAPI, every feature listed) from :mod:`models.docs`.
 """
 
 from __future__ import annotations
@@ -31,13 +37,15 @@ import uuid
 from typing import Annotated, Any
 
 import bentoml
-from pydantic import AfterValidator, BaseModel, TypeAdapter
+from pydantic import AfterValidator, BaseModel, Field
 
 from mlops.deployment import SMOKE_TEST_HEADER
+from mlops.prediction_log import PredictionLogWriter
+from mlops.request_check import Checked, RequestRefused
 from models import arrow
 from models.batching import GreedyBatcher
-from models.guard import RequestGuard
-from mlops.prediction_log import PredictionLogWriter
+from models.docs import OpenAPIDocs
+from models.guard import RequestGuard, quiet_client_errors
 
 logger = logging.getLogger(__name__)
 
@@ -58,24 +66,35 @@ class Prediction(BaseModel):
     model_name: str
     model_version: str
     request_id: str  # with the record's position, the key ground-truth labels join on
-    predictions: list[int]
-    probabilities: list[list[float]]
+    predictions: list[Any]  # the user's labels (str, int, bool), or numbers for a regressor
+    probabilities: list[list[float]] | None = None  # per record, in the order of ``classes``
+    classes: list[Any] | None = None
 
 
 class RecordPrediction(BaseModel):
     model_name: str
     model_version: str
     request_id: str
-    prediction: int
-    probabilities: list[float]
+    prediction: Any
+    probabilities: list[float] | None = None
+    classes: list[Any] | None = None
 
 
-def _validated(records: list[dict[str, Any]]) -> list[dict[str, float]]:
+def _checked(records: Any) -> Checked:
     # Runs while BentoML parses the request, in the worker holding the service.
-    return bentoml.get_current_service().validate(records)
+    return bentoml.get_current_service().check_records(records)
 
 
-Records = Annotated[list[dict[str, Any]], AfterValidator(_validated)]
+def _checked_rows(records: Any) -> list[dict[str, Any]]:
+    # BentoML's batcher merges lists: the records stay a list, checked one request at a time.
+    bentoml.get_current_service().check_records(records)
+    return records
+
+
+# Any, not list[dict]: the request check names what is wrong with the shape, too.
+_ANY_RECORDS = Field(None, validate_default=True, description="The records to score (see the OpenAPI document).")
+Records = Annotated[Any, AfterValidator(_checked), _ANY_RECORDS]
+BatchRecords = Annotated[Any, AfterValidator(_checked_rows), _ANY_RECORDS]
 
 
 # BentoML's access log costs ~1 ms of CPU per request (a third of a small model's latency);
@@ -84,25 +103,21 @@ ACCESS_LOG = os.environ.get("MLOPS_ACCESS_LOG", "false") == "true"
 
 
 @bentoml.service(workers=1, traffic={"timeout": 60}, logging={"access": {"enabled": ACCESS_LOG}})
-class Classifier:
-    """Load the model once per worker; answer records with predictions and probabilities."""
+class Predictor:
+    """Load the model once per worker; answer records with labels (and probabilities) or numbers."""
 
     def __init__(self) -> None:
-        import mlflow.models
-        import mlflow.sklearn
+        from mlops.serving import load_served_model
 
-        from mlops.serving import frame_check, request_schema, request_validator
-
+        quiet_client_errors()
         bento_model = bentoml.models.get(os.environ["MLOPS_BENTO_MODEL"])
         # bentoml.mlflow.import_model keeps the MLflow model as-is in this folder.
-        model_dir = bento_model.path_of("mlflow_model")
-        self.model = mlflow.sklearn.load_model(model_dir)
-        self.schema = request_schema(model_dir, os.environ.get("MLOPS_CONTRACT"))
-        signature_inputs = mlflow.models.Model.load(model_dir).signature.inputs.input_names()
-        self.contract = request_validator(os.environ.get("MLOPS_CONTRACT"), signature_inputs)
-        self.frame_check = frame_check(model_dir, os.environ.get("MLOPS_CONTRACT"))
-        self._records = TypeAdapter(list[self.schema])
-        self.features = signature_inputs  # the model's column order
+        # A model that cannot be served stops the start here (ServingError naming why).
+        served = load_served_model(bento_model.path_of("mlflow_model"), os.environ.get("MLOPS_CONTRACT"))
+        self.model, self.check, self.task = served.model, served.check, served.task
+        self.features = self.check.names  # the model's column order
+        # Plain Python labels (JSON-ready), in the order of predict_proba's columns.
+        self.classes = None if served.classes is None else self.model.classes_.tolist()
         self.model_name = bento_model.info.labels["mlflow_model"]
         self.model_version = bento_model.info.labels["mlflow_version"]
         self.log = PredictionLogWriter(os.environ.get("MLOPS_PREDICTIONS_DIR", "predictions"))
@@ -115,31 +130,20 @@ class Classifier:
         # in the middle of requests (p99 at 32 clients fell from ~300 ms to ~100 ms).
         gc.freeze()
 
-    def validate(self, records: list[dict[str, Any]]) -> list[dict[str, float]]:
-        """Check each record against the schema; a 422 names the record and the field.
+    def check_records(self, records: Any) -> Checked:
+        """The request check, its refusal as BentoML's 400/422, its warn-level findings counted."""
+        from bentoml.exceptions import BadInput, UnprocessableEntity
 
-        All-numeric, in-range records pass one vectorised check (:class:`FrameCheck`);
-        only the rest go through the per-record schema, which explains a refusal.
-        """
-        from bentoml.exceptions import UnprocessableEntity
-        from pydantic import ValidationError
-
-        frame = self.frame_check.accept(records)
-        if frame is not None:
-            for column, count in self.frame_check.warnings(frame).items():
-                CONTRACT_WARNINGS.labels(column=column).inc(count)
-            return ValidRecords(records, frame)
         try:
-            valid = self._records.validate_python(records)
-        except ValidationError as exc:
-            problems = "; ".join(f"{_loc(error)}: {error['msg']}" for error in exc.errors()[:10])
-            raise UnprocessableEntity(f"{exc.error_count()} invalid field(s): {problems}") from None
-        rows = [row.model_dump() for row in valid]
-        if self.contract is not None:
-            for row in rows:
-                for finding in self.contract.warnings(row):
-                    CONTRACT_WARNINGS.labels(column=finding.split(":", 1)[0]).inc()
-        return rows
+            checked = self.check.records(records)
+        except RequestRefused as exc:
+            raise (BadInput if exc.status == 400 else UnprocessableEntity)(str(exc)) from None
+        self.count_warnings(checked.warnings)
+        return checked
+
+    def count_warnings(self, warnings: dict[str, int]) -> None:
+        for column, count in warnings.items():
+            CONTRACT_WARNINGS.labels(column=column).inc(count)
 
     @bentoml.api
     async def predict(self, records: Records, ctx: bentoml.Context) -> Prediction:
@@ -147,7 +151,7 @@ class Classifier:
         smoke = ctx.request.headers.get(SMOKE_TEST_HEADER) == "1"
         request_id = _request_id(ctx.request.headers.get("x-request-id"))
         ctx.response.headers["x-request-id"] = request_id
-        frame = self.features_frame(records)
+        frame = records.frame
         # Concurrent requests share one model call (models/batching.py); one alone never waits.
         labels, probabilities = await self.batcher.score(frame)
         if not smoke:
@@ -158,17 +162,20 @@ class Classifier:
             model_version=self.model_version,
             request_id=request_id,
             predictions=labels.tolist(),
-            probabilities=probabilities.tolist(),
+            probabilities=None if probabilities is None else probabilities.tolist(),
+            classes=self.classes,
         )
 
     @bentoml.api(batchable=True, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)
-    def predict_batched(self, records: Records) -> list[RecordPrediction]:
-        # Records of several clients share this call: each gets its own id (record 0).
-        scored, probabilities = self.score(self.features_frame(records))
+    def predict_batched(self, records: BatchRecords) -> list[RecordPrediction]:
+        # Records of several clients share this call, each request checked already; typed again, merged.
+        frame = self.check.records(records).frame
+        scored, probabilities = self.score(frame)
         labels = scored.tolist()
-        ids = [uuid.uuid4().hex for _ in labels]
-        for request_id, row, label in zip(ids, records, labels):
-            self.log_predictions([{name: row[name] for name in self.features}], [label], request_id)
+        rows = probabilities.tolist() if probabilities is not None else [None] * len(labels)
+        ids = [uuid.uuid4().hex for _ in labels]  # each record its own id (record 0)
+        for request_id, row, label in zip(ids, frame.to_dict(orient="records"), labels):
+            self.log_predictions([row], [label], request_id)
         return [
             RecordPrediction.model_construct(
                 model_name=self.model_name,
@@ -176,25 +183,19 @@ class Classifier:
                 request_id=request_id,
                 prediction=label,
                 probabilities=proba,
+                classes=self.classes,
             )
-            for request_id, label, proba in zip(ids, labels, probabilities.tolist())
+            for request_id, label, proba in zip(ids, labels, rows)
         ]
 
     @bentoml.on_shutdown
     def close_log(self) -> None:
         self.log.close()
 
-    def features_frame(self, rows: list[dict[str, float]]) -> Any:
-        """The checked records as a frame in the model's column order."""
-        import pandas as pd
-
-        frame = getattr(rows, "frame", None)  # built by the vectorised check
-        if frame is None:  # checked one by one, or merged by BentoML's batcher
-            frame = pd.DataFrame(rows, columns=self.features)
-        return frame
-
     def score(self, frame: Any) -> tuple[Any, Any]:
-        """Labels and class probabilities (numpy arrays) for a frame of valid features."""
+        """Labels and class probabilities (numpy arrays) for a checked frame; a regressor's numbers and None."""
+        if self.classes is None:
+            return self.model.predict(frame), None
         # One pass through the model: the label is the most probable class, as in predict.
         probabilities = self.model.predict_proba(frame)
         return self.model.classes_[probabilities.argmax(axis=1)], probabilities
@@ -214,14 +215,6 @@ class Classifier:
             logger.exception("Could not log a prediction; the response is unaffected.")
 
 
-class ValidRecords(list):
-    """Checked records that keep the frame built while checking them (bulk requests)."""
-
-    def __init__(self, records: list[dict[str, Any]], frame: Any) -> None:
-        super().__init__(records)
-        self.frame = frame
-
-
 def _request_id(given: str | None) -> str:
     """The client's ``X-Request-ID`` when it is a sane token, else a fresh one."""
     if given and len(given) <= 64 and given.replace("-", "").replace("_", "").isalnum():
@@ -229,14 +222,9 @@ def _request_id(given: str | None) -> str:
     return uuid.uuid4().hex
 
 
-def _loc(error: Any) -> str:
-    """``records[1].mean_radius`` from pydantic's location ``(1, "mean_radius")``."""
-    index, *field = error["loc"]
-    return f"records[{index}]" + "".join(f".{part}" for part in field)
-
-
 # BentoML derives a list output's media type from its JSON schema on every response
 # (12 % of the CPU at 32 clients); it is always JSON here.
-Classifier.apis["predict_batched"].output_spec.media_type = "application/json"
-Classifier.add_asgi_middleware(RequestGuard)
-Classifier.mount_asgi_app(arrow.app, path="/arrow")
+Predictor.apis["predict_batched"].output_spec.media_type = "application/json"
+Predictor.add_asgi_middleware(RequestGuard)
+Predictor.add_asgi_middleware(OpenAPIDocs, service=Predictor)
+Predictor.mount_asgi_app(arrow.app, path="/arrow")

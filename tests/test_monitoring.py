@@ -235,8 +235,11 @@ def test_join_labels__matches_request_and_record(tmp_path):
     from mlops.prediction_log import read_prediction_log
 
     labeled = join_labels(read_prediction_log(tmp_path / "log"), labels)
-    assert sorted(zip(labeled["a"], labeled["label"])) == [(2.0, 1), (3.0, 0)]
-    assert window_quality(labeled, "classification") == {"accuracy": 0.5, "f1": pytest.approx(2 / 3)}
+    assert sorted(zip(labeled.rows["a"], labeled.rows["label"])) == [(2.0, 1), (3.0, 0)]
+    assert (labeled.labels, labeled.labeled_rows, labeled.unmatched, labeled.invalid) == (3, 2, 1, 0)
+    quality = window_quality(labeled, "classification")
+    assert quality["accuracy"] == 0.5 and quality["f1"] == pytest.approx(2 / 3)
+    assert {"balanced_accuracy", "precision", "recall"} <= set(quality)
 
 
 def test_join_labels__file_without_required_columns_is_a_data_error(tmp_path):
@@ -251,6 +254,7 @@ def test_window_quality__regression_errors():
     quality = window_quality(labeled, "regression")
     assert quality["mae"] == pytest.approx(1 / 3)
     assert quality["rmse"] == pytest.approx((1 / 3) ** 0.5)
+    assert quality["r2"] == pytest.approx(1 - 1 / (14 / 3))
 
 
 def test_log_monitoring_run__links_the_check_to_the_model_version(tool_env, settings, tmp_path):
@@ -266,12 +270,15 @@ def test_log_monitoring_run__links_the_check_to_the_model_version(tool_env, sett
         model_name="breast-cancer-classifier",
         model_version="3",
         quality={"accuracy": 0.9},
+        labeled_rows=40,
+        invalid_labels=2,
         artifacts=[tmp_path / "drift.html"],
     )
     run = mlflow.get_run(run_id)
     assert run.data.tags["mlops.model_version"] == "3"
     assert run.data.metrics["drift_share"] == pytest.approx(summary.drift_share)
     assert run.data.metrics["window_accuracy"] == 0.9
+    assert (run.data.metrics["window_labeled_rows"], run.data.metrics["window_invalid_labels"]) == (40, 2)
     assert list(settings.mlflow_artifact_dir.rglob("drift.html")), "artifacts live under the state folder"
 
 

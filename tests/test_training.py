@@ -64,7 +64,9 @@ def test_train_model__reproducible_metrics(settings, estimator):
     split = split_holdout(frame, "target", 0.2, seed=42)
     first, second = train_model(split, config), train_model(split, config)
     assert first.metrics == second.metrics
-    assert set(first.metrics) == {"accuracy", "f1", "precision", "recall", "roc_auc"}
+    assert set(first.metrics) == {
+        "accuracy", "balanced_accuracy", "f1", "precision", "recall", "roc_auc", "average_precision", "log_loss"
+    }
     assert first.metrics["roc_auc"] > 0.95
     assert first.params["estimator"] == estimator
 
