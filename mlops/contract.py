@@ -436,11 +436,19 @@ _UNPARSED = "values_parse_as_numbers"
 
 
 def _in_scope(frame: pd.DataFrame, contract: Contract, scope: Scope) -> pd.DataFrame:
-    """In ``batch`` scope, the frame without its target column, without copying the data."""
-    if scope != "batch" or contract.target not in frame.columns:
+    """In ``batch`` scope, only the contract's features, without copying the data.
+
+    A scoring batch or a window of requests may carry more (the target, an id, a date):
+    those are not the model's concern, so they are not checked; a missing feature is.
+    """
+    if scope != "batch":
+        return frame
+    features = {column.name for column in contract.features}
+    if set(frame.columns) <= features:
         return frame
     view = frame.copy(deep=False)  # ``drop`` would copy every column: a second frame at peak
-    del view[contract.target]
+    for name in [name for name in view.columns if name not in features]:
+        del view[name]
     return view
 
 

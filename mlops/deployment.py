@@ -23,6 +23,7 @@ version. Example::
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import sys
@@ -181,31 +182,42 @@ def smoke_test(url: str, settings: Settings, version: str) -> None:
         )
     except httpx.HTTPError as exc:
         raise ServingError(f"The smoke test got no answer from {url} ({type(exc).__name__}).") from None
-    problems = _answer_problems(response, len(records), version)
+    problems = _answer_problems(response, len(records), version, settings)
     if problems:
         raise ServingError(f"The smoke test failed: {'; '.join(problems)}.")
 
 
 def _reference_sample(settings: Settings) -> list[dict[str, Any]]:
-    import pandas as pd
+    """Training rows as a client sends them: the contract's features, JSON nulls where values are missing."""
+    from mlops.contract import load_contract
+    from mlops.data import load_table
 
-    frame = pd.read_csv(settings.data.training).drop(columns=[settings.data.target], errors="ignore")
+    features = [column.name for column in load_contract(settings.data.contract).features]
+    frame = load_table(settings.data.training)[features]
     sample = frame.sample(n=min(settings.serving.smoke_rows, len(frame)), random_state=settings.model.seed)
     return json.loads(sample.to_json(orient="records"))
 
 
-def _answer_problems(response: Any, rows: int, version: str) -> list[str]:
+def _answer_problems(response: Any, rows: int, version: str, settings: Settings | None = None) -> list[str]:
+    """What is wrong with a smoke-test answer: its status, version, and predictions for the task."""
     if response.status_code != 200:
         return [f"HTTP {response.status_code}: {response.text[:300]}"]
     body = response.json()
     problems = []
     if str(body.get("model_version")) != version:
         problems.append(f"model_version is {body.get('model_version')!r}, expected {version!r}")
-    labels, probabilities = body.get("predictions") or [], body.get("probabilities") or []
-    if len(labels) != rows or len(probabilities) != rows:
-        problems.append(f"{len(labels)} predictions and {len(probabilities)} probability rows for {rows} records")
-    if not all(isinstance(label, int) for label in labels):
-        problems.append("predictions are not integer class labels")
+    labels = body.get("predictions") or []
+    if len(labels) != rows:
+        problems.append(f"{len(labels)} predictions for {rows} records")
+    if settings is not None and settings.model.task == "regression":
+        if not all(isinstance(value, (int, float)) and math.isfinite(value) for value in labels):
+            problems.append("predictions are not finite numbers")
+        return problems
+    probabilities, classes = body.get("probabilities") or [], body.get("classes")
+    if len(probabilities) != rows:
+        problems.append(f"{len(probabilities)} probability rows for {rows} records")
+    if classes is not None and not all(label in classes for label in labels):
+        problems.append(f"predictions are not among the classes {classes}")
     if not all(_is_distribution(row) for row in probabilities):
         problems.append("probability rows are not distributions over the classes")
     return problems

@@ -41,6 +41,11 @@ def _dates(rows: int, rng: np.random.Generator) -> list[str]:
     return [str(start + int(day)) for day in rng.integers(0, 700, rows)]
 
 
+def _shifted(values: pd.Series, reference: pd.Series, by: float) -> pd.Series:
+    """``values + by``, kept inside the reference's range: a shift the contract still accepts."""
+    return (values + by).clip(upper=reference.max())
+
+
 def flowers() -> tuple[pd.DataFrame, pd.DataFrame, DatasetSpec]:
     """Iris: 3 text classes, nulls in a feature, a text category, an id, a date, names with spaces."""
     from sklearn.datasets import load_iris
@@ -57,7 +62,7 @@ def flowers() -> tuple[pd.DataFrame, pd.DataFrame, DatasetSpec]:
     frame = frame.sample(frac=1.0, random_state=3).reset_index(drop=True)
     train, current = frame.iloc[:120].reset_index(drop=True), frame.iloc[120:].reset_index(drop=True)
     current = current.copy()
-    current["sepal length (cm)"] = current["sepal length (cm)"] * 1.25
+    current["sepal length (cm)"] = _shifted(current["sepal length (cm)"], train["sepal length (cm)"], 1.0)
     spec = DatasetSpec("flowers", "species", "classification", tuple(bunch.target_names),
                        ("flower_id", "picked on"), ("garden",))
     return train, current, spec
@@ -73,7 +78,7 @@ def wines() -> tuple[pd.DataFrame, pd.DataFrame, DatasetSpec]:
     frame = frame.sample(frac=1.0, random_state=5).reset_index(drop=True)
     train, current = frame.iloc[:140].reset_index(drop=True), frame.iloc[140:].reset_index(drop=True)
     current = current.copy()
-    current["alcohol"] = current["alcohol"] + 1.5
+    current["alcohol"] = _shifted(current["alcohol"], train["alcohol"], 1.2)
     return train, current, DatasetSpec("wines", "cultivar", "classification", (0, 1, 2))
 
 
@@ -98,7 +103,7 @@ def churn() -> tuple[pd.DataFrame, pd.DataFrame, DatasetSpec]:
     train, current = frame.iloc[:320].reset_index(drop=True), frame.iloc[320:].reset_index(drop=True)
     current = current.copy()
     current["plan"] = rng.choice(["basic", "plus", "pro", "enterprise"], len(current), p=[0.1, 0.2, 0.3, 0.4])
-    current["worst radius"] = current["worst radius"] * 1.2
+    current["worst radius"] = _shifted(current["worst radius"], train["worst radius"], 4.0)
     spec = DatasetSpec("churn", "churned", "classification", ("No", "Yes"), ("customer_id",), ("plan",))
     return train, current, spec
 
@@ -119,7 +124,7 @@ def prices() -> tuple[pd.DataFrame, pd.DataFrame, DatasetSpec]:
     frame = frame.sample(frac=1.0, random_state=9).reset_index(drop=True)
     train, current = frame.iloc[:360].reset_index(drop=True), frame.iloc[360:].reset_index(drop=True)
     current = current.copy()
-    current["índice_masa"] = current["índice_masa"] * 1.3
+    current["índice_masa"] = _shifted(current["índice_masa"], train["índice_masa"], 5.0)
     spec = DatasetSpec("prices", "progression", "regression", (), ("visit",), ("sex", "clinic"))
     return train, current, spec
 
