@@ -329,10 +329,17 @@ def _as_categories(reference: pd.Series, current: pd.Series) -> tuple[pd.Series,
 
     sides = [values.astype(object) if isinstance(values.dtype, pd.CategoricalDtype) else values
              for values in (reference, current)]
-    families = {_FAMILIES.get(pd.api.types.infer_dtype(values, skipna=True), "mixed") for values in sides} - {"empty"}
+    kinds = [_FAMILIES.get(pd.api.types.infer_dtype(values, skipna=True), "mixed") for values in sides]
+    if set(kinds) == {"bool", "number"}:  # a flag read as 1.0 / 0.0 on one side
+        sides = [_as_flags(values) if kind == "number" else values for values, kind in zip(sides, kinds)]
+    families = set(kinds) - {"empty"}
     if len(families) <= 1 and "mixed" not in families:
         return sides[0], sides[1]
     return sides[0].map(_label_key, na_action="ignore"), sides[1].map(_label_key, na_action="ignore")
+
+
+def _as_flags(values: pd.Series) -> pd.Series:
+    return values.map(lambda value: value if value not in (0, 1) else bool(value), na_action="ignore").astype(object)
 
 
 def _one_sided(column: str, reference: pd.Series, current: pd.Series) -> ColumnDrift | None:
@@ -510,8 +517,8 @@ class LabeledWindow:
     def summary(self) -> str:
         """One line for the log, then the problems."""
         line = f"{self.labeled_rows} of {self.labels} label(s) joined to logged predictions"
-        left = [f"{self.invalid} unusable" if self.invalid else "", f"{self.unmatched} unmatched" if self.unmatched else ""]
-        line += f" ({', '.join(filter(None, left))})." if any(left) else "."
+        left = [f"{count} {what}" for count, what in ((self.invalid, "unusable"), (self.unmatched, "unmatched")) if count]
+        line += f" ({', '.join(left)})." if left else "."
         return "\n".join([line, *self.problems])
 
 
@@ -544,7 +551,9 @@ def join_labels(window: pd.DataFrame, labels_path: str | Path, target: ColumnCon
     problems += _describe_unusable(joined["label"], truth_ok, target, "label")
     problems += _describe_unusable(joined["prediction"], predicted_ok, target, "logged prediction")
     usable = [a and b for a, b in zip(truth_ok, predicted_ok)]
-    rows = joined.assign(label=truth, prediction=predicted)[usable].reset_index(drop=True)
+    kept = joined[usable].reset_index(drop=True)  # then the typed values: no None to turn ints into floats
+    rows = kept.assign(label=[v for v, ok in zip(truth, usable) if ok],
+                       prediction=[v for v, ok in zip(predicted, usable) if ok])
     return LabeledWindow(
         rows, labels=len(labels) + duplicated, unmatched=unmatched, invalid=len(joined) - len(rows),
         problems=tuple(problems),
@@ -567,27 +576,33 @@ def window_quality(
     by value however they were read (``"1"``, ``1`` and ``1.0`` are one class); a
     metric this window cannot give (r2 on one row) is left out.
     """
-    from mlops.metrics import score_labels
+    import warnings
 
     rows = labeled.rows if isinstance(labeled, LabeledWindow) else labeled
     if rows.empty:
         return {}
-    if task == "regression":
-        pairs = [
-            (a, b) for a, b in zip(_numbers(rows["label"]), _numbers(rows["prediction"]))
-            if not (math.isnan(a) or math.isnan(b))
-        ]
-        scores = score_labels([a for a, _ in pairs], [b for _, b in pairs], task) if pairs else {}
-    else:
-        keyed = zip(map(_label_key, rows["label"]), map(_label_key, rows["prediction"]))
-        pairs = [(a, b) for a, b in keyed if a is not None and b is not None]
-        if not pairs:
-            return {}
-        known = [_label_key(c) for c in classes] if classes else [key for pair in pairs for key in pair]
-        keys = sorted({key for key in known if key is not None}, key=_key_order)
-        truth, predicted = [a for a, _ in pairs], [b for _, b in pairs]
-        scores = score_labels(truth, predicted, task, classes=keys, positive=_label_key(positive))
+    with warnings.catch_warnings():  # a small window lacks some classes: scikit-learn says so for each metric
+        warnings.simplefilter("ignore", UserWarning)
+        scores = _scores(rows, task, classes, positive)
     return {name: float(value) for name, value in scores.items() if math.isfinite(value)}
+
+
+def _scores(rows: pd.DataFrame, task: str, classes: Sequence[Any] | None, positive: Any) -> dict[str, float]:
+    """score_labels on the rows with both values: numbers for regression, canonical class keys otherwise."""
+    from mlops.metrics import score_labels
+
+    if task == "regression":
+        pairs = [(a, b) for a, b in zip(_numbers(rows["label"]), _numbers(rows["prediction"]))
+                 if not (math.isnan(a) or math.isnan(b))]
+        return score_labels([a for a, _ in pairs], [b for _, b in pairs], task) if pairs else {}
+    keyed = zip(map(_label_key, rows["label"]), map(_label_key, rows["prediction"]))
+    pairs = [(a, b) for a, b in keyed if a is not None and b is not None]
+    if not pairs:
+        return {}
+    known = [_label_key(c) for c in classes] if classes else [key for pair in pairs for key in pair]
+    keys = sorted({key for key in known if key is not None}, key=_key_order)
+    truth, predicted = [a for a, _ in pairs], [b for _, b in pairs]
+    return score_labels(truth, predicted, task, classes=keys, positive=_label_key(positive))
 
 
 def _read_labels(path: str | Path) -> pd.DataFrame:

@@ -7,7 +7,10 @@ One line per predicted record::
      "inputs": {"mean_radius": 13.1, …}, "prediction": 1}
 
 ``record`` is the record's position in its request, so ``(request_id, record)``
-names one prediction: ground-truth labels that arrive later join on it.
+names one prediction: ground-truth labels that arrive later join on it. Inputs keep
+their types (numbers, text, booleans, nulls: pandas' missing values become ``null``);
+``prediction`` is the user's label in its own type (``"Yes"``, ``2``, ``true``) or a
+regressor's number.
 
 Files are named ``predictions-YYYYMMDD.jsonl`` (UTC) and rotate daily. Bulk requests
 (``BULK_ROWS`` records or more) go to Parquet files beside them instead,
@@ -156,30 +159,50 @@ class PredictionLogWriter:
             self._write(batches)
 
     def _write(self, batches: list[_Batch]) -> None:
+        """Append the JSON lines and write the bulk files; a request that cannot be encoded
+        (a value of an unknown type) is dropped and counted alone, not with its neighbours."""
         day = datetime.now(timezone.utc).strftime("%Y%m%d")
-        records = sum(len(batch.predictions) for batch in batches)
+        small = [batch for batch in batches if len(batch.predictions) < BULK_ROWS]
+        bulk = [batch for batch in batches if len(batch.predictions) >= BULK_ROWS]
         try:
-            bulk = [batch for batch in batches if len(batch.predictions) >= BULK_ROWS]
-            lines = [line for batch in batches if len(batch.predictions) < BULK_ROWS for line in batch.lines()]
-            if lines:
-                with open(self.folder / f"predictions-{day}.jsonl", "ab") as handle:
-                    handle.write(b"\n".join(lines) + b"\n")
-            if bulk:
-                self._write_bulk(bulk, day)
-        except (OSError, TypeError, ValueError, ImportError):
-            self.dropped += records
+            encoded = [lines for lines in map(self._encoded, small) if lines]
+            try:
+                if encoded:
+                    with open(self.folder / f"predictions-{day}.jsonl", "ab") as handle:
+                        handle.write(b"\n".join(line for lines in encoded for line in lines) + b"\n")
+            except OSError:
+                self.dropped += sum(map(len, encoded))
+            tables = [table for table in map(self._table, bulk) if table is not None]
+            try:
+                if tables:
+                    self._write_bulk(tables, day)
+            except (OSError, TypeError, ValueError, ImportError):
+                self.dropped += sum(table.num_rows for table in tables)
         finally:
             with self._lock:
-                self._queued -= records
+                self._queued -= sum(len(batch.predictions) for batch in batches)
 
+    def _encoded(self, batch: _Batch) -> list[bytes]:
+        try:
+            return batch.lines()
+        except (TypeError, ValueError):
+            self.dropped += len(batch.predictions)
+            return []
 
-    def _write_bulk(self, batches: list[_Batch], day: str) -> None:
+    def _table(self, batch: _Batch) -> Any:
+        try:
+            return batch.table()
+        except (TypeError, ValueError, ImportError):  # pyarrow's type errors are both
+            self.dropped += len(batch.predictions)
+            return None
+
+    def _write_bulk(self, tables: list[Any], day: str) -> None:
         import uuid
 
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pa.concat_tables([batch.table() for batch in batches], promote_options="permissive")
+        table = pa.concat_tables(tables, promote_options="permissive")
         stamp = datetime.now(timezone.utc).strftime("%H%M%S")
         path = self.folder / f"predictions-{day}-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
         partial = path.with_suffix(".parquet.partial")  # readers never see half a file
@@ -234,7 +257,12 @@ def _columns_and_rows(inputs: Any) -> tuple[list[str] | None, Iterable[Any]]:
 
 
 def _to_json(value: Any) -> Any:
-    # numpy scalars and arrays arrive from the model
+    # numpy scalars and arrays arrive from the model; pandas' missing values from
+    # nullable columns (pd.NA, NaT) are nulls; dates and times are ISO text.
+    if type(value).__name__ in ("NAType", "NaTType"):
+        return None
     if hasattr(value, "tolist"):
         return value.tolist()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
     raise TypeError(f"cannot log a value of type {type(value).__name__}")

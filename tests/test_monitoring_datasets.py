@@ -119,22 +119,26 @@ def test_compute_drift__unseen_category_and_nulls_in_a_text_column() -> None:
 
 
 def test_compute_drift__categories_read_in_other_types_compare_equal() -> None:
-    # Given int and bool categories in training, and the same values as text, floats or objects later
+    # Given int and bool categories in training, and the same rows later as text, floats or objects
     rng = np.random.default_rng(3)
     reference = pd.DataFrame({"grade": rng.integers(1, 4, 500), "member": rng.random(500) < 0.4})
-    later = pd.DataFrame({"grade": rng.integers(1, 4, 300), "member": rng.random(300) < 0.4})
-    as_text = later.astype(str)
+    later = reference.sample(n=300, random_state=0).reset_index(drop=True)
+    native = compute_drift(reference, later, threshold=0.5, categorical=["grade", "member"])
+    assert not native.drifted_columns
+    assert [c.method for c in native.columns] == ["chi-square p_value", "Z-test p_value"]
+    # When they are compared in those other types, then the scores are the same
+    for batch in (later.astype(str), later.astype(float), later.astype(object)):
+        summary = compute_drift(reference, batch, threshold=0.5, categorical=["grade", "member"])
+        assert summary.columns == native.columns, batch.dtypes.to_dict()
+    # And nulls among them are left out, not a category of their own
     with_nulls = later.astype(object)
     with_nulls.loc[:9, ["grade", "member"]] = None
-    for batch in (later, as_text, with_nulls, later.astype(float)):
-        summary = compute_drift(reference, batch, threshold=0.5, categorical=["grade", "member"])
-        assert not summary.drifted_columns, batch.dtypes.to_dict()
-        assert summary.columns[0].method == "chi-square p_value"
+    assert not compute_drift(reference, with_nulls, threshold=0.5, categorical=["grade", "member"]).drifted_columns
 
 
 def test_compute_drift__a_column_null_in_the_whole_window_drifts_without_a_test() -> None:
     reference = pd.DataFrame({"plan": ["a", "b"] * 50, "x": np.arange(100.0)})
-    current = pd.DataFrame({"plan": [None] * 40, "x": np.arange(40.0)})
+    current = pd.DataFrame({"plan": [None] * 40, "x": np.arange(0.0, 100.0, 2.5)})
     summary = compute_drift(reference, current, threshold=0.5)
     plan = summary.columns[0]
     assert plan.drifted and plan.method == "no values on one side"
@@ -326,15 +330,17 @@ def test_combine_with_labeled__passes_the_training_gate_with_the_files_columns(d
 
 
 def test_combine_with_labeled__rows_the_contract_blocks_are_left_out_and_counted(tmp_path) -> None:
-    # Given flowers rows logged as they are, some shifted out of the contract's range for sepal length
+    # Given flowers rows (logged by an older server, say), four out of the contract's range for sepal length
     train, current, spec = build("flowers")
     contract = draft_contract(train, spec.target, spec.name)
     contract_path = write_contract(contract, tmp_path / "contract.yaml")
     features, _ = drift_columns(contract)
+    current = current.copy()
+    limit = next(column.max for column in contract.columns if column.name == "sepal length (cm)")
+    current.loc[:3, "sepal length (cm)"] = limit * 1.5
     labeled = current[features].assign(label=current[spec.target], request_id="r", record=range(len(current)),
                                        timestamp="2026-01-02T03:04:05+00:00")
-    outside = int((current["sepal length (cm)"] > contract.columns[1].max).sum())
-    assert outside > 0
+    outside = 4
     # When combined
     combined = combine_with_labeled(train, labeled, contract)
     # Then those rows are left out, the rest added, and the gate passes
@@ -365,3 +371,38 @@ def test_combine_with_labeled__a_required_column_the_log_lacks_is_named(tmp_path
     labeled = current[features].assign(label=current[spec.target], request_id="r", record=range(len(current)))
     with pytest.raises(DataError, match="'visit'.*nullable: true"):
         combine_with_labeled(train, labeled, contract)
+
+
+# --- The prediction log ------------------------------------------------------------------
+
+
+def test_prediction_log__nullable_columns_and_labels_keep_their_types(tmp_path) -> None:
+    # Given a request frame with pandas' nullable types (pd.NA) and text labels, then a bulk one
+    frame = pd.DataFrame({
+        "count": pd.array([1, None, 3], dtype="Int64"),
+        "flag": pd.array([True, None, False], dtype="boolean"),
+        "plan": pd.array(["basic", None, "pro"], dtype="string"),
+        "when": pd.to_datetime(["2026-01-01", None, "2026-01-03"]),
+    })
+    writer = PredictionLogWriter(tmp_path / "log")
+    writer.log(request_id="small", model_name="m", model_version="1", inputs=frame, predictions=["Yes", "No", "Yes"])
+    bulk = pd.concat([frame] * (BULK_ROWS // 3 + 1), ignore_index=True)
+    writer.log(request_id="bulk", model_name="m", model_version="1", inputs=bulk, predictions=["No"] * len(bulk))
+    writer.close()
+    # When read back, then nothing was dropped and the values are the request's
+    assert writer.dropped == 0
+    logged = read_prediction_log(tmp_path / "log")
+    small = logged[logged["request_id"] == "small"]
+    assert small["plan"].tolist()[::2] == ["basic", "pro"] and pd.isna(small["plan"].tolist()[1])
+    assert small["flag"].tolist()[::2] == [True, False] and pd.isna(small["flag"].tolist()[1])
+    assert small["prediction"].tolist() == ["Yes", "No", "Yes"]
+    assert (logged["request_id"] == "bulk").sum() == len(bulk)
+
+
+def test_prediction_log__a_request_that_cannot_be_encoded_is_dropped_alone(tmp_path) -> None:
+    writer = PredictionLogWriter(tmp_path / "log")
+    writer.log(request_id="bad", model_name="m", model_version="1", inputs=[{"x": object()}], predictions=[1])
+    writer.log(request_id="good", model_name="m", model_version="1", inputs=[{"x": 1.0}], predictions=[0])
+    writer.close()
+    assert writer.dropped == 1
+    assert read_prediction_log(tmp_path / "log")["request_id"].tolist() == ["good"]

@@ -119,3 +119,146 @@ def test_monitoring_flow__no_drift_no_retrain(tool_env, settings):
     assert not outcome.drift.drift_detected
     assert outcome.decision.triggers == () and outcome.retrain is None
     assert outcome.validation.success and not outcome.validation.failures, "log metadata is not a contract column"
+
+
+# --- Every task and dataset kind (tests/datasets.py) ---------------------------------------
+
+
+@pytest.fixture
+def dataset_settings(request, tmp_path, monkeypatch, mlflow_db_template):
+    """Settings for one dataset of tests/datasets.py: its training file and drafted contract under tmp_path."""
+    import shutil
+
+    from datasets import write
+    from mlops.config import load_settings
+    from mlops.contract import draft_contract, write_contract
+    from mlops.environment import tool_environment
+
+    monkeypatch.chdir(tmp_path)
+    train_path, current_path, spec = write(request.param, tmp_path / "data")
+    contract_path = write_contract(
+        draft_contract(load_table(train_path), spec.target, spec.name), tmp_path / "contracts" / f"{spec.name}.yaml"
+    )
+    data = {"training": str(train_path), "target": spec.target, "contract": str(contract_path),
+            "suite": str(tmp_path / "expectations" / f"{spec.name}.json")}
+    settings = load_settings(state_dir=tmp_path / "state", data=data)
+    settings.state_dir.mkdir(parents=True)
+    shutil.copy(mlflow_db_template, settings.state_dir / "mlflow.db")
+    with tool_environment(settings):
+        yield settings, load_table(current_path), spec
+
+
+def _inputs(frame, contract):
+    """The contract's features as the model takes them: text missing as NaN, bools as bools."""
+    import numpy as np
+
+    typed = frame[[column.name for column in contract.features]].copy()
+    for column in contract.features:
+        if column.type == "str":
+            typed[column.name] = typed[column.name].astype(object).where(typed[column.name].notna(), np.nan)
+    return typed
+
+
+def _register_champion(settings, contract):
+    """A scikit-learn pipeline fitted on the dataset, registered and made champion with its training snapshot."""
+    import tempfile
+    from pathlib import Path
+
+    import mlflow
+    import skops.io
+    from mlflow.models import infer_signature
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    from registered import set_champion, use_experiment
+
+    train = load_table(settings.data.training)
+    x = _inputs(train, contract)
+    numeric = [c.name for c in contract.features if c.type in ("int", "float") and not c.categories]
+    encoded = [name for name in x.columns if name not in numeric]
+    columns = ColumnTransformer([
+        ("numbers", make_pipeline(SimpleImputer(), StandardScaler()), numeric),
+        ("categories", OneHotEncoder(handle_unknown="ignore"), encoded),
+    ])
+    estimator = Ridge() if contract.task == "regression" else LogisticRegression(max_iter=2000)
+    pipeline = make_pipeline(columns, estimator).fit(x, train[contract.target])
+    use_experiment(settings)
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            pipeline, name="model", signature=infer_signature(x, pipeline.predict(x)),
+            registered_model_name=settings.model.name, serialization_format="skops",
+            skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(pipeline)),
+            pip_requirements=["scikit-learn"],
+        )
+        with tempfile.TemporaryDirectory() as folder:
+            snapshot = Path(folder) / "reference.parquet"
+            train.to_parquet(snapshot, index=False)
+            mlflow.log_artifact(str(snapshot), artifact_path="data")
+    set_champion(settings, str(info.registered_model_version))
+    return pipeline
+
+
+def _served_rows(frame, contract):
+    """The rows the server accepts: features within their block-level ranges (the shift pushed some out)."""
+    inside = frame.index == frame.index
+    for column in contract.features:
+        if column.type in ("int", "float") and column.min is not None and column.max is not None:
+            values = frame[column.name]
+            inside &= (values.isna() | values.between(column.min, column.max)).to_numpy()
+    return frame[inside].reset_index(drop=True)
+
+
+@pytest.mark.parametrize("dataset_settings", ["flowers", "wines", "churn", "prices"], indirect=True)
+def test_monitoring_flow__every_task_measures_drift_and_quality_and_retrains_on_labeled_rows(dataset_settings):
+    import json
+
+    import mlflow
+
+    from flows.monitoring import monitoring_flow
+    from mlops.contract import load_contract
+    from mlops.monitoring import drift_columns
+
+    # Given a champion for the dataset, and its shifted batch served (in range), logged and labeled later
+    settings, current, spec = dataset_settings
+    contract = load_contract(settings.data.contract)
+    champion = _register_champion(settings, contract)
+    served = _served_rows(current, contract)
+    features, categorical = drift_columns(contract)
+    predictions = champion.predict(_inputs(served, contract)).tolist()
+    _log(settings, served[features].astype(object).where(served[features].notna(), None), predictions, "batch-1")
+    labels = settings.state_dir / "labels.csv"
+    truth = served[spec.target].tolist()
+    labels.write_text("request_id,record,label\n" + "".join(f"batch-1,{i},{y}\n" for i, y in enumerate(truth)))
+    # A floor the window's quality is past (the task's default metric: accuracy or rmse), and a low drift bar
+    floor = 1.01 if spec.task == "classification" else 0.0
+    policy = _with(settings, quality_metric=None, quality_floor=floor, drift_share_threshold=0.1, min_rows=10,
+                   cooldown_minutes=0, max_retrains_per_day=99, retrain_data="reference+labeled")
+    # When the monitoring flow runs
+    outcome = monitoring_flow(policy, labels_path=labels)
+    # Then the features only are compared, categories as categories, and the shifted columns drift
+    assert [drift.column for drift in outcome.drift.columns] == features
+    methods = {drift.column: drift.method for drift in outcome.drift.columns}
+    assert all(methods[column] in ("chi-square p_value", "Z-test p_value") for column in categorical)
+    shifted = {"flowers": "sepal length (cm)", "wines": "alcohol", "churn": "plan", "prices": "índice_masa"}
+    assert shifted[spec.name] in outcome.drift.drifted_columns
+    # And the quality has the task's metrics, on every labeled row, recorded with that count
+    assert outcome.labels.labeled_rows == len(served) and outcome.labels.invalid == 0
+    expected = {"rmse", "mae", "r2"} if spec.task == "regression" else {"accuracy", "balanced_accuracy", "f1"}
+    assert expected <= set(outcome.quality)
+    run = mlflow.get_run(outcome.mlflow_run_id)
+    assert run.data.metrics["window_labeled_rows"] == len(served)
+    metric = "rmse" if spec.task == "regression" else "accuracy"
+    assert run.data.metrics[f"window_{metric}"] == pytest.approx(outcome.quality[metric])
+    saved = json.loads(outcome.summary_path.read_text())
+    assert saved["labels"]["labeled_rows"] == len(served) and saved["quality_metric"] == metric
+    # And the retrain ran on the training file plus the labeled rows, which passed the training gate
+    assert any(metric in trigger for trigger in outcome.decision.triggers)
+    assert outcome.retrain is not None, outcome.decision.explain()
+    params = mlflow.get_run(outcome.retrain.registered.run_id).data.params
+    trained_on = int(params["train_rows"]) + int(params["holdout_rows"])
+    assert trained_on == len(load_table(settings.data.training)) + len(served)
+    written = load_table(next((settings.state_dir / "retrain").glob("train-plus-labeled-*.csv")))
+    assert list(written.columns) == list(load_table(settings.data.training).columns)

@@ -54,7 +54,7 @@ def project_for(name: str, folder: Path, suffix: str = ".csv", extra: str = "") 
 def _ok(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
     assert "Traceback" not in result.stdout + result.stderr
-    return result.stdout
+    return " ".join(result.stdout.split())  # the console wraps long lines
 
 
 # --- Drafting, splitting, metrics: no servers ------------------------------------------

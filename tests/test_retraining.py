@@ -7,15 +7,15 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from mlops.config import MonitoringConfig
-from mlops.retraining import RETRAIN_TAG, RetrainHistory, decide_retrain, retrain_history
+from mlops.retraining import RETRAIN_TAG, RetrainHistory, decide_retrain, retrain_history, watched_metric
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
 POLICY = MonitoringConfig(drift_share_threshold=0.3, min_rows=30, cooldown_minutes=60, max_retrains_per_day=3)
 
 
-def decide(drift_share=0.5, quality=None, rows=100, history=RetrainHistory(), policy=POLICY):
+def decide(drift_share=0.5, quality=None, rows=100, history=RetrainHistory(), policy=POLICY, **given):
     return decide_retrain(
-        drift_share=drift_share, quality=quality, window_rows=rows, history=history, policy=policy, now=NOW
+        drift_share=drift_share, quality=quality, window_rows=rows, history=history, policy=policy, now=NOW, **given
     )
 
 
@@ -39,6 +39,39 @@ def test_decide_retrain__error_metric_floor_is_a_ceiling():
     policy = POLICY.model_copy(update={"quality_metric": "rmse", "quality_floor": 50.0})
     assert decide(drift_share=0.0, quality=60.0, policy=policy).retrain
     assert not decide(drift_share=0.0, quality=40.0, policy=policy).retrain
+
+
+@pytest.mark.parametrize(
+    ("metric", "floor", "worse", "better"),
+    [("rmse", 50.0, 60.0, 40.0), ("mae", 30.0, 31.0, 29.0), ("r2", 0.4, 0.2, 0.6),
+     ("balanced_accuracy", 0.8, 0.7, 0.9), ("f1", 0.8, 0.5, 0.85)],
+)
+def test_decide_retrain__each_metric_goes_its_own_way(metric, floor, worse, better):
+    policy = POLICY.model_copy(update={"quality_metric": metric, "quality_floor": floor})
+    task = "regression" if metric in ("rmse", "mae", "r2") else "classification"
+    fired = decide(drift_share=0.0, quality=worse, policy=policy, task=task)
+    assert fired.retrain and f"{metric} {worse:.4f} past its floor" in fired.explain()
+    assert not decide(drift_share=0.0, quality=better, policy=policy, task=task).triggers
+
+
+def test_decide_retrain__no_metric_given_watches_the_tasks_default():
+    # Given a policy built directly (quality_metric None), with a floor for a regression error
+    policy = MonitoringConfig(quality_floor=50.0, min_rows=30)
+    assert policy.quality_metric is None
+    assert watched_metric(policy, "regression") == "rmse" and watched_metric(policy, "classification") == "accuracy"
+    # When rmse on the window is 60 (worse: higher), then the regression check retrains
+    decision = decide(drift_share=0.0, quality=60.0, policy=policy, task="regression")
+    assert decision.retrain and "rmse 60.0000 past its floor 50.0000 (higher is worse)" in decision.explain()
+    # And the same value for a classifier reads as accuracy 60 above a floor of 50: nothing to do
+    assert not decide(drift_share=0.0, quality=60.0, policy=policy).triggers
+
+
+def test_decide_retrain__quality_on_too_few_labeled_rows_does_not_retrain():
+    policy = POLICY.model_copy(update={"quality_metric": "accuracy", "quality_floor": 0.9})
+    decision = decide(drift_share=0.0, quality=0.5, policy=policy, labeled_rows=5)
+    assert not decision.retrain and "5 labeled rows" in decision.blocked_by
+    assert decide(drift_share=0.0, quality=0.5, policy=policy, labeled_rows=30).retrain
+    assert decide(drift_share=0.6, quality=0.5, policy=policy, labeled_rows=5).retrain, "drift alone suffices"
 
 
 @pytest.mark.parametrize(
