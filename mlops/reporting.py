@@ -33,12 +33,15 @@ def print_monitoring(outcome: Any, console: Console | None = None) -> None:
     console.print(drift.summary())
     console.print(f"  drift report: {drift.report_path}")
     console.print(f"  drift summary: {outcome.summary_path}")
+    if getattr(outcome, "labels", None) is not None:
+        console.print(f"  labels: {outcome.labels.summary()}")
     for name, value in getattr(outcome, "quality", {}).items():
         console.print(f"  quality on labeled rows: {name}={value:.4f}")
     if getattr(outcome, "mlflow_run_id", None):
         console.print(f"  recorded as MLflow run {outcome.mlflow_run_id}")
     if outcome.retrain is not None:
-        console.print("[bold]Retraining triggered by drift:[/bold]")
+        reasons = "; ".join(getattr(outcome.decision, "triggers", ()) or ()) or "drift"
+        console.print(f"[bold]Retraining triggered ({reasons}):[/bold]")
         print_training(outcome.retrain, console)
     elif getattr(outcome, "decision", None) is not None:
         console.print(outcome.decision.explain())
