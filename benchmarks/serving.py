@@ -16,10 +16,13 @@ Contenders, one worker each, all on 127.0.0.1:
   the limit of a hand-written endpoint without batching or any checks.
 
 Models: a RandomForest of 100 trees (expensive per call) and a StandardScaler +
-LogisticRegression pipeline (cheap per call), on the breast-cancer training data.
+LogisticRegression pipeline (cheap per call), on the breast-cancer training data
+(numbers only); and, so the request check's text and bool columns are measured, a
+one-hot + LogisticRegression pipeline on ``tests/datasets.py``'s churn table (seven
+numbers, an integer, a text category and a bool; served with its drafted contract).
 Scenarios: single-record requests at 1, 8 and 32 concurrent connections; 100-row batches
 at 8; 10,000-row batches at 1 (rows/s, against in-process ``predict_proba`` rows/s on the
-same frame). The load client is ``benchmarks/_load.py`` in its own process; each round
+same frame); the churn model at 1 record × 32 clients and 10,000-row batches only. The load client is ``benchmarks/_load.py`` in its own process; each round
 runs every contender once, in an order rotated per round, and the table keeps each
 figure's median over the rounds.
 """
@@ -63,6 +66,52 @@ class Request:
     content_type: str = "application/json"
 
 
+@dataclass(frozen=True)
+class Dataset:
+    """What a model is fitted on and sent; ``contract`` describes it (None: the bundled one)."""
+
+    features: object  # pandas DataFrame
+    target: object  # pandas Series
+    contract: object = None
+
+
+def breast_cancer() -> Dataset:
+    import pandas as pd
+
+    frame = pd.read_csv(REPO / "data" / "train.csv")
+    return Dataset(frame.drop(columns="target"), frame["target"])
+
+
+def churn() -> Dataset:
+    """tests/datasets.py's churn table: text and bool features, text labels (No/Yes)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from datasets import build
+
+    from mlops.contract import draft_contract
+
+    train, _, spec = build("churn")
+    contract = draft_contract(train, spec.target, "churn")
+    return Dataset(train[[column.name for column in contract.features]], train[spec.target], contract)
+
+
+def churn_pipeline():
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    numbers = make_pipeline(SimpleImputer(strategy="median"), StandardScaler())
+    categories = OneHotEncoder(handle_unknown="ignore", sparse_output=False)
+    columns = ColumnTransformer([("numbers", numbers, ["mean.radius", "mean.texture", "mean.perimeter", "worst radius", "worst texture", "worst perimeter", "worst concave points", "tenure_months"]), ("categories", categories, ["plan", "paperless"])])  # fmt: skip
+    return make_pipeline(columns, LogisticRegression(max_iter=5000))
+
+
+CATEGORICAL = "Churn text+bool features, LogisticRegression"
+# The data each model is fitted on and sent (``register`` defaults to breast cancer).
+DATASETS = {CATEGORICAL: churn}
+
+
 def build_models() -> dict[str, object]:
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
@@ -72,18 +121,30 @@ def build_models() -> dict[str, object]:
     return {
         "RandomForest": RandomForestClassifier(n_estimators=100, random_state=0),
         "LogisticRegression": make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000)),
+        CATEGORICAL: churn_pipeline(),
     }
 
 
-def register(settings, estimator) -> str:
-    """Fit on the training data, log with a signature, register, alias ``champion``."""
+def data_settings(dataset: Dataset, folder: Path) -> dict:
+    """The ``data`` section serving and the deploy smoke test need for a dataset of our own."""
+    if dataset.contract is None:
+        return {}
+    from mlops.contract import write_contract
+
+    training = folder / "training.csv"
+    dataset.features.assign(**{dataset.contract.target: dataset.target}).to_csv(training, index=False)
+    contract = write_contract(dataset.contract, folder / "contract.yaml")
+    return {"name": dataset.contract.name, "training": str(training), "target": dataset.contract.target, "contract": str(contract)}
+
+
+def register(settings, estimator, dataset: Dataset | None = None) -> str:
+    """Fit on the dataset (default: the breast-cancer training data), log with a signature, register, alias ``champion``."""
     import mlflow
-    import pandas as pd
     from mlflow import MlflowClient
     from mlflow.models import infer_signature
 
-    frame = pd.read_csv(REPO / "data" / "train.csv")
-    features, target = frame.drop(columns="target"), frame["target"]
+    dataset = dataset or breast_cancer()
+    features, target = dataset.features, dataset.target
     model = estimator.fit(features, target)
     location = settings.mlflow_artifact_dir.resolve().as_uri()
     experiment = mlflow.create_experiment(settings.model.experiment, artifact_location=location)
@@ -105,12 +166,10 @@ def _trusted_types(model) -> list[str]:
     return skops.io.get_untrusted_types(data=skops.io.dumps(model))
 
 
-def write_bodies(folder: Path, scenarios: list[Scenario]) -> dict[tuple[str, int], Path]:
-    """Request bodies per format and row count, sampled (seeded) from the training data."""
-    import pandas as pd
+def write_bodies(folder: Path, scenarios: list[Scenario], features) -> dict[tuple[str, int], Path]:
+    """Request bodies per format and row count, sampled (seeded) from the training features."""
     import pyarrow as pa
 
-    features = pd.read_csv(REPO / "data" / "train.csv").drop(columns="target")
     bodies: dict[tuple[str, int], Path] = {}
     for rows in sorted({scenario.rows for scenario in scenarios}):
         sample = features.sample(rows, replace=True, random_state=0) if rows > 1 else features.head(1)
@@ -231,7 +290,9 @@ class Contenders:
         stop_deployment(self.settings)
 
 
-def measure_model(name: str, estimator, scenarios: list[Scenario], args: argparse.Namespace, folder: Path) -> dict:
+def measure_model(
+    name: str, estimator, dataset: Dataset, scenarios: list[Scenario], args: argparse.Namespace, folder: Path
+) -> dict:
     """Median figures per (scenario, contender), plus in-process rows/s per batch size."""
     import mlflow
 
@@ -239,13 +300,16 @@ def measure_model(name: str, estimator, scenarios: list[Scenario], args: argpars
     from mlops.environment import tool_environment
     from mlops.serving import free_port
 
-    folder = folder / name
+    folder = folder / name.replace(" ", "-").replace(",", "").replace("+", "-")
     folder.mkdir(parents=True)
-    settings = load_settings(state_dir=folder / "state", serving={"port": free_port()}, model={"name": f"bench-{name}"})
-    bodies = write_bodies(folder, scenarios)
+    settings = load_settings(
+        state_dir=folder / "state", serving={"port": free_port()}, model={"name": f"bench-{folder.name.lower()}"},
+        data=data_settings(dataset, folder),
+    )  # fmt: skip
+    bodies = write_bodies(folder, scenarios, dataset.features)
     results: dict[tuple[Scenario, str], list[dict]] = {}
     with tool_environment(settings):
-        register(settings, estimator)
+        register(settings, estimator, dataset)
         model_dir = mlflow.artifacts.download_artifacts(f"models:/{settings.model.name}@champion", dst_path=str(folder / "model"))
         in_process = {
             scenario.rows: in_process_rows_per_second(model_dir, bodies["records", scenario.rows])
@@ -260,7 +324,7 @@ def measure_model(name: str, estimator, scenarios: list[Scenario], args: argpars
                     for request in requests[shift:] + requests[:shift]:
                         result = run_load(request, scenario.concurrency, args.seconds, args.warmup)
                         results.setdefault((scenario, request.contender), []).append(result)
-                        print(f"{name:18} {scenario.label:28} {request.contender:14} " + _show(result), flush=True)
+                        print(f"{name[:24]:24} {scenario.label:28} {request.contender:14} " + _show(result), flush=True)
     medians = {key: {field: statistics.median(run[field] for run in runs) for field in runs[0]} for key, runs in results.items()}
     return {"medians": medians, "in_process": in_process}
 
@@ -309,26 +373,32 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.0, help="Seconds of load before measuring.")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="RandomForest, 1 round, short loads (smoke run).")
-    parser.add_argument("--model", choices=["RandomForest", "LogisticRegression"], help="Only this model.")
+    parser.add_argument("--model", choices=["RandomForest", "LogisticRegression", "Churn"], help="Only this model.")
     parser.add_argument("--scenario", action="append", default=[], metavar="ROWSxC", help="Only these, e.g. 1x32 10000x1.")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
     from _results import write_results
 
     scenarios = [Scenario(1, 1), Scenario(1, 8), Scenario(1, 32), Scenario(100, 8), Scenario(10_000, 1)]
+    # The categorical model's rows: its request check with text and bool columns, one record and bulk.
+    categorical = [Scenario(1, 32), Scenario(10_000, 1)]
     models = build_models()
     if args.quick:
         args.seconds, args.warmup, args.rounds = 0.5, 0.2, 1
         scenarios = [Scenario(1, 1), Scenario(1, 32), Scenario(1_000, 1)]
-        models = {"RandomForest": models["RandomForest"]}
+        categorical = [Scenario(1, 32), Scenario(1_000, 1)]
+        models = {name: models[name] for name in ("RandomForest", CATEGORICAL)}
     if args.model:
-        models = {args.model: models[args.model]}
+        models = {name: model for name, model in models.items() if name.startswith(args.model)}
     if args.scenario:
-        scenarios = [Scenario(*map(int, spec.split("x"))) for spec in args.scenario]
+        scenarios = categorical = [Scenario(*map(int, spec.split("x"))) for spec in args.scenario]
     rows = []
     with tempfile.TemporaryDirectory(prefix="serving-bench-") as folder:
         for name, estimator in models.items():
-            rows += table_rows(name, measure_model(name, estimator, scenarios, args, Path(folder)), scenarios)
+            chosen = categorical if name == CATEGORICAL else scenarios
+            dataset = DATASETS.get(name, breast_cancer)()
+            measured = measure_model(name, estimator, dataset, chosen, args, Path(folder))
+            rows += table_rows(name, measured, chosen)
     notes = (
         f"Median of {args.rounds} rounds, {args.seconds:g} s measured per contender after {args.warmup:g} s of warm-up; "
         "load client benchmarks/_load.py (aiohttp, own process); one worker per server; client and servers share the machine. "

@@ -85,17 +85,33 @@ def _send_traffic(settings: Settings, url: str) -> tuple[int, int, int]:
     import httpx
 
     target = settings.data.target
-    reference = data.load_table(settings.data.training).drop(columns=[target]).head(REFERENCE_REQUESTS)
-    shifted = data.load_table(settings.data.current).drop(columns=[target], errors="ignore")
-    records = reference.to_dict("records") + shifted.to_dict("records")
+    reference = data.load_table(settings.data.training).head(REFERENCE_REQUESTS)
+    shifted = data.load_table(settings.data.current)
+    truth = reference[target].tolist() + (shifted[target].tolist() if target in shifted else [None] * len(shifted))
+    records = reference.drop(columns=[target]).to_dict("records") + shifted.drop(columns=[target], errors="ignore").to_dict("records")
     already_logged = len(read_prediction_log(settings.predictions_dir))
-    statuses = []
+    statuses, answered = [], []
     with httpx.Client(base_url=url, timeout=30) as client:
-        for record in records:
-            statuses.append(client.post("/predict", json={"records": [record]}).status_code)
+        for record, label in zip(records, truth):
+            response = client.post("/predict", json={"records": [record]})
+            statuses.append(response.status_code)
+            if response.status_code == 200 and label is not None:
+                answered.append({"request_id": response.json()["request_id"], "record": 0, "label": label})
     served, rejected = statuses.count(200), statuses.count(422)
     _wait_for_log(settings, already_logged + served)
+    _label(settings, answered)
     return len(records), rejected, len(statuses) - served - rejected
+
+
+def _label(settings: Settings, answered: list[dict]) -> None:
+    """The ground truth of the served rows arrives later, into the label store (as POST /labels will)."""
+    import pandas as pd
+
+    from mlops import contract, labels
+
+    if answered:
+        target = contract.load_contract(settings.data.contract).target_column
+        labels.add_labels(pd.DataFrame(answered), settings.labels_dir, target, source="demo")
 
 
 def _wait_for_log(settings: Settings, rows: int, timeout: float = 15.0) -> None:

@@ -11,19 +11,24 @@ whatever file is newest). Each check:
    skew (a new unit, an unseen category) is reported as named violations; a batch
    missing contract columns stops the run (:class:`~mlops.errors.ValidationFailed`);
 2. measures drift per feature of the contract with Evidently (numbers as numbers;
-   text, bool and category-set columns as categories) and, with a labels file, the
-   served predictions' quality on the labeled rows, with the task's metrics (labels
-   in the target's type; unusable ones counted and named in the log);
+   text, bool and category-set columns as categories) and the served predictions'
+   quality on the labeled rows (labels from the label store, :mod:`mlops.labels`, or a
+   given file), with the task's metrics (labels in the target's type; unusable ones
+   counted and named in the log);
 3. records the check as an MLflow run linked to the champion version it watched,
    the quality beside the number of labeled rows it rests on;
-4. asks the retraining policy (:mod:`mlops.retraining`): triggers, then brakes;
+4. asks the retraining policy (:mod:`mlops.retraining`): triggers, then brakes (drift
+   with no labeled rows does not retrain unless ``monitoring.retrain_without_labels``);
 5. retrains as a child flow run tagged ``retrain`` and ``trigger:<reason>`` and
    ``monitoring-run:<id>``, holding a lock so a second check cannot start a second
-   retrain; the challenger goes through the same validation and promotion gate and,
-   when promoted while a deployment runs, is deployed through the safe swap
+   retrain, on the reference plus the older labeled rows; the newest labeled rows are the
+   recent evaluation set the gate judges on; the version records its lineage. The
+   challenger goes through the same validation and promotion gate and, when promoted
+   (``monitoring.auto_promote``) while a deployment runs, is deployed through the safe swap
    (:func:`mlops.deployment.deploy`: smoke test first, automatic rollback);
-6. alerts on drift detected, gate rejected and deployment rolled back (a failed
-   scheduled run alerts from :mod:`flows.schedules`).
+6. alerts on drift detected, no labels to retrain on, a challenger waiting for approval,
+   gate rejected and deployment rolled back (a failed scheduled run alerts from
+   :mod:`flows.schedules`).
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 
 from flows.training import TrainingOutcome, training_flow
-from mlops import alerts, contract, data, monitoring, retraining, tracking, validation
+from mlops import alerts, contract, data, labels, monitoring, retraining, tracking, validation
 from mlops.config import Settings
 from mlops.errors import DataError, MlopsError, ValidationFailed
 from mlops.prediction_log import METADATA_COLUMNS
@@ -83,15 +88,23 @@ def load_reference(settings: Settings):
 
 @task(cache_policy=NO_CACHE)
 def measure_quality(current, settings: Settings, labels_path: Path | None):
-    """Quality of the served predictions on the rows that have a label (none: None and {})."""
-    if labels_path is None:
-        return None, {}
+    """Quality of the served predictions on the rows that have a label (none: None and {}).
+
+    The labels are ``labels_path`` when given, else the label store (``mlops labels add``).
+    """
     logger = get_run_logger()
     if "request_id" not in current.columns:
-        logger.warning("Labels %s not used: the current data is a file without request_id and record.", labels_path)
+        if labels_path is not None:
+            logger.warning("Labels %s not used: the current data is a file without request_id and record.", labels_path)
         return None, {}
+    source = labels_path
+    if source is None:
+        source, replaced = labels.read_labels(settings.labels_dir)
+        if source.empty:
+            logger.info("No labels in the label store %s: quality not measured.", settings.labels_dir)
+            return None, {}
     terms = contract.load_contract(settings.data.contract)
-    labeled = monitoring.join_labels(current, labels_path, terms.target_column)
+    labeled = monitoring.join_labels(current, source, terms.target_column)
     (logger.warning if labeled.problems else logger.info)("Labels: %s", labeled.summary())
     classes = terms.target_column.categories if terms.task == "classification" else None
     positive = getattr(settings.model, "positive_label", None)
@@ -127,7 +140,7 @@ def decide(drift, quality: dict[str, float], labeled, rows: int, settings: Setti
         history=retraining.retrain_history(),
         policy=policy,
         task=task_type,
-        labeled_rows=labeled.labeled_rows if labeled is not None else None,
+        labeled_rows=labeled.labeled_rows if labeled is not None else 0,
     )
     get_run_logger().info(decision.explain())
     return decision
@@ -187,22 +200,26 @@ def monitoring_flow(
                    "Train a champion on data matching the contract (mlops train), or fix data.contract.")
         return Failed(message=message, data=DataError(message))
     drift, summary_path = measure_drift(reference, current, settings, feature_columns, categorical)
-    labeled, quality = measure_quality(current, settings, labels_path or settings.monitoring.labels)
+    labels_path = labels_path or settings.monitoring.labels
+    labeled, quality = measure_quality(current, settings, labels_path)
     reports = [Path(drift.report_path) if drift.report_path else None, summary_path, report]
     run_id = record_check(drift, quality, labeled, settings, reports)
     if drift.drift_detected:
         alerts.send_alert(settings.alerts, "drift_detected", drift.summary().splitlines()[0], {"mlflow_run_id": run_id})
     decision = decide(drift, quality, labeled, len(current), settings)
     _complete_summary(summary_path, settings, current_path, quality, decision, labeled)
+    if decision.blocked_by == retraining.NO_LABELS:
+        alerts.send_alert(settings.alerts, "retrain_needs_labels", decision.explain(), {"mlflow_run_id": run_id})
     retrain = None
     if decision.retrain:
         again = lambda: decide(drift, quality, labeled, len(current), settings)  # noqa: E731
         rows = labeled.rows if labeled is not None else current.iloc[0:0]
-        decision, retrain = _retrain(settings, decision, again, run_id, rows)
+        source = str(labels_path or settings.labels_dir)
+        decision, retrain = _retrain(settings, decision, again, run_id, rows, source)
     return MonitoringOutcome(drift, summary_path, retrain, checked, report, decision, quality, run_id, labeled)
 
 
-def _retrain(settings: Settings, decision, decide_again, monitoring_run_id: str, labeled) -> tuple:
+def _retrain(settings: Settings, decision, decide_again, monitoring_run_id: str, labeled, labels_source: str) -> tuple:
     """Run the training flow as a child run, unless another retrain holds the lock.
 
     The policy is asked again once the lock is held: a check that waited on another's
@@ -219,23 +236,33 @@ def _retrain(settings: Settings, decision, decide_again, monitoring_run_id: str,
                 return decision, None
             reason = "drift" if any(t.startswith("drift") for t in decision.triggers) else "quality"
             get_run_logger().warning("Retraining (%s)", decision.explain())
-            data_path = _retrain_data(settings, labeled)
+            fingerprint = tracking.reference_fingerprint(settings.model.name) or ""
+            data_path, recent_path, lineage = _retrain_data(settings, labeled, fingerprint, labels_source)
+            lineage |= {"monitoring_run_id": monitoring_run_id, "monitoring_flow_run_id": str(runtime.flow_run.id or "")}
             with tags(retraining.RETRAIN_TAG, f"trigger:{reason}", f"monitoring-run:{monitoring_run_id}"):
                 outcome = training_flow.with_options(flow_run_name=f"retrain-on-{reason}")(
-                    settings, data_path=data_path, trigger=reason
+                    settings, data_path=data_path, trigger=reason, recent_path=recent_path, lineage=lineage,
+                    promote=settings.monitoring.auto_promote,
                 )
     except Timeout:
         blocked = dataclasses.replace(decision, retrain=False, blocked_by="a retrain is already running (lock held)")
         get_run_logger().info(blocked.explain())
         return blocked, None
-    if not outcome.decision.promoted:
+    if outcome.decision.promoted:
+        redeploy(settings)
+    elif outcome.decision.waiting:
+        alerts.send_alert(
+            settings.alerts,
+            "challenger_waiting",
+            f"retrained v{outcome.registered.version} passed the gate and waits for approval "
+            f"(monitoring.auto_promote is false): mlops promote {outcome.registered.version}. {outcome.decision.reason}",
+        )
+    else:
         alerts.send_alert(
             settings.alerts,
             "gate_rejected",
             f"retrained v{outcome.registered.version} kept as challenger: {outcome.decision.reason}",
         )
-    else:
-        redeploy(settings)
     return decision, outcome
 
 
@@ -280,41 +307,59 @@ def _complete_summary(path: Path, settings: Settings, current_path: Path | None,
     path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 
 
-def _retrain_data(settings: Settings, labeled) -> Path | None:
-    """The training data for a retrain, as ``monitoring.retrain_data`` says.
+def _retrain_data(
+    settings: Settings, labeled, reference_fingerprint: str, labels_source: str
+) -> tuple[Path | None, Path | None, dict]:
+    """The training data, the recent evaluation set and the lineage of a retrain, as ``monitoring.retrain_data`` says.
 
-    ``reference``: the training file. ``reference+labeled``: plus the labeled window rows,
-    written with exactly the training file's columns and the labels in the target's
-    type (:func:`mlops.retraining.combine_with_labeled`), so it passes the same gate; rows
-    the contract would refuse leave the retrain on the training file, with a warning
-    saying why. ``module:function``: the user's function, called with the settings and
-    the labeled window rows, returns the path of a data file (validated like any training data).
+    ``reference``: the training file. ``reference+labeled``: the labeled window rows are
+    ordered by time and the newest ``monitoring.recent_eval_share`` held out as the recent
+    evaluation set (never trained on; the gate judges on it); the training file plus the
+    rest (the newest ``monitoring.labeled_rows`` of them) is written with exactly the training
+    file's columns and the labels in the target's type (:func:`mlops.retraining.combine_with_labeled`),
+    so it passes the same gate; rows the contract would refuse are left out, with a warning.
+    ``module:function``: the user's function, called with the settings and the labeled window
+    rows, returns the path of a data file (validated like any training data).
     """
-    choice = settings.monitoring.retrain_data
+    choice, policy = settings.monitoring.retrain_data, settings.monitoring
+    lineage = {"reference_fingerprint": reference_fingerprint, "retrain_data": choice,
+               "labels_source": labels_source, "labels_count": str(len(labeled))}
+    if "timestamp" in labeled and len(labeled):
+        times = labeled["timestamp"].astype(str)
+        lineage |= {"window_start": times.min(), "window_end": times.max()}
     if ":" in choice:
         import importlib
 
         module, function = choice.split(":")
-        return Path(getattr(importlib.import_module(module), function)(settings, labeled))
+        return Path(getattr(importlib.import_module(module), function)(settings, labeled)), None, lineage
     if choice == "reference" or labeled.empty:
-        return None
+        return None, None, lineage
     reference = data.load_table(settings.data.training)
+    terms = contract.load_contract(settings.data.contract)
+    train_rows, recent_rows = retraining.split_recent(labeled, policy.recent_eval_share, policy.labeled_rows)
     logger = get_run_logger()
     try:
-        combined = retraining.combine_with_labeled(reference, labeled, contract.load_contract(settings.data.contract))
+        combined = retraining.combine_with_labeled(reference, train_rows, terms)
+        recent = retraining.combine_with_labeled(reference.iloc[0:0], recent_rows, terms) if len(recent_rows) else None
     except DataError as exc:
         logger.warning("Retraining on %s alone: %s", settings.data.training, exc)
-        return None
+        return None, None, lineage
     if combined.refused:
         logger.warning("%d labeled rows left out of the retraining data: values the data contract blocks "
                        "(a range, a category, a null)", combined.refused)
-    if not combined.added:
-        return None
+    lineage |= {"labeled_train_rows": str(combined.added), "recent_eval_rows": str(recent.added if recent else 0)}
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     parquet = settings.data.training.suffix.lower() in (".parquet", ".pq")
-    path = settings.state_dir / "retrain" / f"train-plus-labeled-{stamp}{'.parquet' if parquet else '.csv'}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame = combined.frame
-    frame.to_parquet(path, index=False) if parquet else frame.to_csv(path, index=False)
-    logger.info("Retraining on %s: %d training rows + %d labeled rows", path, len(reference), combined.added)
+    suffix = ".parquet" if parquet else ".csv"
+    folder = settings.state_dir / "retrain"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = _write(combined.frame, folder / f"train-plus-labeled-{stamp}{suffix}") if combined.added else None
+    recent_path = _write(recent.frame, folder / f"recent-eval-{stamp}{suffix}") if recent and recent.added else None
+    logger.info("Retraining on %s: %d training rows + %d labeled rows; recent evaluation set %s (%d rows)",
+                path, len(reference), combined.added, recent_path, recent.added if recent else 0)
+    return path, recent_path, lineage
+
+
+def _write(frame, path: Path) -> Path:
+    frame.to_parquet(path, index=False) if path.suffix == ".parquet" else frame.to_csv(path, index=False)
     return path

@@ -87,9 +87,25 @@ def register(result: training.SearchResult, split, frame, settings: Settings, da
 
 
 @task(cache_policy=NO_CACHE)
-def gate(registered: tracking.RegisteredVersion, split: DataSplit, settings: Settings) -> tracking.PromotionDecision:
-    decision = tracking.gate_challenger(registered, split, settings)
-    verdict = "promoted to champion" if decision.promoted else "kept as challenger"
+def load_recent(recent_path: Path, settings: Settings) -> tracking.EvaluationSet:
+    """The recent evaluation set (labeled production rows never trained on), as the model takes them."""
+    terms = contract.load_contract(settings.data.contract)
+    typed = training.feature_frame(data.load_table(recent_path), terms, keep_target=True)
+    typed = typed[typed[terms.target].notna()]
+    get_run_logger().info("Recent evaluation set %s: %d rows", recent_path, len(typed))
+    return tracking.EvaluationSet(typed.drop(columns=[terms.target]), typed[terms.target])
+
+
+@task(cache_policy=NO_CACHE)
+def gate(
+    registered: tracking.RegisteredVersion,
+    split: DataSplit,
+    settings: Settings,
+    recent: tracking.EvaluationSet | None = None,
+    promote: bool = True,
+) -> tracking.PromotionDecision:
+    decision = tracking.gate_challenger(registered, split, settings, recent, promote=promote)
+    verdict = "promoted to champion" if decision.promoted else "waits for approval" if decision.waiting else "kept as challenger"
     get_run_logger().info("Version %s %s: %s", registered.version, verdict, decision.reason)
     return decision
 
@@ -105,11 +121,17 @@ def training_flow(
     data_path: Path | None = None,
     trigger: str = "manual",
     candidates: list[training.Candidate] | None = None,
+    recent_path: Path | None = None,
+    lineage: dict[str, str] | None = None,
+    promote: bool = True,
 ) -> TrainingOutcome:
     """Validate the data, search the candidates, register the best as a new version, run the gate.
 
     ``candidates`` (Python-declared estimators and spaces) replace ``model.candidates``.
-    One MLflow parent run per flow run, one nested child run per trial.
+    One MLflow parent run per flow run, one nested child run per trial. A retrain passes
+    ``recent_path``, the recent evaluation set the gate judges on (:func:`mlops.tracking.decide_promotion`),
+    ``lineage`` (recorded as ``mlops.lineage.*`` tags on the run and the version) and
+    ``promote=False`` to leave a passing challenger waiting for ``mlops promote``.
     """
     data_path = Path(data_path or settings.data.training)
     try:  # an unreadable file or contract is the user's to fix: a Failed state, no traceback
@@ -130,8 +152,12 @@ def training_flow(
     fingerprint = data.data_fingerprint(frame)
     flow_run_id = str(runtime.flow_run.id) if runtime.flow_run.id else None
     tags = {"trigger": trigger, "data_fingerprint": fingerprint, "flow_run_id": flow_run_id or ""}
+    tags |= {f"lineage.{key}": value for key, value in (lineage or {}).items()}
     registered = register(searched, split, frame, settings, data_path, tags, report)
-    decision = gate(registered, split, settings)
+    if lineage:
+        tracking.tag_version(registered, {f"lineage.{key}": value for key, value in lineage.items()})
+    recent = load_recent(Path(recent_path), settings) if recent_path is not None else None
+    decision = gate(registered, split, settings, recent, promote)
     sizes = f"{len(split.x_train)} train / {len(split.x_holdout)} holdout (row hash, seed {settings.model.seed})"
     facts = {"file": str(data_path), "rows": str(len(frame)), "fingerprint": fingerprint, "trigger": trigger}
     facts["split"] = sizes

@@ -20,7 +20,10 @@ if TYPE_CHECKING:
 
 __all__ = ["EVENTS", "send_alert"]
 
-EVENTS = ("drift_detected", "gate_rejected", "deployment_rolled_back", "flow_failed")
+EVENTS = (
+    "drift_detected", "gate_rejected", "deployment_rolled_back", "flow_failed", "retrain_needs_labels",
+    "challenger_waiting",
+)
 logger = logging.getLogger(__name__)
 
 

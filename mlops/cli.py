@@ -289,7 +289,7 @@ def deploy_stop(settings: Settings) -> None:
 
 @cli.command()
 @click.option("--current", type=click.Path(dir_okay=False), help="Current data (default: logged predictions).")
-@click.option("--labels", type=click.Path(dir_okay=False), help="Ground truth CSV: request_id, label[, record].")
+@click.option("--labels", type=click.Path(dir_okay=False), help="Ground truth file (default: the label store): request_id, label[, record].")
 @_command
 def monitor(settings: Settings, current: str | None, labels: str | None) -> None:
     """Check drift (and quality) against the champion's data; retrain when the policy says so."""
@@ -305,6 +305,38 @@ def monitor(settings: Settings, current: str | None, labels: str | None) -> None
         click.echo(f"Data contract violations in the current batch (report: {outcome.validation_report}):")
         click.echo(outcome.validation.summary())
     reporting.print_monitoring(outcome)
+
+
+@cli.group()
+def labels() -> None:
+    """Ground truth for logged predictions: add labels, see how many predictions have one."""
+
+
+@labels.command("add")
+@click.argument("file", type=click.Path(dir_okay=False))
+@_command
+def labels_add(settings: Settings, file: str) -> None:
+    """Store the labels in FILE (CSV or Parquet: request_id, label or the target, optional record)."""
+    from mlops import contract, labels as label_store
+
+    target = contract.load_contract(settings.data.contract).target_column
+    added = label_store.add_label_file(file, settings.labels_dir, target)
+    click.echo(added.summary())
+
+
+@labels.command("status")
+@_command
+def labels_status(settings: Settings) -> None:
+    """How many logged predictions have a label, per model version and day."""
+    from mlops import labels as label_store
+
+    table, unmatched = label_store.label_status(settings.labels_dir, settings.predictions_dir)
+    if table.empty:
+        click.echo(f"No logged predictions in {settings.predictions_dir}.")
+    for row in table.itertuples(index=False):
+        click.echo(f"v{row.model_version}  {row.day}  {row.labeled}/{row.predictions} labeled ({row.share:.0%})")
+    if unmatched:
+        click.echo(f"{unmatched} stored label(s) match no logged prediction.")
 
 
 @cli.command()

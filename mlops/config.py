@@ -208,11 +208,25 @@ class MonitoringConfig(_Section):
     max_retrains_per_day: int = Field(3, ge=0)
     window_rows: int | None = Field(10_000, ge=1, description="Newest logged predictions checked (None: all).")
     window_minutes: float | None = Field(None, gt=0, description="Only predictions logged in the last N minutes.")
-    labels: Path | None = Field(None, description="CSV of ground truth: request_id, label[, record].")
+    labels: Path | None = Field(
+        None, description="A ground-truth file (request_id, label[, record]) instead of the label store."
+    )
     retrain_data: str = Field(
-        "reference",
+        "reference+labeled",
         pattern=r"^(reference|reference\+labeled|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$",
         description="reference, reference+labeled, or module:function(settings, labeled) returning a CSV path.",
+    )
+    retrain_without_labels: bool = Field(
+        False, description="Retrain on drift with no labeled window rows (it would reproduce the champion)."
+    )
+    labeled_rows: int | None = Field(
+        None, ge=1, description="Newest labeled window rows a reference+labeled retrain uses (None: all)."
+    )
+    auto_promote: bool = Field(
+        True, description="A retrain that passes the gate is champion and deployed; false: it waits for `mlops promote`."
+    )
+    recent_eval_share: float = Field(
+        0.3, ge=0.0, lt=1.0, description="Newest share of the labeled rows held out to judge a retrain, never trained on."
     )
 
 
@@ -231,7 +245,10 @@ class AlertsConfig(_Section):
     prefect_block: str | None = Field(
         None, description="A saved Prefect notification block as 'type-slug/name', e.g. 'slack-webhook/ops'."
     )
-    events: tuple[str, ...] = ("drift_detected", "gate_rejected", "deployment_rolled_back", "flow_failed")
+    events: tuple[str, ...] = (
+        "drift_detected", "gate_rejected", "deployment_rolled_back", "flow_failed", "retrain_needs_labels",
+        "challenger_waiting",
+    )
     timeout_seconds: float = Field(5.0, gt=0)
 
 
@@ -297,6 +314,10 @@ class Settings(BaseSettings):
     @property
     def predictions_dir(self) -> Path:
         return self.state_dir / "predictions"
+
+    @property
+    def labels_dir(self) -> Path:
+        return self.state_dir / "labels"
 
     @property
     def reports_dir(self) -> Path:

@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops.errors import DataError, MlopsError
+from mlops.labels import as_target_type, describe_unusable, label_key
 from mlops.prediction_log import read_prediction_log
 
 if TYPE_CHECKING:
@@ -323,7 +324,7 @@ def _as_categories(reference: pd.Series, current: pd.Series) -> tuple[pd.Series,
     Numbers alone, bools alone and text alone already compare as Evidently counts
     them (``1 == 1.0``). When the sides differ in kind, or a side mixes kinds (a CSV's
     ``"1"`` beside a logged ``1``, ``True`` beside ``"True"``), both are compared by
-    canonical text (:func:`_label_key`).
+    canonical text (:func:`label_key`).
     """
     import pandas as pd
 
@@ -335,7 +336,7 @@ def _as_categories(reference: pd.Series, current: pd.Series) -> tuple[pd.Series,
     families = set(kinds) - {"empty"}
     if len(families) <= 1 and "mixed" not in families:
         return sides[0], sides[1]
-    return sides[0].map(_label_key, na_action="ignore"), sides[1].map(_label_key, na_action="ignore")
+    return sides[0].map(label_key, na_action="ignore"), sides[1].map(label_key, na_action="ignore")
 
 
 def _as_flags(values: pd.Series) -> pd.Series:
@@ -522,10 +523,9 @@ class LabeledWindow:
         return "\n".join([line, *self.problems])
 
 
-_LABEL_COLUMNS = ("request_id", "label")
-
-
-def join_labels(window: pd.DataFrame, labels_path: str | Path, target: ColumnContract | None = None) -> LabeledWindow:
+def join_labels(
+    window: pd.DataFrame, labels_path: str | Path | pd.DataFrame, target: ColumnContract | None = None
+) -> LabeledWindow:
     """The logged predictions that have a ground-truth label, label and prediction in the target's type.
 
     Labels file (CSV or Parquet): ``request_id``, ``label`` and optionally ``record``
@@ -533,9 +533,13 @@ def join_labels(window: pd.DataFrame, labels_path: str | Path, target: ColumnCon
     prediction; a later row for the same prediction replaces an earlier one. A CSV is
     read as text and each label converted to ``target``'s type and classes (the data
     contract's target column): ``"2"`` is the class ``2``, ``"true"`` is ``True``. Without
-    ``target`` the labels take the type of the logged predictions.
+    ``target`` the labels take the type of the logged predictions. A frame (the label
+    store's :func:`mlops.labels.read_labels`) is used as given, in arrival order.
     """
-    labels = _read_labels(labels_path)
+    if isinstance(labels_path, (str, Path)):
+        labels = _read_labels(labels_path)
+    else:
+        labels = labels_path.astype({"request_id": str, "record": "int64"})[["request_id", "record", "label"]]
     problems: list[str] = []
     labels, duplicated = _latest_labels(labels)
     if duplicated:
@@ -546,10 +550,10 @@ def join_labels(window: pd.DataFrame, labels_path: str | Path, target: ColumnCon
     if unmatched:
         problems.append(f"{unmatched} label(s) match no logged prediction (request_id, record) in the window.")
     target = target or _target_like(joined["prediction"])
-    truth, truth_ok = _in_target_type(joined["label"], target)
-    predicted, predicted_ok = _in_target_type(joined["prediction"], target)
-    problems += _describe_unusable(joined["label"], truth_ok, target, "label")
-    problems += _describe_unusable(joined["prediction"], predicted_ok, target, "logged prediction")
+    truth, truth_ok = as_target_type(joined["label"], target)
+    predicted, predicted_ok = as_target_type(joined["prediction"], target)
+    problems += describe_unusable(joined["label"], truth_ok, target, "label")
+    problems += describe_unusable(joined["prediction"], predicted_ok, target, "logged prediction")
     usable = [a and b for a, b in zip(truth_ok, predicted_ok)]
     kept = joined[usable].reset_index(drop=True)  # then the typed values: no None to turn ints into floats
     rows = kept.assign(label=[v for v, ok in zip(truth, usable) if ok],
@@ -595,32 +599,23 @@ def _scores(rows: pd.DataFrame, task: str, classes: Sequence[Any] | None, positi
         pairs = [(a, b) for a, b in zip(_numbers(rows["label"]), _numbers(rows["prediction"]))
                  if not (math.isnan(a) or math.isnan(b))]
         return score_labels([a for a, _ in pairs], [b for _, b in pairs], task) if pairs else {}
-    keyed = zip(map(_label_key, rows["label"]), map(_label_key, rows["prediction"]))
+    keyed = zip(map(label_key, rows["label"]), map(label_key, rows["prediction"]))
     pairs = [(a, b) for a, b in keyed if a is not None and b is not None]
     if not pairs:
         return {}
-    known = [_label_key(c) for c in classes] if classes else [key for pair in pairs for key in pair]
+    known = [label_key(c) for c in classes] if classes else [key for pair in pairs for key in pair]
     keys = sorted({key for key in known if key is not None}, key=_key_order)
     truth, predicted = [a for a, _ in pairs], [b for _, b in pairs]
-    return score_labels(truth, predicted, task, classes=keys, positive=_label_key(positive))
+    return score_labels(truth, predicted, task, classes=keys, positive=label_key(positive))
 
 
 def _read_labels(path: str | Path) -> pd.DataFrame:
     """The labels file with request ids and labels as written (a CSV is read as text)."""
     import pandas as pd
 
-    from mlops.data import load_table
+    from mlops.labels import read_label_file
 
-    labels = load_table(path)  # an unreadable file is a DataError naming it
-    if Path(path).suffix.lower() not in (".parquet", ".pq"):
-        # Typed by pandas, request id "0042" would become 42 and never match its request.
-        labels = pd.read_csv(path, dtype=str)
-    missing = [column for column in _LABEL_COLUMNS if column not in labels.columns]
-    if missing:
-        raise DataError(
-            f"Labels file {path} lacks column(s) {', '.join(missing)}. "
-            "It needs request_id, label and optionally record (position in the request)."
-        )
+    labels = read_label_file(path)
     records = pd.to_numeric(labels["record"], errors="coerce") if "record" in labels.columns else 0
     labels = labels.assign(request_id=labels["request_id"].astype(str).str.strip(), record=records)
     bad = labels["record"].isna() | (labels["record"] % 1 != 0)
@@ -649,78 +644,10 @@ def _target_like(predictions: pd.Series) -> ColumnContract:
     return ColumnContract(name="label", type=types.get(kind, "str"))
 
 
-def _in_target_type(values: pd.Series, target: ColumnContract) -> tuple[list[Any], list[bool]]:
-    """Each value as the target's class (or number), and whether it is one."""
-    if target.categories:
-        lookup = {_label_key(category): category for category in target.categories}
-        converted = [lookup.get(_label_key(value)) for value in values]
-    else:
-        converted = [_as_type(value, target.type) for value in values]
-    return converted, [value is not None for value in converted]
-
-
-def _as_type(value: Any, kind: str) -> Any:
-    key = _label_key(value)
-    if key is None:
-        return None
-    if kind == "str":
-        return str(value).strip()
-    if kind == "bool":
-        return {"true": True, "false": False}.get(key)
-    try:
-        number = float(key)
-    except ValueError:
-        return None
-    if not math.isfinite(number):
-        return None
-    if kind == "int":
-        return int(number) if number.is_integer() else None
-    return number
-
-
-def _describe_unusable(values: pd.Series, usable: list[bool], target: ColumnContract, what: str) -> list[str]:
-    bad = [value for value, ok in zip(values, usable) if not ok]
-    if not bad:
-        return []
-    shown = list(dict.fromkeys(repr(value) if _label_key(value) is not None else "empty" for value in bad))
-    expected = f"one of {list(target.categories)}" if target.categories else f"a {target.type} value"
-    return [f"{len(bad)} {what}(s) left out: not {expected} (e.g. {', '.join(shown[:5])})."]
-
-
 def _numbers(values: pd.Series) -> list[float]:
     import pandas as pd
 
     return pd.to_numeric(values, errors="coerce").astype("float64").tolist()
-
-
-def _label_key(value: Any) -> str | None:
-    """One text per value however it was read: ``1``, ``1.0``, ``"1"`` → ``"1"``; ``True``, ``"true"`` → ``"true"``.
-
-    Nulls (None, NaN, pandas' NA) and empty text give None.
-    """
-    import numbers
-
-    import numpy as np
-
-    if value is None or type(value).__name__ in ("NAType", "NaTType"):
-        return None
-    if isinstance(value, (bool, np.bool_)):
-        return "true" if value else "false"
-    if isinstance(value, numbers.Number):
-        number = float(value)  # type: ignore[arg-type]
-        if math.isnan(number):
-            return None
-        return str(int(number)) if number.is_integer() else repr(number)
-    text = str(value).strip()
-    if not text:
-        return None
-    if text.lower() in ("true", "false"):
-        return text.lower()
-    try:
-        number = float(text)
-    except ValueError:
-        return text
-    return _label_key(number) if math.isfinite(number) else text
 
 
 def _key_order(key: str) -> tuple[int, float, str]:

@@ -19,7 +19,11 @@ def print_training(outcome: Any, console: Console | None = None) -> None:
     """Registered version, holdout metrics and the gate's decision."""
     console = console or Console()
     registered, decision = outcome.registered, outcome.decision
-    verdict = "[green]promoted to champion[/green]" if decision.promoted else "[yellow]kept as challenger[/yellow]"
+    verdict = (
+        "[green]promoted to champion[/green]" if decision.promoted
+        else f"[yellow]waits for approval (mlops promote {registered.version})[/yellow]" if decision.waiting
+        else "[yellow]kept as challenger[/yellow]"
+    )
     console.print(f"Registered [bold]{registered.name}[/bold] v{registered.version} (run {registered.run_id}): {verdict}")
     console.print(f"  gate: {decision.reason}")
     console.print("  holdout: " + ", ".join(f"{name}={value:.4f}" for name, value in registered.metrics.items()))
@@ -68,7 +72,11 @@ def print_demo(summary: Any, console: Console | None = None) -> None:
     table.add_row("drift report", str(drift.report_path))
     if monitoring.retrain is not None:
         retrain = monitoring.retrain
-        decision = "promoted to champion" if retrain.decision.promoted else "kept as challenger"
+        decision = (
+            "promoted to champion" if retrain.decision.promoted
+            else f"waits for approval (mlops promote {retrain.registered.version})" if retrain.decision.waiting
+            else "kept as challenger"
+        )
         table.add_row("retrained", f"v{retrain.registered.version} (run {retrain.registered.run_id}): {decision}")
         table.add_row("gate", retrain.decision.reason)
     else:

@@ -37,10 +37,12 @@ if TYPE_CHECKING:
     from mlops.contract import ColumnContract, Contract
 
 __all__ = [
+    "ARROW_STREAM",
     "Checked",
     "FeatureSpec",
     "RequestCheck",
     "RequestRefused",
+    "check_from_contract",
     "check_from_signature",
     "request_check",
 ]
@@ -238,7 +240,16 @@ def check_from_signature(
             "It was trained under another contract: train again (`mlops train`), or serve a version trained "
             "under this contract."
         )
-    specs = tuple(_from_contract(features[name]) for name in columns)
+    ordered = contract.model_copy(update={"columns": [features[name] for name in columns]})
+    return check_from_contract(ordered)
+
+
+def check_from_contract(contract: Contract) -> RequestCheck:
+    """The check of the contract's features alone, in the contract's order (no model needed).
+
+    For clients and tests that want the records a served model would accept.
+    """
+    specs = tuple(_from_contract(column) for column in contract.features)
     return RequestCheck(specs, task=contract.task, source=f"the data contract {contract.name!r}")
 
 
@@ -530,11 +541,13 @@ def _typed(values: pd.Series, feature: FeatureSpec, nulls: np.ndarray) -> pd.Ser
     """Text as objects with NaN for missing; bools as bool, or objects with NaN when some are missing."""
     import numpy as np
 
+    import pandas as pd
+
     if not nulls.any():
         return values.astype(bool) if feature.type == "bool" and values.dtype.kind != "b" else values
-    if values.dtype != object:
-        values = values.astype(object)
-    return values.where(~nulls, np.nan)
+    array = values.to_numpy(dtype=object, copy=True)
+    array[nulls] = np.nan
+    return pd.Series(array, index=values.index, name=values.name)
 
 
 # --- Messages -----------------------------------------------------------------------------

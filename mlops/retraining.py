@@ -37,17 +37,20 @@ if TYPE_CHECKING:
     from mlops.contract import ColumnContract, Contract
 
 __all__ = [
+    "NO_LABELS",
     "RETRAIN_TAG",
     "RetrainDecision",
     "RetrainHistory",
     "RetrainingData",
     "combine_with_labeled",
+    "split_recent",
     "decide_retrain",
     "retrain_history",
     "watched_metric",
 ]
 
 RETRAIN_TAG = "retrain"
+NO_LABELS = "drift detected, no new labeled rows: a retrain would reproduce the champion"
 _ACTIVE_STATES = ("SCHEDULED", "PENDING", "RUNNING", "PAUSED")
 
 
@@ -95,7 +98,9 @@ def decide_retrain(
     """Apply the policy's triggers, then its brakes, in that order.
 
     ``quality`` is the value of :func:`watched_metric` on the labeled rows (``labeled_rows``
-    of them, when known); ``task`` gives the metric when the policy names none.
+    of them, when known); ``task`` gives the metric when the policy names none. Drift with
+    ``labeled_rows == 0`` does not retrain (:data:`NO_LABELS`) unless
+    ``monitoring.retrain_without_labels`` is set or the data comes from the user's ``module:function``.
     """
     metric = watched_metric(policy, task)
     triggers = _triggers(drift_share, quality, policy, metric)
@@ -107,6 +112,8 @@ def decide_retrain(
     if not drifted and labeled_rows is not None and labeled_rows < policy.min_rows:
         brake = f"{metric} measured on {labeled_rows} labeled rows, fewer than monitoring.min_rows={policy.min_rows}"
         return RetrainDecision(False, triggers, brake)
+    if drifted and labeled_rows == 0 and not policy.retrain_without_labels and ":" not in policy.retrain_data:
+        return RetrainDecision(False, triggers, NO_LABELS)
     brake = _brake(window_rows, history, policy, now or datetime.now(timezone.utc))
     return RetrainDecision(brake is None, triggers, brake)
 
@@ -171,6 +178,23 @@ def retrain_history(now: datetime | None = None, exclude_flow_run: str | None = 
 def _started(run) -> datetime:
     stamp = run.start_time or run.expected_start_time or run.created
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
+
+
+def split_recent(labeled: pd.DataFrame, share: float, rows: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The labeled window rows to train on, and the newest ``share`` held out as the recent evaluation set.
+
+    Rows are ordered by the time they were logged (``timestamp``); the newest
+    ``round(share × n)`` (at least one when ``share > 0`` and there are two rows or more)
+    are the recent set, never trained on. ``rows`` keeps only the newest that many of the
+    rest for training (None: all).
+    """
+    ordered = labeled.sort_values("timestamp", kind="stable") if "timestamp" in labeled else labeled
+    ordered = ordered.reset_index(drop=True)
+    held = min(max(round(share * len(ordered)), 1 if share > 0 and len(ordered) > 1 else 0), len(ordered))
+    train, recent = ordered.iloc[: len(ordered) - held], ordered.iloc[len(ordered) - held:]
+    if rows is not None:
+        train = train.iloc[-rows:]
+    return train.reset_index(drop=True), recent.reset_index(drop=True)
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,18 @@ into the BentoML model store, and run ``models/service.py`` in a subprocess::
         with start_server(settings, tag, port=free_port()) as server:
             httpx.post(f"{server.url}/predict", json={"records": [...]})
 
-The server is a process group (BentoML's arbiter plus its workers), so it stops as one.
+The service loads the model with :func:`load_served_model`, which refuses at start-up
+what it could not serve (no signature, a contract that does not fit it, a classifier
+without ``predict_proba``, ...) and builds the model's one request check
+(:mod:`mlops.request_check`); :func:`start_server` then fails with that reason, read
+from the server log (:func:`startup_error`). The server is a process group (BentoML's
+arbiter plus its workers), so it stops as one.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -40,6 +46,7 @@ __all__ = [
     "load_served_model",
     "resolve_alias",
     "start_server",
+    "startup_error",
     "wait_until_ready",
 ]
 
@@ -168,8 +175,10 @@ def _score_example(served: ServedModel, model_dir: str | Path) -> None:
 
     try:
         example = mlflow.models.Model.load(str(model_dir)).load_input_example(str(model_dir))
-        frame = served.check.frame(example).frame
-    except Exception:  # no usable example (none logged, or one the contract now refuses): nothing to try
+        frame = None if example is None else served.check.frame(example).frame
+    except Exception:  # an example the contract now refuses, or one MLflow cannot read: nothing to try
+        frame = None
+    if frame is None:
         return
     scorer = served.model.predict_proba if served.task == "classification" else served.model.predict
     try:
@@ -251,6 +260,8 @@ def start_server(settings: Settings, tag: str, *, port: int | None = None, host:
         wait_until_ready(server.url, settings.serving.startup_timeout_seconds, process=process, log_path=log_path)
     except ServingError as exc:
         server.stop()
+        if isinstance(exc, _StartupFailed):  # the reason is in the message: the log has the details
+            raise ServingError(f"{exc} Server log: {log_path}") from None
         raise ServingError(f"{exc} Server log {log_path}:\n{_tail(log_path)}") from None
     return server
 
@@ -281,7 +292,8 @@ def wait_until_ready(
     """Poll ``{url}/readyz`` until it answers 200.
 
     Raises :class:`ServingError` on timeout, when ``process`` exits, or when ``log_path``
-    shows the service failed to start (BentoML respawns a failing worker forever).
+    shows the service failed to start (BentoML respawns a failing worker forever); then
+    the message carries the reason the log gives (the exception the service raised).
     """
     import httpx
 
@@ -289,8 +301,11 @@ def wait_until_ready(
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise ServingError(f"The server at {url} exited with code {process.returncode} before it was ready.")
-        if log_path is not None and _STARTUP_FAILED in log_path.read_text(encoding="utf-8", errors="replace"):
-            raise ServingError(f"The service at {url} failed to start (is the model in the BentoML store?).")
+        if log_path is not None:
+            log = log_path.read_text(encoding="utf-8", errors="replace")
+            if _STARTUP_FAILED in log:
+                reason = startup_error(log) or "see the server log"
+                raise _StartupFailed(f"The service at {url} failed to start: {reason}")
         try:
             if httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200:
                 return
@@ -298,6 +313,29 @@ def wait_until_ready(
             pass
         time.sleep(0.25)
     raise ServingError(f"The server at {url} was not ready after {timeout:g} s; raise serving.startup_timeout_seconds.")
+
+
+class _StartupFailed(ServingError):
+    """The service raised while starting; the message says why."""
+
+
+# The last line of a Python traceback: ``package.module.SomeError: message``.
+_EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_]\w*\.)*(\w*(?:Error|Exception|NotFound|Refused))(?::\s?(.*))?$")
+
+
+def startup_error(log: str) -> str | None:
+    """Why the service did not start: the last exception line before uvicorn gave up, if any.
+
+    Our own :class:`ServingError` is given as its message alone (it names the fix);
+    another exception keeps its class name, e.g. ``NotFound: no Models with name ...``.
+    """
+    lines = log[: log.find(_STARTUP_FAILED)].splitlines() if _STARTUP_FAILED in log else log.splitlines()
+    for line in reversed(lines):
+        match = _EXCEPTION_LINE.match(line.strip())
+        if match:
+            name, message = match.group(1), (match.group(2) or "").strip()
+            return message if name == "ServingError" and message else f"{name}: {message}".rstrip(": ")
+    return None
 
 
 def free_port() -> int:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import math
 import subprocess
 import tempfile
 import warnings
@@ -41,11 +42,11 @@ if TYPE_CHECKING:
     from mlops.training import DataSplit, TrainedModel, Trial
 
 __all__ = [
-    "reference_snapshot",
     "AUDIT_FILE",
     "CHALLENGER",
     "CHAMPION",
     "PREVIOUS",
+    "EvaluationSet",
     "PromotionDecision",
     "RegisteredVersion",
     "VersionSummary",
@@ -60,9 +61,12 @@ __all__ = [
     "model_card",
     "promote_version",
     "read_audit",
+    "reference_fingerprint",
+    "reference_snapshot",
     "registry_lock",
     "rollback",
     "summaries_as_dicts",
+    "tag_version",
 ]
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
@@ -101,6 +105,19 @@ class PromotionDecision:
     forced: bool = False
     margin: float = 0.0
     floors: dict[str, float] = field(default_factory=dict)
+    waiting: bool = False
+    holdout_rows: int = 0
+    recent_rows: int = 0
+    recent_challenger_score: float | None = None
+    recent_champion_score: float | None = None
+
+
+@dataclass(frozen=True)
+class EvaluationSet:
+    """Rows every version is scored on beside the holdout (the recent labeled production rows)."""
+
+    features: pd.DataFrame
+    labels: pd.Series
 
 
 @dataclass(frozen=True)
@@ -164,6 +181,27 @@ def log_and_register(
         version = _log_model(trained.pipeline, split, settings)
     mlflow.MlflowClient().set_registered_model_alias(settings.model.name, CHALLENGER, version)
     return RegisteredVersion(settings.model.name, version, run.info.run_id, dict(trained.metrics))
+
+
+def tag_version(registered: RegisteredVersion, tags: dict[str, str]) -> None:
+    """Set ``mlops.<key>`` tags on a registered version (e.g. its lineage)."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(registered.name, registered.version, TAG_PREFIX + key, str(value))
+
+
+def reference_fingerprint(name: str, alias: str = CHAMPION) -> str | None:
+    """The data fingerprint of the run behind ``alias`` (what its reference snapshot was)."""
+    import mlflow
+
+    version = _version_by_alias(name, alias)
+    if version is None:
+        return None
+    client = mlflow.MlflowClient()
+    run = client.get_run(client.get_model_version(name, version).run_id)
+    return run.data.tags.get(TAG_PREFIX + "data_fingerprint")
 
 
 def reference_snapshot(name: str, alias: str = CHAMPION) -> pd.DataFrame | None:
@@ -342,13 +380,59 @@ def registry_lock(settings: Settings) -> Iterator[None]:
         ) from None
 
 
-def decide_promotion(challenger: RegisteredVersion, split: DataSplit, settings: Settings) -> PromotionDecision:
-    """Check the floors, then re-score the champion on the challenger's holdout and compare."""
+def decide_promotion(
+    challenger: RegisteredVersion, split: DataSplit, settings: Settings, recent: EvaluationSet | None = None
+) -> PromotionDecision:
+    """Check the floors, then score the champion (and, with ``recent``, both versions) on the same sets and compare.
+
+    The rule: without recent rows, the challenger must beat the champion on the original
+    holdout by more than ``model.promotion_margin``. With a recent evaluation set (the
+    newest labeled production rows, never trained on), it must beat the champion **on the
+    recent set** by the margin, and its holdout metrics must still pass ``model.floors``:
+    a champion good on old data and bad on recent data loses.
+    """
     current = champion_version(challenger.name)
     champion_metrics = None
     if current is not None and current != challenger.version:
         champion_metrics = _rescore(challenger.name, current, split, settings)
-    return _judge(challenger.version, challenger.metrics, current, champion_metrics, settings)
+    decision = _judge(challenger.version, challenger.metrics, current, champion_metrics, settings)
+    decision = replace(decision, holdout_rows=len(split.x_holdout))
+    if recent is None or not len(recent.features) or current == challenger.version:
+        return decision
+    mine = _score(challenger.name, challenger.version, recent.features, recent.labels, settings)
+    theirs = _score(challenger.name, current, recent.features, recent.labels, settings) if champion_metrics is not None else None
+    rows = len(recent.features)
+    if not _finite(mine.get(decision.metric)) or (theirs is not None and not _finite(theirs.get(decision.metric))):
+        note = f"{decision.metric} cannot be computed on the {rows} recent rows (one class?): judged on the holdout"
+        return replace(decision, reason=f"{decision.reason}; {note}", recent_rows=rows)
+    failures = _floor_failures(challenger.metrics, settings.model.floors)
+    return _judge_recent(decision, mine, theirs, rows, failures)
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def _judge_recent(
+    decision: PromotionDecision, mine: dict[str, float], theirs: dict[str, float] | None, rows: int, failures: list[str]
+) -> PromotionDecision:
+    """The decision on the recent set; the holdout comparison stays in the reason, the floors still apply."""
+    from mlops.metrics import higher_is_better
+
+    metric, margin = decision.metric, decision.margin
+    score, champion_score = mine.get(metric, float("nan")), (theirs or {}).get(metric)
+    if champion_score is None:
+        beats, line = True, f"recent {metric} {score:.4f} on {rows} rows (no champion to compare)"
+    else:
+        gain = score - champion_score if higher_is_better(metric) else champion_score - score
+        beats = gain > margin
+        line = (f"recent {metric} {score:.4f} {'beats' if beats else 'does not beat'} champion "
+                f"v{decision.champion_version}'s {champion_score:.4f} on the same {rows} recent rows by more "
+                f"than the margin {margin:g}")
+    holdout = [reason for reason in decision.reason.split("; ") if reason not in failures]
+    reason = "; ".join([line, *(f"(holdout: {text})" for text in holdout), *failures])
+    return replace(decision, promoted=beats and not failures, reason=reason, recent_rows=rows,
+                   recent_challenger_score=score, recent_champion_score=champion_score)
 
 
 def _judge(
@@ -400,13 +484,18 @@ def _floor_failures(metrics: dict[str, float], floors: dict[str, float]) -> list
 
 def _rescore(name: str, version: str, split: DataSplit, settings: Settings) -> dict[str, float]:
     """A registered version's metrics on this holdout; a version that cannot score it cannot be compared."""
+    return _score(name, version, split.x_holdout, split.y_holdout, settings)
+
+
+def _score(name: str, version: str, features: pd.DataFrame, labels: pd.Series, settings: Settings) -> dict[str, float]:
+    """A registered version's metrics on ``features`` and ``labels``."""
     import mlflow
 
     from mlops.training import evaluate
 
     model = mlflow.sklearn.load_model(f"models:/{name}/{version}")
     try:
-        return evaluate(model, split.x_holdout, split.y_holdout, settings.model.task, settings.model.positive_label)
+        return evaluate(model, features, labels, settings.model.task, settings.model.positive_label)
     except (ValueError, KeyError, AttributeError) as exc:
         raise RegistryError(
             f"Version {version} of '{name}' cannot be scored on this holdout ({exc}). "
@@ -420,7 +509,9 @@ def apply_promotion(decision: PromotionDecision, name: str) -> None:
 
     client = mlflow.MlflowClient()
     tags = {
-        "gate.decision": "promoted" if decision.promoted else "rejected",
+        "gate.decision": "promoted" if decision.promoted else "waiting" if decision.waiting else "rejected",
+        "gate.holdout_rows": str(decision.holdout_rows),
+        "gate.recent_rows": str(decision.recent_rows),
         "gate.reason": decision.reason,
         "gate.metric": decision.metric,
         "gate.challenger_score": f"{decision.challenger_score:.6f}",
@@ -430,6 +521,10 @@ def apply_promotion(decision: PromotionDecision, name: str) -> None:
     }
     if decision.champion_score is not None:
         tags["gate.champion_score"] = f"{decision.champion_score:.6f}"
+    if decision.recent_challenger_score is not None:
+        tags["gate.recent_challenger_score"] = f"{decision.recent_challenger_score:.6f}"
+    if decision.recent_champion_score is not None:
+        tags["gate.recent_champion_score"] = f"{decision.recent_champion_score:.6f}"
     for key, value in tags.items():
         client.set_model_version_tag(name, decision.challenger_version, TAG_PREFIX + key, value)
     if decision.promoted:
@@ -446,11 +541,25 @@ def _move_aliases(name: str, new: str, old: str | None) -> None:
     client.set_registered_model_alias(name, CHAMPION, new)
 
 
-def gate_challenger(registered: RegisteredVersion, split: DataSplit, settings: Settings) -> PromotionDecision:
-    """The training flow's gate: decide, tag and move under the registry lock, and record it."""
+def gate_challenger(
+    registered: RegisteredVersion,
+    split: DataSplit,
+    settings: Settings,
+    recent: EvaluationSet | None = None,
+    *,
+    promote: bool = True,
+) -> PromotionDecision:
+    """The training flow's gate: decide, tag and move under the registry lock, and record it.
+
+    ``promote=False`` (``monitoring.auto_promote: false``): a challenger that passes is
+    tagged ``waiting`` and left for ``mlops promote VERSION`` to approve.
+    """
     with registry_lock(settings):
         try:
-            decision = decide_promotion(registered, split, settings)
+            decision = decide_promotion(registered, split, settings, recent)
+            if decision.promoted and not promote:
+                reason = f"{decision.reason}; waits for approval (monitoring.auto_promote is false)"
+                decision = replace(decision, promoted=False, waiting=True, reason=reason)
         except RegistryError as exc:
             # The champion cannot be re-scored (e.g. the columns changed): keep it, and say why
             # on the new version rather than leave it untagged.
@@ -477,8 +586,22 @@ def promote_version(
     _require_version(name, version)
     with registry_lock(settings):
         current = champion_version(name)
-        decision = _manual_decision(settings, version, current, split, compare=True, force=force)
+        decision = _waiting_decision(settings, version, current)
+        if decision is None:
+            decision = _manual_decision(settings, version, current, split, compare=True, force=force)
         return _move(settings, "promote", decision, force=force, reason=reason)
+
+
+def _waiting_decision(settings: Settings, version: str, current: str | None) -> PromotionDecision | None:
+    """A version the gate passed but left waiting (``mlops.gate.decision=waiting``), approved as the gate judged it."""
+    import mlflow
+
+    tags = mlflow.MlflowClient().get_model_version(settings.model.name, version).tags
+    if tags.get(TAG_PREFIX + "gate.decision") != "waiting" or tags.get(TAG_PREFIX + "gate.champion_version", "") != (current or ""):
+        return None  # not waiting, or the champion it was judged against has changed: judge again
+    score = float(tags.get(TAG_PREFIX + "gate.challenger_score", "nan"))
+    reason = f"approved: {tags.get(TAG_PREFIX + 'gate.reason', '')}"
+    return PromotionDecision(True, version, current, settings.model.metric, score, None, reason)
 
 
 def rollback(settings: Settings, split: DataSplit, *, force: bool = False, reason: str = "") -> PromotionDecision:

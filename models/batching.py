@@ -21,7 +21,7 @@ from typing import Any
 
 __all__ = ["GreedyBatcher"]
 
-Score = Callable[[Any], tuple[Any, Any]]  # features frame -> (labels, probabilities)
+Score = Callable[[Any], tuple[Any, Any]]  # features frame -> (labels, probabilities or None)
 
 
 class GreedyBatcher:
@@ -35,7 +35,7 @@ class GreedyBatcher:
         self._running = False
 
     async def score(self, frame: Any) -> tuple[Any, Any]:
-        """Labels and probabilities for ``frame``'s rows, in order."""
+        """Labels and probabilities (None for a regressor) for ``frame``'s rows, in order."""
         future: asyncio.Future[tuple[Any, Any]] = asyncio.get_running_loop().create_future()
         self._queue.append((frame, future))
         if not self._running:
@@ -61,7 +61,7 @@ class GreedyBatcher:
                 for frame, future in batch:
                     end = start + len(frame)
                     if not future.done():  # a caller that gave up (disconnect) is skipped
-                        future.set_result((labels[start:end], probabilities[start:end]))
+                        future.set_result((labels[start:end], None if probabilities is None else probabilities[start:end]))
                     start = end
         finally:
             self._running = False
@@ -83,4 +83,5 @@ class GreedyBatcher:
             return frames[0]
         if all(kind.kind in "iuf" for frame in frames for kind in frame.dtypes):  # numbers: one array copy
             return pd.DataFrame(np.vstack([frame.to_numpy(dtype="float64") for frame in frames]), columns=self._columns)
-        return pd.concat(frames, ignore_index=True)  # keeps text and category columns' types
+        # Text stays object (NaN for missing); bool stays bool, or object where one request had nulls.
+        return pd.concat(frames, ignore_index=True)

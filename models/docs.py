@@ -10,14 +10,16 @@ Swagger page, which loads ``./docs.json``.
 
 from __future__ import annotations
 
-import copy
 import json
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from mlops.request_check import ARROW_STREAM, RequestCheck
 
 __all__ = ["OpenAPIDocs", "openapi_document"]
+
+logger = logging.getLogger("mlops.serving")
 
 Scope = MutableMapping[str, Any]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
@@ -52,9 +54,13 @@ class OpenAPIDocs:
         import bentoml
 
         if self._document is None:  # the model never changes in this process
-            served = bentoml.get_current_service()
-            document = openapi_document(self.service.openapi_spec.asdict(), served.check, served.classes)
-            self._document = json.dumps(document).encode()
+            spec = self.service.openapi_spec.asdict()
+            try:
+                served = bentoml.get_current_service()
+                spec = openapi_document(spec, served.check, served.classes)
+            except Exception:  # the document must still be served, if only as BentoML made it
+                logger.exception("Could not add the model's schemas to the OpenAPI document.")
+            self._document = json.dumps(spec).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(self._document)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": self._document})
@@ -62,7 +68,7 @@ class OpenAPIDocs:
 
 def openapi_document(spec: dict[str, Any], check: RequestCheck, classes: list[Any] | None) -> dict[str, Any]:
     """BentoML's OpenAPI ``spec`` with the records' schema, the label type and the 4xx answers."""
-    spec = copy.deepcopy(spec)
+    spec = json.loads(json.dumps(spec))  # a copy, with the status codes as JSON has them (strings)
     record = check.json_schema()
     records = {
         "type": "array",

@@ -87,3 +87,43 @@ def test_batcher__a_failing_call_fails_every_request_in_it_and_the_next_call_wor
 
     assert isinstance(failure, ValueError)
     assert len(labels) == 3
+
+
+def test_batcher__a_regressor_gets_numbers_and_no_probabilities():
+    from sklearn.linear_model import Ridge
+
+    frame = pd.read_csv(TRAIN_CSV)
+    features = frame.drop(columns="target")
+    model = Ridge().fit(features, frame["target"])
+    batcher = GreedyBatcher(lambda f: (model.predict(f), None), list(features.columns), max_rows=64)
+
+    async def send_all():
+        return await asyncio.gather(*(batcher.score(features.iloc[i : i + 2]) for i in range(10)))
+
+    for i, (values, probabilities) in enumerate(asyncio.run(send_all())):
+        assert probabilities is None
+        np.testing.assert_allclose(values, model.predict(features.iloc[i : i + 2]))
+
+
+def test_batcher__merged_text_and_bool_columns_keep_their_types():
+    seen: list[pd.DataFrame] = []
+
+    def score(frame):
+        seen.append(frame)
+        return frame["plan"].to_numpy(), None
+
+    columns = ["plan", "paperless", "tenure"]
+    with_nulls = pd.DataFrame({"plan": ["pro", np.nan], "paperless": np.array([True, np.nan], dtype=object), "tenure": [3, 4]})
+    plain = pd.DataFrame({"plan": ["basic"], "paperless": [False], "tenure": [5]})
+    batcher = GreedyBatcher(score, columns, max_rows=64)
+
+    async def send_all():
+        return await asyncio.gather(batcher.score(plain), batcher.score(with_nulls), batcher.score(plain))
+
+    answers = asyncio.run(send_all())
+
+    [merged] = seen  # all three queued before the first call: one model call
+    assert merged["plan"].dtype == object and merged["paperless"].dtype == object and merged["tenure"].dtype == "int64"
+    assert merged["plan"].fillna("?").tolist() == ["basic", "pro", "?", "basic"]
+    assert merged["paperless"].fillna("?").tolist() == [False, True, "?", False]
+    assert [len(labels) for labels, _ in answers] == [1, 2, 1] and answers[1][0][0] == "pro"

@@ -99,6 +99,7 @@ def test_continuous_training__drift_on_served_traffic_retrains_once_promotes_and
         "MLOPS_SCHEDULES__PREFECT_PORT": str(free_port()),
         "MLOPS_SCHEDULES__MONITORING_INTERVAL_MINUTES": "0.25",
         "MLOPS_MONITORING__COOLDOWN_MINUTES": "60",
+        "MLOPS_MONITORING__RETRAIN_WITHOUT_LABELS": "true",  # no labels arrive in this test: retrain on the file
         "MLOPS_ALERTS__WEBHOOK_URL": alerts_url,
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
         "PREFECT_RUNNER_POLL_FREQUENCY": "2",

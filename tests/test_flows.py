@@ -61,6 +61,7 @@ def test_monitoring_flow__drift_triggers_a_tagged_retraining_flow_run(tool_env, 
     from flows.training import training_flow
 
     first = training_flow(settings)
+    settings = settings.model_copy(update={"monitoring": settings.monitoring.model_copy(update={"retrain_without_labels": True})})
     outcome = monitoring_flow(settings, current_path=settings.data.current)
     assert outcome.validation is not None and not outcome.validation.success, "skew is a contract violation"
     assert {failure.expectation for failure in outcome.validation.blocking} == {"expect_column_values_to_be_between"}

@@ -43,7 +43,7 @@ def test_monitoring_flow__repeated_drift_retrains_once_then_cools_down_and_alert
     url, received = receiver
     from mlops.config import AlertsConfig
 
-    settings = settings.model_copy(update={"alerts": AlertsConfig(webhook_url=url)})
+    settings = _with(settings.model_copy(update={"alerts": AlertsConfig(webhook_url=url)}), retrain_without_labels=True)
     training_flow(settings)
     before = len(_retrain_runs())
     shifted = load_table(settings.data.current).drop(columns=["target"])
@@ -254,11 +254,14 @@ def test_monitoring_flow__every_task_measures_drift_and_quality_and_retrains_on_
     assert run.data.metrics[f"window_{metric}"] == pytest.approx(outcome.quality[metric])
     saved = json.loads(outcome.summary_path.read_text())
     assert saved["labels"]["labeled_rows"] == len(served) and saved["quality_metric"] == metric
-    # And the retrain ran on the training file plus the labeled rows, which passed the training gate
+    # And the retrain ran on the training file plus the older labeled rows, which passed the training gate
     assert any(metric in trigger for trigger in outcome.decision.triggers)
     assert outcome.retrain is not None, outcome.decision.explain()
     params = mlflow.get_run(outcome.retrain.registered.run_id).data.params
     trained_on = int(params["train_rows"]) + int(params["holdout_rows"])
-    assert trained_on == len(load_table(settings.data.training)) + len(served)
+    recent = round(0.3 * len(served))  # the newest 30 % of the labeled rows judge the retrain, never train it
+    assert trained_on == len(load_table(settings.data.training)) + len(served) - recent
+    assert outcome.retrain.decision.recent_rows == recent
+    assert len(load_table(next((settings.state_dir / "retrain").glob("recent-eval-*.csv")))) == recent
     written = load_table(next((settings.state_dir / "retrain").glob("train-plus-labeled-*.csv")))
     assert list(written.columns) == list(load_table(settings.data.training).columns)

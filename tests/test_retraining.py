@@ -119,3 +119,29 @@ def test_retrain_history__counts_tagged_flow_runs_from_prefect():
     assert history.started_last_day == 2
     assert history.active == 0
     assert datetime.now(timezone.utc) - history.last_started < timedelta(minutes=5)
+
+
+def test_decide_retrain__drift_without_labeled_rows_does_not_retrain_unless_allowed():
+    from mlops.retraining import NO_LABELS
+
+    held = decide(drift_share=0.5, labeled_rows=0)
+    assert not held.retrain and held.blocked_by == NO_LABELS and "a retrain would reproduce the champion" in held.explain()
+    assert decide(drift_share=0.5, labeled_rows=40).retrain
+    assert decide(drift_share=0.5, labeled_rows=0, policy=POLICY.model_copy(update={"retrain_without_labels": True})).retrain
+    users = POLICY.model_copy(update={"retrain_data": "my_data:rows"})
+    assert decide(drift_share=0.5, labeled_rows=0, policy=users).retrain, "the user's source is not held back"
+
+
+def test_split_recent__the_newest_share_is_held_out_in_time_order():
+    import pandas as pd
+
+    from mlops.retraining import split_recent
+
+    rows = pd.DataFrame({"timestamp": [f"2026-12-01T10:00:{s:02d}" for s in (5, 1, 9, 3, 7, 2, 8, 4, 6, 0)],
+                         "label": range(10)})
+    train, recent = split_recent(rows, 0.3)
+    assert recent["timestamp"].tolist() == ["2026-12-01T10:00:07", "2026-12-01T10:00:08", "2026-12-01T10:00:09"]
+    assert len(train) == 7 and train["timestamp"].max() < recent["timestamp"].min()
+    train, recent = split_recent(rows, 0.3, rows=2)
+    assert train["timestamp"].tolist() == ["2026-12-01T10:00:05", "2026-12-01T10:00:06"] and len(recent) == 3
+    assert len(split_recent(rows.head(1), 0.3)[1]) == 0, "a single row is trained on, not held out"

@@ -266,3 +266,39 @@ def test_list_versions__newest_first_with_aliases_metrics_and_tags(tool_env, set
     assert versions[0].metrics["roc_auc"] == pytest.approx(second.metrics["roc_auc"])
     assert versions[0].tags["mlops.trigger"] == "drift" and versions[0].tags["mlops.gate.decision"] == "promoted"
     assert tracking.summaries_as_dicts(versions)[0]["version"] == second.version
+
+
+def test_gate__a_champion_good_on_old_data_and_bad_on_recent_rows_loses(tool_env, settings, frame, split):
+    # Given a champion trained on the old concept, and recent rows where the concept flipped
+    _register(train_model(split, settings.model), split, frame, settings)
+    flipped = DataSplit(split.x_train, 1 - split.y_train, split.x_holdout, split.y_holdout)
+    challenger = tracking.log_and_register(
+        train_model(flipped, settings.model), split, frame, settings, data_path=settings.data.training, tags={}
+    )
+    recent = tracking.EvaluationSet(split.x_holdout.head(60), 1 - split.y_holdout.head(60))
+    # When the gate judges the challenger (worse on the old holdout) with the recent set
+    decision = tracking.gate_challenger(challenger, split, settings, recent)
+    # Then it decides on the recent set: the challenger wins there, and both scores and sizes are recorded
+    assert decision.promoted, decision.reason
+    assert decision.challenger_score < decision.champion_score, "worse on the old holdout"
+    assert decision.recent_challenger_score > decision.recent_champion_score
+    assert (decision.recent_rows, decision.holdout_rows) == (60, len(split.x_holdout))
+    assert decision.reason.startswith("recent roc_auc") and "(holdout: roc_auc" in decision.reason
+    import mlflow
+
+    tags = mlflow.MlflowClient().get_model_version(settings.model.name, challenger.version).tags
+    assert tags["mlops.gate.recent_rows"] == "60" and tags["mlops.gate.holdout_rows"] == str(len(split.x_holdout))
+    assert float(tags["mlops.gate.recent_champion_score"]) == pytest.approx(decision.recent_champion_score, abs=1e-6)
+
+
+def test_gate__recent_win_still_needs_the_holdout_floors(tool_env, settings, frame, split):
+    _register(train_model(split, settings.model), split, frame, settings)
+    floored = settings.model_copy(update={"model": settings.model.model_copy(update={"floors": {"roc_auc": 0.9}})})
+    flipped = DataSplit(split.x_train, 1 - split.y_train, split.x_holdout, split.y_holdout)
+    challenger = tracking.log_and_register(
+        train_model(flipped, settings.model), split, frame, settings, data_path=settings.data.training, tags={}
+    )
+    recent = tracking.EvaluationSet(split.x_holdout.head(60), 1 - split.y_holdout.head(60))
+    decision = tracking.gate_challenger(challenger, split, floored, recent)
+    assert not decision.promoted and "below the floor 0.9" in decision.reason
+    assert decision.recent_challenger_score > decision.recent_champion_score
