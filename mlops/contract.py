@@ -6,7 +6,7 @@ target, the task type and the minimum row count, each check with a severity:
 :func:`to_suite` turns the contract into a Great Expectations suite, which
 :mod:`mlops.contract_checks` evaluates vectorised with GX's exact findings (GX itself
 for what it does not cover); the same contract drives the training gate, batch
-scoring, monitoring batches and the serving request schema (:func:`record_validator`).
+scoring, monitoring batches and the serving request check (:mod:`mlops.request_check`).
 
 Defaults (documented in README, "Your data contract"):
 
@@ -29,7 +29,7 @@ import difflib
 import math
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -49,7 +49,6 @@ __all__ = [
     "DEFAULT_SEVERITY",
     "ColumnContract",
     "Contract",
-    "RecordValidator",
     "contract_diff",
     "contract_files",
     "contract_to_yaml",
@@ -57,7 +56,6 @@ __all__ = [
     "excluded_columns_note",
     "infer_task",
     "load_contract",
-    "record_validator",
     "to_suite",
     "validate_file_in_chunks",
     "validate_file_with_contract",
@@ -644,75 +642,3 @@ def _with_mostly(failure: FailedExpectation, mostly: dict[tuple[str, str | None]
     if tolerance is None:
         return failure
     return replace(failure, details=", ".join(filter(None, [f"mostly={tolerance!r}", failure.details])))
-
-
-# --- Serving -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RecordValidator:
-    """The serving side of the contract: one request record at a time.
-
-    ``model`` enforces the block-level checks (a required field, its type, a block
-    range or category set) and raises pydantic's ``ValidationError`` naming the
-    field (HTTP 422); :meth:`warnings` lists the warn-level issues of a valid record,
-    so the service answers and counts them.
-    """
-
-    contract: Contract
-    model: type[BaseModel]
-
-    def validate(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        """The record as checked values; raises ``pydantic.ValidationError`` on a block-level issue."""
-        return self.model.model_validate(dict(record)).model_dump()
-
-    def warnings(self, record: Mapping[str, Any]) -> list[str]:
-        """Warn-level issues, e.g. ``"city: 'oslo' is not a known category"``."""
-        found = []
-        for column in self.contract.features:
-            value = record.get(column.name)
-            if value is None:
-                continue
-            if column.severity_of("range") == "warn" and not _within(value, column):
-                found.append(f"{column.name}: {value!r} is outside [{column.min}, {column.max}]")
-            if column.severity_of("categories") == "warn" and column.categories is not None:
-                if value not in column.categories:
-                    found.append(f"{column.name}: {value!r} is not a known category")
-        return found
-
-
-def record_validator(contract: Contract, extra: Literal["forbid", "ignore"] = "forbid") -> RecordValidator:
-    """Build the request schema from the contract's features (the target is not requested).
-
-    ``extra="ignore"`` lets clients send fields the model does not use (an id, say).
-    """
-    from pydantic import create_model
-
-    fields = {column.name: _record_field(column) for column in contract.features}
-    config = ConfigDict(extra=extra, frozen=True)
-    return RecordValidator(contract, create_model(f"{contract.name.title()}Record", __config__=config, **fields))
-
-
-def _record_field(column: ColumnContract) -> tuple[Any, Any]:
-    from typing import Literal as Choice
-
-    kinds: dict[str, Any] = {"float": float, "int": int, "str": str, "bool": bool}
-    kind = kinds[column.type]
-    constraints: dict[str, Any] = {"strict": True}
-    if column.type == "float":
-        constraints["allow_inf_nan"] = False
-    if column.severity_of("range") == "block":
-        constraints.update(ge=column.min, le=column.max)
-    if column.categories is not None and column.severity_of("categories") == "block":
-        kind, constraints = Choice[tuple(column.categories)], {}  # type: ignore[valid-type]
-    if column.nullable:
-        return kind | None, Field(None, **constraints)
-    return kind, Field(..., **constraints)
-
-
-def _within(value: Any, column: ColumnContract) -> bool:
-    try:
-        low_ok = column.min is None or value >= column.min
-        return low_ok and (column.max is None or value <= column.max)
-    except TypeError:
-        return True  # a wrong type is the model's (block) concern

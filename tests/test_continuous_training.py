@@ -67,17 +67,16 @@ def _wait_for(predicate, timeout: float, interval: float = 2.0) -> bool:
 
 def _drifted_stream(contract_path: Path) -> list[dict]:
     """Shifted rows the contract accepts (so every answer must be a 200), plus a few reference rows."""
-    from pydantic import ValidationError
+    from mlops.contract import load_contract
+    from mlops.request_check import RequestRefused, check_from_contract
 
-    from mlops.contract import load_contract, record_validator
-
-    validator = record_validator(load_contract(contract_path), extra="ignore")
+    check = check_from_contract(load_contract(contract_path))
     shifted = load_table(REPO / "data" / "current.csv").drop(columns=["target"]).to_dict("records")
     accepted = []
     for record in shifted:
         try:
-            validator.validate(record)
-        except ValidationError:
+            check.records([record])
+        except RequestRefused:
             continue
         accepted.append(record)
     reference = load_table(REPO / "data" / "train.csv").drop(columns=["target"]).head(10).to_dict("records")

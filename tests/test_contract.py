@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import pydantic
 import pytest
 
 from mlops.contract import (
@@ -17,7 +16,6 @@ from mlops.contract import (
     contract_files,
     draft_contract,
     load_contract,
-    record_validator,
     to_suite,
     validate_with_contract,
     write_contract,
@@ -166,65 +164,6 @@ def test_validate_with_contract__severity_override_turns_a_block_into_a_warning(
 
 def test_contract_files__lists_contract_and_suite(settings) -> None:
     assert contract_files(settings) == [settings.data.contract, settings.data.suite]
-
-
-# --- serving ---------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def record() -> dict:
-    return pd.read_csv(TRAIN).drop(columns="target").iloc[0].to_dict()
-
-
-@pytest.mark.parametrize(
-    ("change", "field", "message"),
-    [
-        ({"mean_radius": None}, "mean_radius", "valid number"),
-        ({"mean_radius": "abc"}, "mean_radius", "valid number"),
-        ({"mean_radius": "13.1"}, "mean_radius", "valid number"),
-        ({"mean_radius": 1e6}, "mean_radius", "less than or equal to 30.2229"),
-        ({"mean_area": -1.0}, "mean_area", "greater than or equal to 0"),
-        ({"mean_radius": float("inf")}, "mean_radius", "finite"),
-        ({"patient_id": 3}, "patient_id", "Extra inputs"),
-    ],
-)
-def test_record_validator__block_issue_raises_naming_the_field(record: dict, change: dict, field: str, message: str):
-    validator = record_validator(load_contract(CONTRACT))
-
-    with pytest.raises(pydantic.ValidationError) as caught:
-        validator.validate({**record, **change})
-
-    [error] = caught.value.errors()
-    assert error["loc"] == (field,) and message in error["msg"]
-
-
-def test_record_validator__missing_field_is_named(record: dict):
-    validator = record_validator(load_contract(CONTRACT))
-    incomplete = {name: value for name, value in record.items() if name != "worst_area"}
-
-    with pytest.raises(pydantic.ValidationError) as caught:
-        validator.validate(incomplete)
-
-    assert [error["loc"] for error in caught.value.errors()] == [("worst_area",)]
-
-
-def test_record_validator__valid_record_passes_and_ints_count_as_floats(record: dict):
-    validator = record_validator(load_contract(CONTRACT))
-
-    checked = validator.validate({**record, "mean_radius": 13})
-
-    assert checked["mean_radius"] == 13.0 and validator.warnings(record) == []
-
-
-def test_record_validator__warn_level_issues_are_served_and_listed():
-    contract = load_contract(CORPUS_CONTRACT)
-    validator = record_validator(contract)
-    record = {"age": 40, "income": None, "score": 0.5, "city": "oslo"}
-
-    assert validator.validate(record)["city"] == "oslo"
-    assert validator.warnings(record) == ["city: 'oslo' is not a known category"]
-    with pytest.raises(pydantic.ValidationError, match="age"):
-        validator.validate({**record, "age": 40.5})
 
 
 # --- CLI -------------------------------------------------------------------------------
