@@ -55,17 +55,16 @@ def weak_champion(settings, folder: Path) -> str:
 
 def drifted_records(settings) -> list[dict]:
     """The shifted rows the contract accepts, so every request deserves a 200."""
-    from pydantic import ValidationError
-
-    from mlops.contract import load_contract, record_validator
+    from mlops.contract import load_contract
     from mlops.data import load_table
+    from mlops.request_check import RequestRefused, check_from_contract
 
-    validator = record_validator(load_contract(settings.data.contract), extra="ignore")
+    check = check_from_contract(load_contract(settings.data.contract))
     accepted = []
     for record in load_table(settings.data.current).drop(columns=[settings.data.target]).to_dict("records"):
         try:
-            validator.validate(record)
-        except ValidationError:
+            check.records([record])
+        except RequestRefused:
             continue
         accepted.append(record)
     return accepted
@@ -171,7 +170,9 @@ def main() -> None:
     from mlops.serving import free_port
 
     folder = Path(tempfile.mkdtemp(prefix="recover-bench-"))
-    monitoring = {"cooldown_minutes": 0, "max_retrains_per_day": 1000, "window_rows": args.window}
+    # The retrain of this benchmark is on the reference (no labels come back): its time, not its data.
+    monitoring = {"cooldown_minutes": 0, "max_retrains_per_day": 1000, "window_rows": args.window,
+                  "retrain_data": "reference", "retrain_without_labels": True}
     settings = load_settings(state_dir=folder / "state", serving={"port": free_port()}, monitoring=monitoring)
     with tool_environment(settings):
         weak = weak_champion(settings, folder)
