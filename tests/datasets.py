@@ -63,7 +63,7 @@ def flowers() -> tuple[pd.DataFrame, pd.DataFrame, DatasetSpec]:
     train, current = frame.iloc[:120].reset_index(drop=True), frame.iloc[120:].reset_index(drop=True)
     current = current.copy()
     current["sepal length (cm)"] = _shifted(current["sepal length (cm)"], train["sepal length (cm)"], 1.0)
-    spec = DatasetSpec("flowers", "species", "classification", tuple(bunch.target_names),
+    spec = DatasetSpec("flowers", "species", "classification", tuple(map(str, bunch.target_names)),
                        ("flower_id", "picked on"), ("garden",))
     return train, current, spec
 
@@ -138,7 +138,18 @@ DATASETS: dict[str, Callable[[], tuple[pd.DataFrame, pd.DataFrame, DatasetSpec]]
 
 
 def build(name: str) -> tuple[pd.DataFrame, pd.DataFrame, DatasetSpec]:
-    return DATASETS[name]()
+    train, current, spec = DATASETS[name]()
+    return train, _inside_training_ranges(current, train), spec
+
+
+def _inside_training_ranges(current: pd.DataFrame, train: pd.DataFrame) -> pd.DataFrame:
+    """The later batch within the training file's numeric ranges: a shift the drafted contract accepts."""
+    current = current.copy()
+    for name in train.columns:
+        if pd.api.types.is_numeric_dtype(train[name]) and not pd.api.types.is_bool_dtype(train[name]):
+            clipped = current[name].clip(train[name].min(), train[name].max())
+            current[name] = clipped.astype(train[name].dtype) if train[name].notna().all() else clipped
+    return current
 
 
 def write(name: str, folder: Path, suffix: str = ".csv") -> tuple[Path, Path, DatasetSpec]:
