@@ -19,7 +19,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -117,17 +116,14 @@ def _serve(project: Path, port: int) -> subprocess.Popen[str]:
         [str(MLOPS), "serve", "--port", str(port)], cwd=project, env=environment, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.stdout.read()
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    os.killpg(process.pid, signal.SIGKILL)
-    raise AssertionError("mlops serve was not ready in 180 s")
+    from mlops.serving import wait_until_ready
+
+    try:
+        wait_until_ready(f"http://127.0.0.1:{port}", 180, process=process)
+    except BaseException:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise AssertionError(f"mlops serve did not get ready:\n{process.communicate()[0]}") from None
+    return process
 
 
 def _stop(process: subprocess.Popen[str]) -> str:
