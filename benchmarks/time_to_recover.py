@@ -1,26 +1,31 @@
-"""Time to recover: from drift detected to the new champion answering, under steady traffic.
+"""Time to recover: from drift detected to a better champion answering, under steady traffic.
 
     .venv/bin/python benchmarks/time_to_recover.py [--rounds 3] [--rate 40] [--quick]
 
-Each round: a weak champion (a third of its training labels flipped) serves behind the
-swap proxy; an external client process (``_traffic.py``) sends drifted records without
-pause and records every answer's model version; once the window is logged, the
-monitoring flow (a real Prefect flow run) detects the drift, retrains, gates, promotes
-and redeploys through the safe swap. Target: ≤ 45 s from t0 to t1, 0 failed requests.
+Each round: the champion trained on the bundled data serves behind the swap proxy; an
+external client process (``_traffic.py``) sends the demo's production traffic without
+pause (patients measured after a scanner update, :func:`mlops.data.make_production_traffic`),
+records every answer's model version and posts each answer's true label to
+``POST /labels``. Once the window is logged, the monitoring flow (a real Prefect flow
+run) detects drift and the quality drop, retrains on the reference plus the older
+labeled rows, judges both versions on the newest labeled rows, promotes and redeploys
+through the safe swap. Target: ≤ 10 s from t0 to t1, 0 failed requests, and the new
+champion better than the old on the recent data.
 
 - t0, drift detected: the end of the monitoring flow's ``measure_drift`` task run;
 - t1: the first answer the client got from the new version;
 - the stages in between come from the Prefect task runs of the monitoring flow and of
   its retrain child flow, and from the deployment's readiness time. They add up to t1 - t0.
 
-Rounds after the first move ``champion`` back to the weak version and swap it in again,
-so the Prefect server, the proxy and the tool imports are warm, as in a long-running
-``mlops schedule``. ``--quick``: one round, a short window (smoke run).
+Rounds after the first move ``champion`` back to the bundled data's model and swap it in
+again, so the Prefect server, the proxy and the tool imports are warm, as in a
+long-running ``mlops schedule``. ``--quick``: one round, a short window (smoke run).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -33,41 +38,29 @@ from _prefect_runs import finished_task_runs, flow_run_start  # noqa: E402
 from _traffic import read_answers, start_client  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-TARGET_SECONDS = 45.0
+TARGET_SECONDS = 10.0
 # Consecutive stage boundaries: (stage, Prefect task run whose end closes it); see stage_times.
-TRAINING_STAGES = (("validate", "validate_data"), ("train", "train"), ("register", "register"), ("gate", "gate"))
+TRAINING_STAGES = (("validate", "validate_data"), ("train", "train"), ("register", "register"),
+                   ("recent set, gate", "gate"))
 # Task runs of one monitoring flow run that retrains and redeploys, and of its training flow run.
-MONITORING_TASKS, TRAINING_TASKS = 9, 6
+MONITORING_TASKS, TRAINING_TASKS = 10, 7
+TOTAL = "drift detected → new champion answering"
 
 
-def weak_champion(settings, folder: Path) -> str:
-    """Train and promote a champion on labels a third of which are flipped: the retrain will beat it."""
+def champion(settings) -> str:
+    """The bundled data's model: good on the training data, hurt by the scanner shift."""
     from flows.training import training_flow
-    from mlops.data import load_table
 
-    weak = load_table(settings.data.training)
-    flipped = weak.sample(frac=0.35, random_state=0).index
-    weak.loc[flipped, settings.data.target] = 1 - weak.loc[flipped, settings.data.target]
-    path = folder / "weak.csv"
-    weak.to_csv(path, index=False)
-    return training_flow(settings, data_path=path).registered.version
+    return training_flow(settings).registered.version
 
 
-def drifted_records(settings) -> list[dict]:
-    """The shifted rows the contract accepts, so every request deserves a 200."""
-    from mlops.contract import load_contract
-    from mlops.data import load_table
-    from mlops.request_check import RequestRefused, check_from_contract
+def production_records(settings) -> tuple[list[dict], list]:
+    """The shifted production rows (the contract accepts them all) and their true labels."""
+    from mlops.data import make_production_traffic
 
-    check = check_from_contract(load_contract(settings.data.contract))
-    accepted = []
-    for record in load_table(settings.data.current).drop(columns=[settings.data.target]).to_dict("records"):
-        try:
-            check.records([record])
-        except RequestRefused:
-            continue
-        accepted.append(record)
-    return accepted
+    _, after = make_production_traffic(settings.model.seed)
+    target = settings.data.target
+    return json.loads(after.drop(columns=[target]).to_json(orient="records")), after[target].tolist()
 
 
 def logged_rows(settings) -> int:
@@ -102,22 +95,24 @@ def stage_times(monitoring_run: str, retrain_run: str, ready_seconds: float, t1:
     return t0, stages
 
 
-def recover_once(settings, weak: str, records: list[dict], folder: Path, args) -> dict[str, float]:
-    """One round: weak champion serving, drifted traffic, monitoring until the new version answers."""
+def recover_once(settings, base: str, records: list[dict], labels: list, folder: Path, args) -> dict[str, float]:
+    """One round: the base champion serving, shifted traffic and its labels, monitoring until the new version answers."""
     from mlflow import MlflowClient
 
     from flows.monitoring import monitoring_flow
     from mlops.deployment import deploy, deployment_status
 
-    MlflowClient().set_registered_model_alias(settings.model.name, "champion", weak)
+    MlflowClient().set_registered_model_alias(settings.model.name, "champion", base)
     state = deploy(settings)
-    process, stop, out = start_client(state.url, records, folder, args.rate, args.concurrency)
+    process, stop, out = start_client(state.url, records, folder, args.rate, args.concurrency, labels)
     try:
         wait_for_window(settings, args.window, process)
+        time.sleep(1.0)  # the labels of the last requests arrive a moment after them
         flow_state = monitoring_flow(settings, return_state=True)
         outcome = flow_state.result()
         if outcome.retrain is None or not outcome.retrain.decision.promoted:
-            raise RuntimeError(f"no promoted retrain: {outcome.decision and outcome.decision.explain()}")
+            raise RuntimeError(f"no promoted retrain: {outcome.decision and outcome.decision.explain()}"
+                               + (f"; gate: {outcome.retrain.decision.reason}" if outcome.retrain else ""))
         new = outcome.retrain.registered.version
         time.sleep(args.tail)  # traffic keeps flowing after the swap: the old version drains
     finally:
@@ -133,20 +128,36 @@ def recover_once(settings, weak: str, records: list[dict], folder: Path, args) -
     failed = [answer for answer in answers if not answer.ok]
     for answer in failed[:5]:
         print(f"failed request: status {answer.status} {answer.error}")
-    return {"drift detected → new champion answering": min(served_new) - t0, **stages,
+    decision = outcome.retrain.decision
+    live = {version: [a.correct for a in answers if a.correct is not None and str(a.version) == version]
+            for version in (str(base), str(new))}
+    return {TOTAL: min(served_new) - t0, **stages,
+            "recent accuracy before": decision.recent_champion_score, "recent accuracy after": decision.recent_challenger_score,
+            "recent rows": decision.recent_rows,
+            "live accuracy before": sum(live[str(base)]) / max(1, len(live[str(base)])),
+            "live accuracy after": sum(live[str(new)]) / max(1, len(live[str(new)])),
             "requests sent": len(answers), "failed requests": len(failed)}  # fmt: skip
 
 
+_QUALITY = ("recent accuracy before", "recent accuracy after", "recent rows", "live accuracy before", "live accuracy after")
+
+
 def report(runs: list[dict[str, float]]) -> list[Row]:
-    total = "drift detected → new champion answering"
-    rows = [Row(total, median([run[total] for run in runs]), None, "s", f"≤ {TARGET_SECONDS:g} s")]
-    for stage in [key for key in runs[0] if key not in (total, "requests sent", "failed requests")]:
+    rows = [Row(TOTAL, median([run[TOTAL] for run in runs]), None, "s", f"≤ {TARGET_SECONDS:g} s")]
+    for stage in [key for key in runs[0] if key not in (TOTAL, "requests sent", "failed requests", *_QUALITY)]:
         rows.append(Row(f"stage: {stage}", median([run[stage] for run in runs]), None, "s"))
+    stages = rows[1:]
+    rows.append(Row("accuracy on the recent rows: new champion vs old", median([run["recent accuracy after"] for run in runs]),
+                    median([run["recent accuracy before"] for run in runs]), "", "ratio > 1"))
+    rows.append(Row("recent evaluation rows (newest labeled, never trained on)", median([run["recent rows"] for run in runs]),
+                    None, "rows"))
+    rows.append(Row("accuracy of live answers on the shifted traffic: new vs old", median([run["live accuracy after"] for run in runs]),
+                    median([run["live accuracy before"] for run in runs]), "", "ratio > 1"))
     rows.append(Row("failed requests (all rounds)", sum(run["failed requests"] for run in runs), None, "requests", "0"))
     rows.append(Row("requests sent (all rounds)", sum(run["requests sent"] for run in runs), None, "requests"))
     if rows[0].ours > TARGET_SECONDS:
         print(f"Target missed ({rows[0].ours:.1f} s > {TARGET_SECONDS:g} s); where the time goes:")
-        for row in sorted(rows[1:-2], key=lambda row: -row.ours):
+        for row in sorted(stages, key=lambda row: -row.ours):
             print(f"  {row.ours:6.1f} s  {100 * row.ours / rows[0].ours:4.0f}%  {row.figure}")
     return rows
 
@@ -161,7 +172,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="One round, a 100-row window (smoke run).")
     args = parser.parse_args()
     if args.quick:
-        args.rounds, args.window, args.tail = 1, 100, 1.0
+        args.rounds, args.window, args.tail = 1, 300, 1.0
     os.chdir(REPO)  # the default config's data paths are relative to the repository
 
     from mlops.config import load_settings
@@ -171,20 +182,22 @@ def main() -> None:
 
     folder = Path(tempfile.mkdtemp(prefix="recover-bench-"))
     # The retrain of this benchmark is on the reference (no labels come back): its time, not its data.
-    monitoring = {"cooldown_minutes": 0, "max_retrains_per_day": 1000, "window_rows": args.window,
-                  "retrain_data": "reference", "retrain_without_labels": True}
-    settings = load_settings(state_dir=folder / "state", serving={"port": free_port()}, monitoring=monitoring)
+    # As the demo: the gate judges on accuracy (the shift moves the threshold, not the ranking).
+    monitoring = {"cooldown_minutes": 0, "max_retrains_per_day": 1000, "window_rows": args.window}
+    settings = load_settings(state_dir=folder / "state", serving={"port": free_port()}, monitoring=monitoring,
+                             model={"primary_metric": "accuracy"})
     with tool_environment(settings):
-        weak = weak_champion(settings, folder)
-        records = drifted_records(settings)
+        base = champion(settings)
+        records, labels = production_records(settings)
         try:
-            runs = [recover_once(settings, weak, records, folder / f"round-{i}", args) for i in range(args.rounds)]
+            runs = [recover_once(settings, base, records, labels, folder / f"round-{i}", args) for i in range(args.rounds)]
         finally:
             stop_deployment(settings)
     totals = ", ".join(f"{run['drift detected → new champion answering']:.1f}" for run in runs)
     notes = (
         f"Median of {args.rounds} round(s) (totals: {totals} s); client: {args.concurrency} connections at "
-        f"{args.rate:g} requests/s, one drifted record per request; window of {args.window} logged predictions. "
+        f"{args.rate:g} requests/s, one shifted record per request, its label posted to /labels; window of "
+        f"{args.window} logged predictions, the newest 30 % of the labeled ones the recent evaluation set. "
         "Each round's stages add up to its total (the medians need not)."
     )
     write_results("time_to_recover", report(runs), notes, quick=args.quick)

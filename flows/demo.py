@@ -1,30 +1,161 @@
-"""The whole loop on the bundled data, as ``mlops demo`` runs it.
+"""The whole loop on the bundled data, as ``mlops demo`` runs it: production drifts, the model learns.
 
-validate + train + register (training flow) → import the champion into BentoML
-and serve it → send real HTTP requests, the shifted batch included → measure
-drift on the logged predictions (monitoring flow) → retrain (child flow run)
-→ stop the server. Works on a clean state folder and on an existing one.
+1. **train**: the training flow validates ``data/train.csv``, trains and registers the
+   champion (on a state folder that has one already, the new version is made champion:
+   the story starts from the bundled data's model);
+2. **deploy** it behind the swap proxy on ``serving.port`` (:func:`mlops.deployment.deploy`);
+3. **traffic**: a client sends production records without pause, one per request
+   (:func:`mlops.data.make_production_traffic`): 100 like the training data, then
+   patients measured after a scanner update that under-reports every ``worst_*`` feature
+   by 25 %. The contract accepts them; the champion's accuracy on them falls. Their
+   ground truth comes back through ``POST /labels``, a batch at a time;
+4. **monitor**: the monitoring flow finds the drift and the quality drop on the labeled
+   window, retrains on the training data plus the older labeled rows, judges challenger
+   and champion on the newest labeled rows (never trained on), promotes the better one
+   and swaps it in while the client keeps sending;
+5. the summary: quality before and after on the recent data, the versions that answered
+   over time, the requests answered during the swap and how many failed. The deployment
+   is stopped.
+
+The gate judges on accuracy unless ``model.primary_metric`` says otherwise: a shift that
+moves the decision threshold leaves a ranking metric (roc_auc) almost untouched.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from rich.console import Console
 
 from flows.monitoring import MonitoringOutcome, monitoring_flow
 from flows.training import TrainingOutcome, training_flow
-from mlops import data, serving
+from mlops import data, deployment
 from mlops.config import Settings
+from mlops.errors import ServingError
 from mlops.prediction_log import read_prediction_log
 
-__all__ = ["DemoSummary", "run_demo"]
+__all__ = ["Answer", "DemoSummary", "ProductionClient", "run_demo"]
 
-REFERENCE_REQUESTS = 20  # unshifted rows sent before the shifted batch
+SHIFTED_BEFORE_MONITORING = 400  # shifted requests answered (and labeled) before monitoring looks
+ANSWERS_AFTER_SWAP = 150  # answers from the new champion before the client stops
+CLIENT_RATE = 120.0  # requests per second: steady, leaving CPU to the retrain
+LABEL_BATCH = 25  # answered requests per POST /labels
+DEMO_QUALITY_FLOOR = 0.9  # monitoring.quality_floor unless the config sets one
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One request of the client: when, the answer's status and version, and whether it was right."""
+
+    sent: float
+    done: float
+    status: int
+    version: str | None
+    shifted: bool
+    correct: bool | None
+
+
+class ProductionClient(threading.Thread):
+    """Sends ``before`` then ``after`` (cycled) to ``/predict`` without pause; labels go to ``/labels``.
+
+    One record per request at about ``rate`` requests/s. Every ``label_batch`` answered
+    requests, their true labels are posted to ``POST /labels`` (as a labeling team would,
+    a little after the predictions). :meth:`stop` ends it.
+    """
+
+    def __init__(self, url: str, before: list[dict], after: list[dict], truth: tuple[list, list],
+                 headers: dict[str, str], rate: float = CLIENT_RATE, label_batch: int = LABEL_BATCH) -> None:
+        super().__init__(name="demo-client", daemon=True)
+        self.url, self.headers, self.interval, self.label_batch = url, headers, 1.0 / rate, label_batch
+        self.records = [(record, label, False) for record, label in zip(before, truth[0])]
+        self.shifted = [(record, label, True) for record, label in zip(after, truth[1])]
+        self.answers: list[Answer] = []
+        self.labels_accepted = self.labels_refused = 0
+        self.label_problems: list[str] = []
+        self._pending: list[dict[str, Any]] = []
+        self._halt = threading.Event()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=30)
+
+    @property
+    def shifted_answered(self) -> int:
+        return sum(1 for answer in self.answers if answer.shifted and answer.status == 200)
+
+    def answers_from(self, version: str) -> int:
+        return sum(1 for answer in self.answers if answer.version == version)
+
+    def run(self) -> None:
+        import httpx
+
+        next_at, index = time.monotonic(), 0
+        with httpx.Client(base_url=self.url, timeout=30.0, headers=self.headers) as client:
+            while not self._halt.is_set():
+                record, label, shifted = self._record(index)
+                index += 1
+                self._send(client, record, label, shifted)
+                if len(self._pending) >= self.label_batch:
+                    self._post_labels(client)
+                next_at += self.interval
+                self._halt.wait(max(0.0, next_at - time.monotonic()))
+            self._post_labels(client)
+
+    def _record(self, index: int) -> tuple[dict, Any, bool]:
+        if index < len(self.records):
+            return self.records[index]
+        return self.shifted[(index - len(self.records)) % len(self.shifted)]
+
+    def _send(self, client: Any, record: dict, label: Any, shifted: bool) -> None:
+        import httpx
+
+        sent = time.time()
+        try:
+            response = client.post("/predict", json={"records": [record]})
+            body = response.json() if response.status_code == 200 else {}
+        except (httpx.HTTPError, ValueError):
+            self.answers.append(Answer(sent, time.time(), 0, None, shifted, None))
+            return
+        prediction = (body.get("predictions") or [None])[0]
+        correct = prediction == label if response.status_code == 200 else None
+        self.answers.append(Answer(sent, time.time(), response.status_code, body.get("model_version"), shifted, correct))
+        if response.status_code == 200:
+            self._pending.append({"request_id": body["request_id"], "record": 0, "label": label})
+
+    def _post_labels(self, client: Any) -> None:
+        import httpx
+
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        try:
+            response = client.post("/labels", json={"labels": batch})
+            body = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            self.labels_refused += len(batch)
+            self.label_problems.append(f"POST /labels failed: {type(exc).__name__}")
+            return
+        self.labels_accepted += int(body.get("accepted", 0))
+        self.labels_refused += int(body.get("refused", len(batch) if response.status_code != 200 else 0))
+        self.label_problems += [problem for problem in body.get("problems", []) if problem not in self.label_problems]
+
+
+@dataclass(frozen=True)
+class Swap:
+    """The deployment's swap to the retrained champion, as the client saw it."""
+
+    from_version: str
+    to_version: str
+    started: float
+    finished: float
+    answered: int
+    failed: int
 
 
 @dataclass
@@ -34,39 +165,182 @@ class DemoSummary:
     training: TrainingOutcome | None = None
     served_version: str | None = None
     endpoint_url: str | None = None
-    records_sent: int = 0
-    rejected_records: int = 0
-    failed_requests: int = 0
+    answers: list[Answer] = field(default_factory=list)
+    labels_accepted: int = 0
+    labels_refused: int = 0
     monitoring: MonitoringOutcome | None = None
+    swap: Swap | None = None
     tracking_uri: str = ""
+    metric: str = ""
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def failed_requests(self) -> int:
+        """Requests without an answer: no response, or an error that is not the contract refusing a record."""
+        return sum(1 for answer in self.answers if answer.status not in (200, 422))
+
+    @property
+    def refused_records(self) -> int:
+        """Records the data contract refused (422): real measurements outside the contract's ranges."""
+        return sum(1 for answer in self.answers if answer.status == 422)
+
+    def versions_over_time(self) -> list[tuple[str, float, float, int]]:
+        """``(version, first answer, last answer, answers)`` per run of consecutive answers of one version."""
+        spans: list[list[Any]] = []
+        for answer in sorted((a for a in self.answers if a.version), key=lambda a: a.done):
+            if spans and spans[-1][0] == answer.version:
+                spans[-1][2], spans[-1][3] = answer.done, spans[-1][3] + 1
+            else:
+                spans.append([answer.version, answer.done, answer.done, 1])
+        return [tuple(span) for span in spans]  # type: ignore[misc]
+
+    def live_accuracy(self) -> dict[str, tuple[float, int]]:
+        """Accuracy of each version's answers on the shifted traffic, as the client knows the truth."""
+        scored: dict[str, list[bool]] = {}
+        for answer in self.answers:
+            if answer.shifted and answer.version and answer.correct is not None:
+                scored.setdefault(answer.version, []).append(answer.correct)
+        return {version: (sum(right) / len(right), len(right)) for version, right in scored.items()}
 
 
 def run_demo(settings: Settings, console: Console | None = None) -> DemoSummary:
-    """Run the loop end to end and return what it produced; the server is always stopped."""
+    """Run the loop end to end and return what it produced; the deployment is always stopped."""
     console = console or Console(stderr=True)
-    # A showcase retrains on every run: lift the cooldown and daily cap the policy
-    # would otherwise apply to a second run on the same state folder.
-    settings = settings.model_copy(
-        update={"monitoring": settings.monitoring.model_copy(update={"cooldown_minutes": 0, "max_retrains_per_day": 10**6})}
-    )
-    summary = DemoSummary(tracking_uri=settings.tracking_uri_shown)
+    settings = _demo_settings(settings)
+    if deployment.deployment_status(settings).proxy_alive:
+        raise ServingError(
+            f"A deployment already runs on this state folder ({settings.state_dir}); the demo deploys its own. "
+            "Stop it with `mlops deploy stop`, or run the demo with another --state-dir."
+        )
+    summary = DemoSummary(tracking_uri=settings.tracking_uri_shown, metric=settings.model.metric)
     with _stage(summary, console, "validate + train + register"):
         summary.training = training_flow(settings)
-    with _stage(summary, console, "package + serve"):
-        summary.served_version = serving.resolve_alias(settings.model.name, settings.serving.alias)
-        tag = serving.import_model(settings.model.name, summary.served_version)
-        server = serving.start_server(settings, tag, port=serving.free_port())
+        _start_from(settings, summary)
+    client = None
     try:
-        summary.endpoint_url = server.url
-        with _stage(summary, console, "send traffic"):
-            summary.records_sent, summary.rejected_records, summary.failed_requests = _send_traffic(settings, server.url)
-        with _stage(summary, console, "monitor + retrain"):
-            summary.monitoring = monitoring_flow(settings)
+        with _stage(summary, console, "deploy (swap proxy + BentoML)"):
+            state = deployment.deploy(settings)
+            summary.served_version, summary.endpoint_url = state.backend.version, state.url
+        already_logged = len(read_prediction_log(settings.predictions_dir))
+        client = _client(settings, state.url)
+        with _stage(summary, console, "production traffic + labels"):
+            client.start()
+            _wait(lambda: client.shifted_answered >= SHIFTED_BEFORE_MONITORING, client, console, "traffic")
+            _wait(lambda: client.labels_accepted + client.labels_refused >= len(client.records) + SHIFTED_BEFORE_MONITORING
+                  - LABEL_BATCH, client, console, "labels")
+            logged = _wait_for_log(settings, already_logged)
+        window = settings.monitoring.model_copy(update={"window_rows": logged})
+        with _stage(summary, console, "monitor + retrain + swap"):
+            summary.monitoring = monitoring_flow(settings.model_copy(update={"monitoring": window}))
+        champion = _deployed_version(settings)
+        if champion != summary.served_version:
+            with _stage(summary, console, "traffic on the new champion"):
+                _wait(lambda: client.answers_from(champion) >= ANSWERS_AFTER_SWAP, client, console, "traffic", timeout=30)
     finally:
-        server.stop()
+        try:
+            if client is not None:
+                client.stop()
+                summary.answers = list(client.answers)
+                summary.labels_accepted, summary.labels_refused = client.labels_accepted, client.labels_refused
+                summary.notes += client.label_problems[:3]
+        finally:  # whatever happened, the processes the demo started are stopped
+            deployment.stop_deployment(settings)
+    summary.swap = _swap(settings, summary)
     _save_stage_times(settings, summary)
     return summary
+
+
+def _demo_settings(settings: Settings) -> Settings:
+    """The user's settings, with what a showcase needs: a retrain on every run, judged on accuracy.
+
+    The cooldown and daily cap would block a second run on the same state folder; the
+    quality floor makes the quality drop a trigger beside the drift.
+    """
+    monitoring = settings.monitoring.model_copy(update={
+        "cooldown_minutes": 0,
+        "max_retrains_per_day": 10**6,
+        "quality_floor": DEMO_QUALITY_FLOOR if settings.monitoring.quality_floor is None else settings.monitoring.quality_floor,
+    })
+    model = settings.model
+    if model.primary_metric is None and model.task == "classification":
+        model = model.model_copy(update={"primary_metric": "accuracy"})
+    return settings.model_copy(update={"monitoring": monitoring, "model": model})
+
+
+def _start_from(settings: Settings, summary: DemoSummary) -> None:
+    """On a state folder with a champion already, the freshly trained version becomes champion (audited)."""
+    from mlops import contract, tracking, training
+
+    outcome = summary.training
+    if outcome is None or outcome.decision.promoted:
+        return
+    version = outcome.registered.version
+    terms = contract.load_contract(settings.data.contract)
+    holdout = training.split_for_contract(data.load_table(settings.data.training), terms, settings.model)
+    tracking.promote_version(settings, version, holdout, force=True,
+                             reason="mlops demo: the story starts from the model trained on the bundled data")
+    summary.notes.append(f"v{version} made champion for the demo (was v{outcome.decision.champion_version}).")
+
+
+def _client(settings: Settings, url: str) -> ProductionClient:
+    import os
+
+    before, after = data.make_production_traffic(settings.model.seed)
+    target = settings.data.target
+    headers = {}
+    if os.environ.get(settings.serving.api_key_env):
+        headers["authorization"] = f"Bearer {os.environ[settings.serving.api_key_env]}"
+
+    def records(frame: Any) -> list[dict]:
+        return json.loads(frame.drop(columns=[target]).to_json(orient="records"))
+
+    truth = (before[target].tolist(), after[target].tolist())
+    return ProductionClient(url, records(before), records(after), truth, headers)
+
+
+def _wait(done: Any, client: ProductionClient, console: Console, what: str, timeout: float = 120.0) -> None:
+    """Until ``done()``; the client dying or the timeout is a ServingError naming what was awaited."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if not client.is_alive():
+            raise ServingError(f"The demo client stopped while waiting for {what}.")
+        if time.monotonic() > deadline:
+            failed = sum(1 for answer in client.answers if answer.status != 200)
+            raise ServingError(f"The demo waited {timeout:g} s for {what}: {len(client.answers)} requests, {failed} failed.")
+        time.sleep(0.1)
+
+
+def _wait_for_log(settings: Settings, already: int, timeout: float = 15.0) -> int:
+    """The endpoint logs asynchronously: the predictions this run logged, once they are on disk."""
+    deadline = time.monotonic() + timeout
+    logged = 0
+    while time.monotonic() < deadline:
+        logged = len(read_prediction_log(settings.predictions_dir)) - already
+        if logged >= SHIFTED_BEFORE_MONITORING:
+            break
+        time.sleep(0.2)
+    return max(logged, 1)
+
+
+def _deployed_version(settings: Settings) -> str | None:
+    state = deployment.deployment_status(settings).state
+    return state.backend.version if state else None
+
+
+def _swap(settings: Settings, summary: DemoSummary) -> Swap | None:
+    """The swap to the retrained version (from the deployment's events) and the answers inside it."""
+    from datetime import datetime
+
+    for event in reversed(deployment.read_events(settings)):
+        if event.get("event") == "deployed" and event.get("replaced") == summary.served_version:
+            finished = datetime.fromisoformat(event["timestamp"]).timestamp()
+            started = datetime.fromisoformat(event["started_at"]).timestamp() if "started_at" in event else (
+                finished - float(event.get("ready_seconds", 0.0)))
+            inside = [a for a in summary.answers if started <= a.done and a.sent <= finished]
+            failed = sum(1 for answer in inside if answer.status not in (200, 422))
+            return Swap(summary.served_version or "", str(event["version"]), started, finished, len(inside), failed)
+    return None
 
 
 def _save_stage_times(settings: Settings, summary: DemoSummary) -> None:
@@ -74,51 +348,6 @@ def _save_stage_times(settings: Settings, summary: DemoSummary) -> None:
     path = settings.reports_dir / "demo-stages.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary.stage_seconds, indent=2) + "\n", encoding="utf-8")
-
-
-def _send_traffic(settings: Settings, url: str) -> tuple[int, int, int]:
-    """POST reference rows, then the shifted batch, one record per request.
-
-    Returns (records sent, records the data contract rejected with 422, failed requests):
-    a 422 is the contract working, anything else non-2xx is a failure.
-    """
-    import httpx
-
-    target = settings.data.target
-    reference = data.load_table(settings.data.training).head(REFERENCE_REQUESTS)
-    shifted = data.load_table(settings.data.current)
-    truth = reference[target].tolist() + (shifted[target].tolist() if target in shifted else [None] * len(shifted))
-    records = reference.drop(columns=[target]).to_dict("records") + shifted.drop(columns=[target], errors="ignore").to_dict("records")
-    already_logged = len(read_prediction_log(settings.predictions_dir))
-    statuses, answered = [], []
-    with httpx.Client(base_url=url, timeout=30) as client:
-        for record, label in zip(records, truth):
-            response = client.post("/predict", json={"records": [record]})
-            statuses.append(response.status_code)
-            if response.status_code == 200 and label is not None:
-                answered.append({"request_id": response.json()["request_id"], "record": 0, "label": label})
-    served, rejected = statuses.count(200), statuses.count(422)
-    _wait_for_log(settings, already_logged + served)
-    _label(settings, answered)
-    return len(records), rejected, len(statuses) - served - rejected
-
-
-def _label(settings: Settings, answered: list[dict]) -> None:
-    """The ground truth of the served rows arrives later, into the label store (as POST /labels will)."""
-    import pandas as pd
-
-    from mlops import contract, labels
-
-    if answered:
-        target = contract.load_contract(settings.data.contract).target_column
-        labels.add_labels(pd.DataFrame(answered), settings.labels_dir, target, source="demo")
-
-
-def _wait_for_log(settings: Settings, rows: int, timeout: float = 15.0) -> None:
-    """The endpoint logs asynchronously: give it a moment to flush before monitoring reads."""
-    deadline = time.monotonic() + timeout
-    while len(read_prediction_log(settings.predictions_dir)) < rows and time.monotonic() < deadline:
-        time.sleep(0.2)
 
 
 @contextmanager

@@ -29,6 +29,11 @@ whatever file is newest). Each check:
 6. alerts on drift detected, no labels to retrain on, a challenger waiting for approval,
    gate rejected and deployment rolled back (a failed scheduled run alerts from
    :mod:`flows.schedules`).
+
+When a shadow version logged answers to the window's requests (``mlops deploy --shadow``),
+the check also compares it with the champion (:func:`mlops.monitoring.compare_shadow`:
+disagreement, and both versions' quality on the labeled rows they share), records it on
+the same MLflow run and in the saved summary; it never triggers anything by itself.
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ class MonitoringOutcome:
     quality: dict[str, float] = field(default_factory=dict)
     mlflow_run_id: str | None = None
     labels: monitoring.LabeledWindow | None = None
+    shadow: monitoring.ShadowComparison | None = None
 
 
 @task(cache_policy=NO_CACHE)
@@ -115,7 +121,30 @@ def measure_quality(current, settings: Settings, labels_path: Path | None):
 
 
 @task(cache_policy=NO_CACHE)
-def record_check(drift, quality, labeled, settings: Settings, reports: list[Path]) -> str:
+def compare_with_shadow(current, labeled, settings: Settings) -> monitoring.ShadowComparison | None:
+    """The shadow's answers to the window's requests against the champion's (None: no shadow answered any)."""
+    from mlops.deployment import shadow_predictions_dir
+    from mlops.prediction_log import read_prediction_log
+
+    folder = shadow_predictions_dir(settings)
+    if "request_id" not in current.columns or not any(folder.glob("predictions-*")):
+        return None
+    terms = contract.load_contract(settings.data.contract)
+    comparison = monitoring.compare_shadow(
+        current,
+        read_prediction_log(folder),
+        labeled.rows if labeled is not None else None,
+        task=terms.task,
+        classes=terms.target_column.categories if terms.task == "classification" else None,
+        positive=getattr(settings.model, "positive_label", None),
+    )
+    if comparison is not None:
+        get_run_logger().info(comparison.summary())
+    return comparison
+
+
+@task(cache_policy=NO_CACHE)
+def record_check(drift, quality, labeled, settings: Settings, reports: list[Path], shadow=None) -> str:
     return monitoring.log_monitoring_run(
         drift,
         experiment=f"{settings.model.experiment}-monitoring",
@@ -127,6 +156,7 @@ def record_check(drift, quality, labeled, settings: Settings, reports: list[Path
         invalid_labels=labeled.invalid if labeled is not None else 0,
         artifacts=[path for path in reports if path and Path(path).is_file()],
         tags={"mlops.flow_run_id": str(runtime.flow_run.id or "")},
+        shadow=shadow,
     )
 
 
@@ -202,12 +232,13 @@ def monitoring_flow(
     drift, summary_path = measure_drift(reference, current, settings, feature_columns, categorical)
     labels_path = labels_path or settings.monitoring.labels
     labeled, quality = measure_quality(current, settings, labels_path)
+    shadow = compare_with_shadow(current, labeled, settings) if current_path is None else None
     reports = [Path(drift.report_path) if drift.report_path else None, summary_path, report]
-    run_id = record_check(drift, quality, labeled, settings, reports)
+    run_id = record_check(drift, quality, labeled, settings, reports, shadow)
     if drift.drift_detected:
         alerts.send_alert(settings.alerts, "drift_detected", drift.summary().splitlines()[0], {"mlflow_run_id": run_id})
     decision = decide(drift, quality, labeled, len(current), settings)
-    _complete_summary(summary_path, settings, current_path, quality, decision, labeled)
+    _complete_summary(summary_path, settings, current_path, quality, decision, labeled, shadow)
     if decision.blocked_by == retraining.NO_LABELS:
         alerts.send_alert(settings.alerts, "retrain_needs_labels", decision.explain(), {"mlflow_run_id": run_id})
     retrain = None
@@ -216,7 +247,7 @@ def monitoring_flow(
         rows = labeled.rows if labeled is not None else current.iloc[0:0]
         source = str(labels_path or settings.labels_dir)
         decision, retrain = _retrain(settings, decision, again, run_id, rows, source)
-    return MonitoringOutcome(drift, summary_path, retrain, checked, report, decision, quality, run_id, labeled)
+    return MonitoringOutcome(drift, summary_path, retrain, checked, report, decision, quality, run_id, labeled, shadow)
 
 
 def _retrain(settings: Settings, decision, decide_again, monitoring_run_id: str, labeled, labels_source: str) -> tuple:
@@ -239,10 +270,13 @@ def _retrain(settings: Settings, decision, decide_again, monitoring_run_id: str,
             fingerprint = tracking.reference_fingerprint(settings.model.name) or ""
             data_path, recent_path, lineage = _retrain_data(settings, labeled, fingerprint, labels_source)
             lineage |= {"monitoring_run_id": monitoring_run_id, "monitoring_flow_run_id": str(runtime.flow_run.id or "")}
+            # The labeled rows follow the training file's rows in the retraining data.
+            labeled_from = int(lineage["reference_rows"]) if "reference_rows" in lineage else None
             with tags(retraining.RETRAIN_TAG, f"trigger:{reason}", f"monitoring-run:{monitoring_run_id}"):
                 outcome = training_flow.with_options(flow_run_name=f"retrain-on-{reason}")(
                     settings, data_path=data_path, trigger=reason, recent_path=recent_path, lineage=lineage,
-                    promote=settings.monitoring.auto_promote,
+                    promote=settings.monitoring.auto_promote, labeled_from=labeled_from,
+                    labeled_weight=settings.monitoring.labeled_weight,
                 )
     except Timeout:
         blocked = dataclasses.replace(decision, retrain=False, blocked_by="a retrain is already running (lock held)")
@@ -289,8 +323,10 @@ def redeploy(settings: Settings) -> str | None:
     return state.backend.version
 
 
-def _complete_summary(path: Path, settings: Settings, current_path: Path | None, quality, decision, labeled) -> None:
-    """Add the window, the quality (and the labels it rests on) and the decision to the saved drift summary."""
+def _complete_summary(
+    path: Path, settings: Settings, current_path: Path | None, quality, decision, labeled, shadow=None
+) -> None:
+    """Add the window, the quality (and the labels it rests on), the shadow comparison and the decision to the saved drift summary."""
     import json
 
     summary = json.loads(path.read_text(encoding="utf-8"))
@@ -303,6 +339,7 @@ def _complete_summary(path: Path, settings: Settings, current_path: Path | None,
     summary["quality"] = quality
     summary["quality_metric"] = retraining.watched_metric(window, settings.model.task)
     summary["labels"] = labeled.to_dict() if labeled is not None else None
+    summary["shadow"] = shadow.to_dict() if shadow is not None else None
     summary["decision"] = {"retrain": decision.retrain, "triggers": list(decision.triggers), "blocked_by": decision.blocked_by}
     path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 
@@ -315,7 +352,8 @@ def _retrain_data(
     ``reference``: the training file. ``reference+labeled``: the labeled window rows are
     ordered by time and the newest ``monitoring.recent_eval_share`` held out as the recent
     evaluation set (never trained on; the gate judges on it); the training file plus the
-    rest (the newest ``monitoring.labeled_rows`` of them) is written with exactly the training
+    rest (the newest ``monitoring.labeled_share`` and ``monitoring.labeled_rows`` of them, each
+    weighing ``monitoring.labeled_weight`` in the fit) is written with exactly the training
     file's columns and the labels in the target's type (:func:`mlops.retraining.combine_with_labeled`),
     so it passes the same gate; rows the contract would refuse are left out, with a warning.
     ``module:function``: the user's function, called with the settings and the labeled window
@@ -336,7 +374,9 @@ def _retrain_data(
         return None, None, lineage
     reference = data.load_table(settings.data.training)
     terms = contract.load_contract(settings.data.contract)
-    train_rows, recent_rows = retraining.split_recent(labeled, policy.recent_eval_share, policy.labeled_rows)
+    train_rows, recent_rows = retraining.split_recent(
+        labeled, policy.recent_eval_share, policy.labeled_rows, policy.labeled_share
+    )
     logger = get_run_logger()
     try:
         combined = retraining.combine_with_labeled(reference, train_rows, terms)
@@ -348,6 +388,8 @@ def _retrain_data(
         logger.warning("%d labeled rows left out of the retraining data: values the data contract blocks "
                        "(a range, a category, a null)", combined.refused)
     lineage |= {"labeled_train_rows": str(combined.added), "recent_eval_rows": str(recent.added if recent else 0)}
+    if combined.added:
+        lineage |= {"reference_rows": str(len(reference)), "labeled_weight": f"{policy.labeled_weight:g}"}
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     parquet = settings.data.training.suffix.lower() in (".parquet", ".pq")
     suffix = ".parquet" if parquet else ".csv"

@@ -55,8 +55,12 @@ def validate_data(frame, settings: Settings, data_path: Path) -> tuple[validatio
 
 
 @task(cache_policy=NO_CACHE)
-def split_data(frame, settings: Settings) -> DataSplit:
-    """The contract's features in their served types, split by row hash (stratified for classes)."""
+def split_data(frame, settings: Settings, labeled_from: int | None = None, labeled_weight: float = 1.0) -> DataSplit:
+    """The contract's features in their served types, split by row hash (stratified for classes).
+
+    A retrain's rows from position ``labeled_from`` on (the labeled production rows) weigh
+    ``labeled_weight`` in the fit.
+    """
     terms = contract.load_contract(settings.data.contract)
     unlabeled = int(frame[settings.data.target].isna().sum())
     if unlabeled:
@@ -64,7 +68,15 @@ def split_data(frame, settings: Settings) -> DataSplit:
     excluded = contract.excluded_columns_note(terms)
     if excluded:
         get_run_logger().info(excluded)
-    return training.split_for_contract(frame, terms, settings.model)
+    split = training.split_for_contract(frame, terms, settings.model)
+    if labeled_from is None or labeled_weight == 1.0:
+        return split
+    import numpy as np
+    import pandas as pd
+
+    weights = pd.Series(np.where(np.arange(len(frame)) >= labeled_from, labeled_weight, 1.0), index=frame.index)
+    get_run_logger().info("The %d labeled rows weigh %g each in the fit", len(frame) - labeled_from, labeled_weight)
+    return split.weighted(weights)
 
 
 @task(cache_policy=NO_CACHE)
@@ -124,6 +136,8 @@ def training_flow(
     recent_path: Path | None = None,
     lineage: dict[str, str] | None = None,
     promote: bool = True,
+    labeled_from: int | None = None,
+    labeled_weight: float = 1.0,
 ) -> TrainingOutcome:
     """Validate the data, search the candidates, register the best as a new version, run the gate.
 
@@ -131,7 +145,8 @@ def training_flow(
     One MLflow parent run per flow run, one nested child run per trial. A retrain passes
     ``recent_path``, the recent evaluation set the gate judges on (:func:`mlops.tracking.decide_promotion`),
     ``lineage`` (recorded as ``mlops.lineage.*`` tags on the run and the version) and
-    ``promote=False`` to leave a passing challenger waiting for ``mlops promote``.
+    ``promote=False`` to leave a passing challenger waiting for ``mlops promote``, and
+    ``labeled_from``/``labeled_weight``: the rows from that position on weigh that much.
     """
     data_path = Path(data_path or settings.data.training)
     try:  # an unreadable file or contract is the user's to fix: a Failed state, no traceback
@@ -147,7 +162,7 @@ def training_flow(
         training.check_trainable(frame, contract.load_contract(settings.data.contract), settings.model, candidates)
     except MlopsError as exc:
         return Failed(message=str(exc), data=exc)
-    split = split_data(frame, settings)
+    split = split_data(frame, settings, labeled_from, labeled_weight)
     searched = train(split, settings, candidates)
     fingerprint = data.data_fingerprint(frame)
     flow_run_id = str(runtime.flow_run.id) if runtime.flow_run.id else None

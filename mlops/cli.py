@@ -26,6 +26,17 @@ if TYPE_CHECKING:
 __all__ = ["cli", "main"]
 
 
+def _interrupt_on_termination() -> None:
+    """SIGTERM and SIGHUP end the command as Ctrl-C does, so the processes it started are stopped too."""
+    import signal
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, interrupt)
+
+
 def _settings(ctx: click.Context) -> Settings:
     # pydantic is imported here, not at start-up, so `mlops --help` stays instant.
     from mlops.config import load_settings
@@ -190,6 +201,7 @@ def serve(settings: Settings, port: int | None, alias: str | None) -> None:
     alias = alias or settings.serving.alias
     version = serving.resolve_alias(settings.model.name, alias)
     tag = serving.import_model(settings.model.name, version)
+    _interrupt_on_termination()
     server = serving.start_server(settings, tag, port=port or settings.serving.port)
     click.echo(f"Serving {settings.model.name} v{version} ({alias}) at {server.url}  (Ctrl-C to stop)")
     try:
@@ -232,14 +244,23 @@ def package(settings: Settings, alias: str | None) -> None:
 
 @cli.group(invoke_without_command=True)
 @click.option("--alias", help="Registry alias to deploy (default: serving.alias).")
+@click.option("--shadow", metavar="VERSION", help="Run VERSION in shadow mode beside the serving one; 'off' stops it.")
 @click.pass_context
-def deploy(ctx: click.Context, alias: str | None) -> None:
+def deploy(ctx: click.Context, alias: str | None, shadow: str | None) -> None:
     """Deploy ALIAS in the background at serving.port; swap versions without dropping requests.
 
     The new version is started beside the running one and smoke-tested before it gets
     traffic; a version that fails is rejected and the alias rolls back.
+
+    With --shadow VERSION, VERSION runs beside the serving version and gets a copy of
+    every request; clients get the serving version's answers only, the shadow's are
+    logged apart for `mlops monitor` to compare. Promote it with `mlops promote VERSION`.
     """
-    if ctx.invoked_subcommand is None:
+    if shadow is not None and (alias is not None or ctx.invoked_subcommand is not None):
+        raise click.UsageError("--shadow goes alone: `mlops deploy --shadow VERSION` or `mlops deploy --shadow off`.")
+    if shadow is not None:
+        ctx.invoke(_deploy_shadow, version=shadow)
+    elif ctx.invoked_subcommand is None:
         ctx.invoke(_deploy, alias=alias)
 
 
@@ -256,6 +277,31 @@ def _deploy(settings: Settings, alias: str | None) -> None:
     replaced = f"; replaced v{state.replaced_version}" if state.replaced_version else ""
     click.echo(f"Deployed {state.model_name} v{backend.version} ({state.alias}) at {state.url}{replaced}")
     click.echo(f"  ready in {backend.ready_seconds:g} s; model server pid {backend.pid} on port {backend.port}")
+    if state.shadow is not None:
+        click.echo(f"  shadow v{state.shadow.version} keeps receiving copies")
+    elif before is not None and before.shadow is not None:
+        why = "it is the serving version now" if before.shadow.version == backend.version else "it was not running"
+        click.echo(f"  shadow v{before.shadow.version} stopped: {why}")
+
+
+@_command
+def _deploy_shadow(settings: Settings, version: str) -> None:
+    from mlops import deployment
+
+    if version.lower() == "off":
+        stopped = deployment.stop_shadow(settings)
+        click.echo(f"Stopped shadow v{stopped.version}; the serving version answers alone." if stopped else "No shadow was running.")
+        return
+    before = deployment.deployment_status(settings).state
+    state = deployment.deploy_shadow(settings, version)
+    shadow = state.shadow
+    if before is not None and before.shadow == shadow:
+        click.echo(f"Shadow v{shadow.version} already runs beside v{state.backend.version}.")
+        return
+    replaced = f"; replaced shadow v{before.shadow.version}" if before is not None and before.shadow else ""
+    click.echo(f"Shadow v{shadow.version} runs beside v{state.backend.version} at {state.url}{replaced}")
+    click.echo(f"  ready in {shadow.ready_seconds:g} s; shadow pid {shadow.pid} on port {shadow.port}, niced")
+    click.echo(f"  its predictions: {deployment.shadow_predictions_dir(settings)}; compare with `mlops monitor`")
 
 
 @deploy.command("status")
@@ -273,6 +319,13 @@ def deploy_status(settings: Settings) -> None:
     click.echo(f"  proxy pid {state.proxy_pid}: {'up' if status.proxy_alive else 'DOWN'}")
     click.echo(f"  model server pid {state.backend.pid}: {'up' if status.backend_alive else 'DOWN'}")
     click.echo(f"  ready: {'yes' if status.ready else 'NO'}")
+    if state.shadow is not None:
+        copies = status.shadow_copies or {}
+        counts = ", ".join(f"{name} {copies[name]}" for name in ("sent", "dropped", "failed", "refused") if name in copies)
+        click.echo(f"  shadow v{state.shadow.version} pid {state.shadow.pid}: {'up' if status.shadow_alive else 'DOWN'}"
+                   + (f"; copies {counts}" if counts else ""))
+        if copies.get("last_error"):
+            click.echo(f"  shadow's last error: {copies['last_error']}")
     if not status.healthy:
         sys.exit(3)
 
@@ -280,7 +333,7 @@ def deploy_status(settings: Settings) -> None:
 @deploy.command("stop")
 @_command
 def deploy_stop(settings: Settings) -> None:
-    """Stop the deployment (model server and proxy)."""
+    """Stop the deployment (model server, its shadow if any, and proxy)."""
     from mlops import deployment
 
     state = deployment.stop_deployment(settings)
@@ -316,11 +369,17 @@ def labels() -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 @_command
 def labels_add(settings: Settings, file: str) -> None:
-    """Store the labels in FILE (CSV or Parquet: request_id, label or the target, optional record)."""
+    """Store the labels in FILE (CSV or Parquet: request_id, label or the target, optional record).
+
+    Labels whose request_id matches no logged prediction are refused: they would never join one.
+    """
     from mlops import contract, labels as label_store
+    from mlops.prediction_log import RequestIndex
 
     target = contract.load_contract(settings.data.contract).target_column
-    added = label_store.add_label_file(file, settings.labels_dir, target)
+    logged = RequestIndex(settings.predictions_dir, max_ids=None)  # one read, every id: this process ends
+    logged.refresh()
+    added = label_store.add_label_file(file, settings.labels_dir, target, known=logged)
     click.echo(added.summary())
 
 
@@ -361,8 +420,13 @@ def demo(settings: Settings) -> None:
     from mlops import reporting
     from mlops.environment import one_shot_flow_runs
 
-    with one_shot_flow_runs():
-        summary = run_demo(settings)
+    _interrupt_on_termination()
+    try:
+        with one_shot_flow_runs():
+            summary = run_demo(settings)
+    except KeyboardInterrupt:
+        click.secho("demo interrupted; its deployment was stopped.", fg="yellow", err=True)
+        sys.exit(130)
     reporting.print_demo(summary)
 
 
@@ -447,6 +511,7 @@ def promote(settings: Settings, version: str, force: bool, reason: str) -> None:
 
     decision = tracking.promote_version(settings, version, _holdout(settings), force=force, reason=reason)
     _report_move(decision, "promote")
+    _follow_champion(settings)
 
 
 @cli.command()
@@ -459,6 +524,7 @@ def rollback(settings: Settings, force: bool, reason: str) -> None:
 
     decision = tracking.rollback(settings, _holdout(settings), force=force, reason=reason)
     _report_move(decision, "rollback")
+    _follow_champion(settings)
 
 
 def _holdout(settings: Settings) -> Any:
@@ -467,6 +533,18 @@ def _holdout(settings: Settings) -> Any:
 
     frame = data.load_table(settings.data.training)
     return training.split_for_contract(frame, contract.load_contract(settings.data.contract), settings.model)
+
+
+def _follow_champion(settings: Settings) -> None:
+    """A running deployment of the champion alias moves to the new champion, through the safe swap."""
+    from mlops import deployment
+    from mlops.tracking import CHAMPION
+
+    status = deployment.deployment_status(settings)
+    if status.state is None or not status.backend_alive or status.state.alias != CHAMPION:
+        return
+    state = deployment.deploy(settings, CHAMPION)
+    click.echo(f"deployed v{state.backend.version} at {state.url} (replaced v{state.replaced_version} through the safe swap)")
 
 
 def _report_move(decision: Any, kind: str) -> None:

@@ -222,6 +222,12 @@ class MonitoringConfig(_Section):
     labeled_rows: int | None = Field(
         None, ge=1, description="Newest labeled window rows a reference+labeled retrain uses (None: all)."
     )
+    labeled_share: float = Field(
+        1.0, gt=0.0, le=1.0, description="Newest share of those rows a reference+labeled retrain uses (1: all)."
+    )
+    labeled_weight: float = Field(
+        1.0, gt=0.0, description="Weight of a labeled window row against a training row in a retrain (3: counts triple)."
+    )
     auto_promote: bool = Field(
         True, description="A retrain that passes the gate is champion and deployed; false: it waits for `mlops promote`."
     )

@@ -9,6 +9,10 @@ download), with snake_case column names and a 0/1 ``target`` (1 = benign):
   multiplied by 1.3 plus 2 % Gaussian noise, as if an upstream system changed
   units. Labels are kept so later stages can measure quality on it.
 
+``make demo`` sends :func:`make_production_traffic` instead: a shift the data contract
+accepts and the champion suffers from (a scanner update under-reporting every
+``worst_*`` measurement by 25 %), so retraining on the labeled traffic has something to learn.
+
 Regenerate with ``python -m mlops.data data/`` (byte-identical for the same seed).
 """
 
@@ -32,6 +36,7 @@ __all__ = [
     "iter_table",
     "iter_table_fast",
     "load_table",
+    "make_production_traffic",
     "make_sample_data",
     "write_sample_data",
 ]
@@ -41,6 +46,9 @@ SHIFT_FACTOR = 1.3
 SHIFT_NOISE = 0.02
 CURRENT_ROWS = 100
 SAMPLE_SEED = 7
+# The demo's production shift: a scanner software update under-reports these features.
+SCANNER_PREFIX = "worst_"
+SCANNER_FACTOR = 0.75
 
 
 def load_table(path: str | Path) -> pd.DataFrame:
@@ -222,6 +230,42 @@ def data_fingerprint(frame: pd.DataFrame) -> str:
 
 def make_sample_data(seed: int = SAMPLE_SEED) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Return ``(train, current)`` built from scikit-learn's breast-cancer data."""
+    train, current, rng = _bundled_split(seed)
+    shifted = [column for column in current.columns if column.startswith(SHIFTED_PREFIXES)]
+    noise = rng.normal(1.0, SHIFT_NOISE, size=(len(current), len(shifted)))
+    current[shifted] = (current[shifted] * SHIFT_FACTOR * noise).round(6)
+    return train, current
+
+
+def make_production_traffic(seed: int = SAMPLE_SEED) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The demo's production traffic, labels included: ``(before, after)`` a scanner update.
+
+    ``before``: the 100 patients of ``current.csv`` as they were measured, traffic like the
+    training data. ``after``: every patient of the set, in a seeded order, measured by a
+    scanner whose software update under-reports each ``worst_*`` feature by 25 % (± 2 %
+    noise), every value within the training data's ranges. The contract accepts every row (a
+    shift it refused would never reach the model); the champion suffers (large tumours
+    look smaller, so malignant ones pass as benign), and a model that also learns from
+    the labeled new measurements does not.
+    """
+    import numpy as np
+    import pandas as pd
+
+    train, before, _ = _bundled_split(seed)
+    rng = np.random.default_rng(seed + 1)
+    everyone = pd.concat([before, train], ignore_index=True)
+    after = everyone.iloc[rng.permutation(len(everyone))].reset_index(drop=True)
+    scanned = [column for column in after.columns if column.startswith(SCANNER_PREFIX)]
+    noise = rng.normal(1.0, SHIFT_NOISE, size=(len(after), len(scanned)))
+    after[scanned] = after[scanned] * SCANNER_FACTOR * noise
+    features = [column for column in after.columns if column != "target"]
+    # The new scanner reports within the range the old one did: no value the contract refuses.
+    after[features] = after[features].clip(train[features].min(), train[features].max(), axis=1).round(6)
+    return before, after
+
+
+def _bundled_split(seed: int) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
+    """``(train, current rows before any shift, the generator)``: the seeded split of the bundled set."""
     import numpy as np
     from sklearn.datasets import load_breast_cancer
 
@@ -231,10 +275,7 @@ def make_sample_data(seed: int = SAMPLE_SEED) -> tuple[pd.DataFrame, pd.DataFram
     order = rng.permutation(len(frame))
     current = frame.iloc[order[:CURRENT_ROWS]].reset_index(drop=True)
     train = frame.iloc[order[CURRENT_ROWS:]].reset_index(drop=True)
-    shifted = [column for column in current.columns if column.startswith(SHIFTED_PREFIXES)]
-    noise = rng.normal(1.0, SHIFT_NOISE, size=(len(current), len(shifted)))
-    current[shifted] = (current[shifted] * SHIFT_FACTOR * noise).round(6)
-    return train, current
+    return train, current, rng
 
 
 def write_sample_data(folder: str | Path, seed: int = SAMPLE_SEED) -> tuple[Path, Path]:

@@ -1,16 +1,20 @@
 """The label store: ground truth that arrives after the predictions, kept under the state folder.
 
-Labels come in as a file (``mlops labels add FILE``) or a frame (:func:`add_labels`, what
-a ``POST /labels`` endpoint calls), each row a ``request_id``, an optional ``record``
-(the record's position in its request, default 0) and the label, in a column ``label``
-or named like the target. Each label is converted to the data contract's target type
-and classes (:func:`as_target_type`: a CSV's ``"1"`` is the class ``1``, ``"true"`` is
-``True``); rows that cannot be used (no request id, a record that is not a whole
-number, an empty label, a label of another type or an unknown class) are refused,
-counted and named, never a crash::
+Labels come in as a file (``mlops labels add FILE``), a ``POST /labels`` to the served
+model (:mod:`models.service`) or a frame (:func:`add_labels`, what both call), each row
+a ``request_id``, an optional ``record`` (the record's position in its request, default
+0) and the label, in a column ``label`` or named like the target. Each label is
+converted to the data contract's target type and classes (:func:`as_target_type`: a
+CSV's ``"1"`` is the class ``1``, ``"true"`` is ``True``); rows that cannot be used (no
+request id, a record that is not a whole number, an empty label, a label of another
+type or an unknown class, and with ``known`` a request id no logged prediction has) are
+refused, counted and named, never a crash. Within one call, the later of two rows for
+the same ``(request_id, record)`` wins and the earlier is counted in ``duplicates``::
 
-    added = add_labels(frame, settings.labels_dir, contract.target_column, source="api")
-    print(added.summary())      # "3 label(s) stored, 1 refused." + the problems
+    index = RequestIndex(settings.predictions_dir)   # mlops.prediction_log
+    index.refresh()
+    added = add_labels(frame, settings.labels_dir, contract.target_column, source="api", known=index)
+    print(added.summary())      # "3 label(s) stored in …, 1 refused." + the problems
 
 The store is append-only: each call writes one Parquet file
 ``labels-<UTC time>-<id>.parquet`` (columns ``request_id``, ``record``, ``label``,
@@ -32,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from mlops.errors import DataError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Container, Iterable, Sequence
 
     import pandas as pd
 
@@ -53,20 +57,30 @@ __all__ = [
 
 LABEL_COLUMNS = ("request_id", "record", "label", "source", "received_at")
 _FILE_GLOB = "labels-*.parquet"
+_EXAMPLES = 5  # values quoted per problem
+_SHOWN_CHARS = 40  # a quoted value is cut past this: a client's megabyte string must not come back
 
 
 @dataclass(frozen=True)
 class LabelsAdded:
-    """What one :func:`add_labels` call stored: rows accepted and refused, the file, and why rows were refused."""
+    """What one :func:`add_labels` call stored, and why rows were left out.
+
+    ``accepted + refused + duplicates`` is the number of rows given: ``refused`` rows are
+    unusable (``unknown`` of them name a request id no logged prediction has),
+    ``duplicates`` were replaced by a later row for the same ``(request_id, record)``.
+    """
 
     accepted: int
     refused: int
     path: Path | None = None
     problems: tuple[str, ...] = ()
+    unknown: int = 0
+    duplicates: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"accepted": self.accepted, "refused": self.refused,
-                "path": str(self.path) if self.path else None, "problems": list(self.problems)}
+        return {"accepted": self.accepted, "refused": self.refused, "unknown": self.unknown,
+                "duplicates": self.duplicates, "path": str(self.path) if self.path else None,
+                "problems": list(self.problems)}
 
     def summary(self) -> str:
         line = f"{self.accepted} label(s) stored" + (f" in {self.path}" if self.path else "")
@@ -101,13 +115,19 @@ def read_label_file(path: str | Path, target: str | None = None) -> pd.DataFrame
 
 
 def add_labels(
-    frame: pd.DataFrame, store: str | Path, target: ColumnContract, source: str = "api"
+    frame: pd.DataFrame,
+    store: str | Path,
+    target: ColumnContract,
+    source: str = "api",
+    known: Container[str] | None = None,
 ) -> LabelsAdded:
     """Check labels against the target and append the usable ones to the store (one Parquet file).
 
     ``frame`` has ``request_id``, ``label`` (or a column named like the target) and optionally
-    ``record``; ``store`` is the label folder (``settings.labels_dir``). Refused rows are
-    counted and described in ``problems``; nothing is written when no row is usable.
+    ``record``; ``store`` is the label folder (``settings.labels_dir``). With ``known`` (the
+    request ids of the prediction log, e.g. a :class:`~mlops.prediction_log.RequestIndex`),
+    a label for any other request is refused: it would never join a prediction. Refused
+    rows are counted and described in ``problems``; nothing is written when no row is usable.
     """
     import pandas as pd
 
@@ -121,16 +141,22 @@ def add_labels(
     records = _records(frame)
     labels, label_ok = as_target_type(frame["label"], target)
     id_ok, record_ok = request_ids.notna().to_numpy(), records.notna().to_numpy()
-    usable = [a and b and c for a, b, c in zip(id_ok, record_ok, label_ok)]
+    logged = [not ok or known is None or request_id in known for request_id, ok in zip(request_ids, id_ok)]
+    usable = [a and b and c and d for a, b, c, d in zip(id_ok, record_ok, label_ok, logged)]
     problems = _id_problems(id_ok, record_ok) + describe_unusable(frame["label"], label_ok, target, "label")
+    problems += _unknown_problems(request_ids, logged)
     kept = pd.DataFrame({
         "request_id": [value for value, ok in zip(request_ids, usable) if ok],
         "record": [int(value) for value, ok in zip(records, usable) if ok],
         "label": [value for value, ok in zip(labels, usable) if ok],
     })
-    refused = len(frame) - len(kept)
+    replaced = kept.duplicated(["request_id", "record"], keep="last")  # the later row of a call wins
+    problems += _duplicate_problems(kept[replaced])
+    kept = kept[~replaced].reset_index(drop=True)
+    unknown, duplicates = logged.count(False), int(replaced.sum())
+    refused = len(frame) - len(kept) - duplicates
     if kept.empty:
-        return LabelsAdded(0, refused, None, tuple(problems))
+        return LabelsAdded(0, refused, None, tuple(problems), unknown, duplicates)
     now = datetime.now(timezone.utc)
     kept = kept.assign(record=kept["record"].astype("int64"), source=source, received_at=now.isoformat())
     folder = Path(store)
@@ -139,12 +165,14 @@ def add_labels(
     temporary = path.with_suffix(".tmp")
     kept.to_parquet(temporary, index=False)
     temporary.replace(path)  # a reader never sees half a file
-    return LabelsAdded(len(kept), refused, path, tuple(problems))
+    return LabelsAdded(len(kept), refused, path, tuple(problems), unknown, duplicates)
 
 
-def add_label_file(path: str | Path, store: str | Path, target: ColumnContract) -> LabelsAdded:
+def add_label_file(
+    path: str | Path, store: str | Path, target: ColumnContract, known: Container[str] | None = None
+) -> LabelsAdded:
     """:func:`add_labels` on a labels file (CSV or Parquet); the source recorded is the file's name."""
-    return add_labels(read_label_file(path, target.name), store, target, source=f"file:{Path(path).name}")
+    return add_labels(read_label_file(path, target.name), store, target, source=f"file:{Path(path).name}", known=known)
 
 
 def read_labels(store: str | Path) -> tuple[pd.DataFrame, int]:
@@ -206,9 +234,9 @@ def describe_unusable(values: Sequence[Any] | pd.Series, usable: list[bool], tar
     bad = [value for value, ok in zip(values, usable) if not ok]
     if not bad:
         return []
-    shown = list(dict.fromkeys(repr(value) if label_key(value) is not None else "empty" for value in bad))
+    shown = _examples(_shown(value) if label_key(value) is not None else "empty" for value in bad)
     expected = f"one of {list(target.categories)}" if target.categories else f"a {target.type} value"
-    return [f"{len(bad)} {what}(s) left out: not {expected} (e.g. {', '.join(shown[:5])})."]
+    return [f"{len(bad)} {what}(s) left out: not {expected} (e.g. {shown})."]
 
 
 def label_key(value: Any) -> str | None:
@@ -224,6 +252,8 @@ def label_key(value: Any) -> str | None:
         return None
     if isinstance(value, (bool, np.bool_)):
         return "true" if value else "false"
+    if isinstance(value, numbers.Integral):  # exact, and no float of a 400-digit number
+        return str(int(value))
     if isinstance(value, numbers.Number):
         number = float(value)  # type: ignore[arg-type]
         if math.isnan(number):
@@ -266,9 +296,15 @@ def _records(frame: pd.DataFrame) -> pd.Series:
 
     if "record" not in frame.columns:
         return pd.Series([0] * len(frame), index=frame.index, dtype=object)
-    numbers = pd.to_numeric(frame["record"], errors="coerce")
-    whole = numbers.notna() & (numbers % 1 == 0) & (numbers >= 0)
-    return numbers.where(whole).astype(object).where(whole, None)
+    return pd.Series([_record(value) for value in frame["record"]], index=frame.index, dtype=object)
+
+
+def _record(value: Any) -> int | None:
+    key = label_key(value)  # 1, 1.0 and "1" alike; a bool, a fraction or text is no position
+    if key is None or not (key.isascii() and key.isdigit()):
+        return None
+    number = int(key)
+    return number if number < 2**63 else None  # the store's column is int64
 
 
 def _id_problems(id_ok: Any, record_ok: Any) -> list[str]:
@@ -279,3 +315,35 @@ def _id_problems(id_ok: Any, record_ok: Any) -> list[str]:
         problems.append(f"{int((~record_ok).sum())} row(s) left out: record is not a whole number ≥ 0 "
                         "(the record's position in its request).")
     return problems
+
+
+def _unknown_problems(request_ids: pd.Series, logged: list[bool]) -> list[str]:
+    unknown = [request_id for request_id, ok in zip(request_ids, logged) if not ok]
+    if not unknown:
+        return []
+    return [f"{len(unknown)} label(s) left out: their request_id matches no logged prediction "
+            f"(e.g. {_examples(map(_shown, unknown))}): send labels with the request_id /predict answered."]
+
+
+def _duplicate_problems(replaced: pd.DataFrame) -> list[str]:
+    if replaced.empty:
+        return []
+    keys = _examples(f"{_shown(request_id)} record {record}" for request_id, record in
+                     zip(replaced["request_id"], replaced["record"]))
+    return [f"{len(replaced)} label(s) replaced by a later one for the same request_id and record "
+            f"in this call (e.g. {keys})."]
+
+
+def _examples(shown: Iterable[str]) -> str:
+    """The first few distinct texts, for a problem line (stops reading once it has them)."""
+    distinct: dict[str, None] = {}
+    for text in shown:
+        distinct.setdefault(text)
+        if len(distinct) == _EXAMPLES:
+            break
+    return ", ".join(distinct)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 1] + "…"

@@ -46,6 +46,11 @@ Quality: ground truth that arrives later is joined to the logged predictions
 ``"true"`` is ``True``) and scored per task by :func:`mlops.metrics.score_labels`
 (:func:`window_quality`); labels that are not of the target's type or classes are
 counted and named, never a crash.
+
+Shadow mode: a challenger served beside the champion (``mlops deploy --shadow``) logs
+its answers to the same requests apart; :func:`compare_shadow` joins both logs on
+``(request_id, record)`` and says how often they disagree and how each scores on the
+labeled rows they share (:class:`ShadowComparison`).
 """
 
 from __future__ import annotations
@@ -71,6 +76,8 @@ __all__ = [
     "ColumnDrift",
     "DriftSummary",
     "LabeledWindow",
+    "ShadowComparison",
+    "compare_shadow",
     "compute_drift",
     "drift_columns",
     "join_labels",
@@ -518,7 +525,8 @@ class LabeledWindow:
     def summary(self) -> str:
         """One line for the log, then the problems."""
         line = f"{self.labeled_rows} of {self.labels} label(s) joined to logged predictions"
-        left = [f"{count} {what}" for count, what in ((self.invalid, "unusable"), (self.unmatched, "unmatched")) if count]
+        left = [f"{count} {what}" for count, what in
+                ((self.invalid, "unusable"), (self.unmatched, "for predictions outside the window")) if count]
         line += f" ({', '.join(left)})." if left else "."
         return "\n".join([line, *self.problems])
 
@@ -547,7 +555,8 @@ def join_labels(
     keyed = window.assign(request_id=window["request_id"].astype(str), record=window["record"].astype("int64"))
     joined = keyed.merge(labels, on=["request_id", "record"], how="inner", suffixes=("_input", ""))
     unmatched = len(labels) - len(joined)
-    if unmatched:
+    # A labels file is meant for this window; the label store holds every label there is.
+    if unmatched and isinstance(labels_path, (str, Path)):
         problems.append(f"{unmatched} label(s) match no logged prediction (request_id, record) in the window.")
     target = target or _target_like(joined["prediction"])
     truth, truth_ok = as_target_type(joined["label"], target)
@@ -589,6 +598,148 @@ def window_quality(
         warnings.simplefilter("ignore", UserWarning)
         scores = _scores(rows, task, classes, positive)
     return {name: float(value) for name, value in scores.items() if math.isfinite(value)}
+
+
+@dataclass(frozen=True)
+class ShadowComparison:
+    """The champion and a shadow version on the same requests: how often they disagree, and who is right.
+
+    ``compared_rows`` are the window's records both answered (joined on ``request_id`` and
+    ``record``); ``disagreement`` is the share of them answered differently (a regressor:
+    by more than ``tolerance``, relative, with ``mean_abs_difference`` beside it).
+    ``champion_quality`` and ``shadow_quality`` are measured on the same ``labeled_rows``,
+    the compared rows that have a label, so the two are comparable.
+    """
+
+    shadow_version: str
+    champion_version: str
+    compared_rows: int
+    disagreement: float
+    labeled_rows: int = 0
+    champion_quality: dict[str, float] = field(default_factory=dict)
+    shadow_quality: dict[str, float] = field(default_factory=dict)
+    mean_abs_difference: float | None = None
+    tolerance: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def metrics(self) -> dict[str, float]:
+        """Flat metrics for the monitoring run: ``shadow_disagreement``, ``shadow_<m>`` and ``champion_<m>`` on shared rows."""
+        values = {
+            "shadow_disagreement": self.disagreement,
+            "shadow_compared_rows": float(self.compared_rows),
+            "shadow_labeled_rows": float(self.labeled_rows),
+        }
+        if self.mean_abs_difference is not None:
+            values["shadow_mean_abs_difference"] = self.mean_abs_difference
+        values |= {f"shadow_{name}": value for name, value in self.shadow_quality.items()}
+        values |= {f"champion_{name}": value for name, value in self.champion_quality.items()}
+        return values
+
+    def summary(self) -> str:
+        """A few readable lines for the CLI and the logs."""
+        gap = f", mean |difference| {self.mean_abs_difference:.4g}" if self.mean_abs_difference is not None else ""
+        lines = [
+            f"shadow v{self.shadow_version} vs champion v{self.champion_version}: {self.compared_rows} records compared, "
+            f"disagreement {self.disagreement:.1%}{gap}."
+        ]
+        if self.labeled_rows:
+            shown = [
+                f"{name} {self.champion_quality[name]:.4f} → {self.shadow_quality[name]:.4f}"
+                for name in self.champion_quality
+                if name in self.shadow_quality
+            ]
+            lines.append(f"On {self.labeled_rows} labeled records (champion → shadow): " + ", ".join(shown) + ".")
+        else:
+            lines.append("No labeled records among them: quality not compared.")
+        return "\n".join(lines)
+
+
+def compare_shadow(
+    champion_window: pd.DataFrame,
+    shadow_log: pd.DataFrame,
+    labels: pd.DataFrame | None = None,
+    *,
+    task: str,
+    classes: Sequence[Any] | None = None,
+    positive: Any = None,
+    tolerance: float = 1e-3,
+) -> ShadowComparison | None:
+    """Compare the shadow's logged answers with the champion's on the requests of the window.
+
+    ``champion_window`` and ``shadow_log`` are prediction logs (:func:`read_prediction_log`
+    frames with ``request_id``, ``record``, ``model_version``, ``prediction``); they are
+    joined on ``(request_id, record)``. The newest shadow version in the log is compared
+    with the newest champion version that answered the same requests (an earlier
+    shadow's, or a swapped-out champion's, answers would mix two models). ``labels`` are
+    labeled window rows (``request_id``, ``record``, ``label``; e.g. :attr:`LabeledWindow.rows`):
+    both versions are scored on the compared rows that have one, with :func:`window_quality`.
+    Classes are compared by value however they were read (``1``, ``"1"``); regression
+    answers differ when ``|a - b| > tolerance × max(|a|, |b|)``. None when no request of
+    the window reached the shadow.
+    """
+    keys = ["request_id", "record"]
+    needed = [*keys, "model_version", "prediction"]
+    if shadow_log.empty or any(column not in frame for frame in (champion_window, shadow_log) for column in needed):
+        return None
+    shadow = _keyed(shadow_log[needed])
+    version = shadow["model_version"].iloc[-1]  # the log is in time order: the shadow running last
+    shadow = shadow[shadow["model_version"] == version].drop_duplicates(keys, keep="last")
+    champion = _keyed(champion_window[needed])
+    pairs = champion.merge(shadow, on=keys, suffixes=("_champion", "_shadow"))
+    pairs = pairs[pairs["model_version_champion"] != version]
+    if pairs.empty:
+        return None
+    serving = pairs["model_version_champion"].iloc[-1]
+    pairs = pairs[pairs["model_version_champion"] == serving].reset_index(drop=True)
+    differs, gap = _differences(pairs["prediction_champion"], pairs["prediction_shadow"], task, tolerance)
+    labeled, champion_quality, shadow_quality = 0, {}, {}
+    if labels is not None and not labels.empty:
+        truth = _keyed(labels[[*keys, "label"]]).drop_duplicates(keys, keep="last")
+        shared = pairs.merge(truth, on=keys)
+        labeled = len(shared)
+        if labeled:
+            score = lambda side: window_quality(  # noqa: E731
+                shared.assign(prediction=shared[f"prediction_{side}"])[["label", "prediction"]],
+                task, classes=classes, positive=positive,
+            )  # fmt: skip
+            champion_quality, shadow_quality = score("champion"), score("shadow")
+    return ShadowComparison(
+        shadow_version=str(version),
+        champion_version=str(serving),
+        compared_rows=len(pairs),
+        disagreement=float(differs),
+        labeled_rows=labeled,
+        champion_quality=champion_quality,
+        shadow_quality=shadow_quality,
+        mean_abs_difference=gap,
+        tolerance=tolerance if task == "regression" else None,
+    )
+
+
+def _keyed(frame: pd.DataFrame) -> pd.DataFrame:
+    """Join keys as the label store types them: text request ids, integer records."""
+    typed = {"request_id": str, "record": "int64"}
+    if "model_version" in frame:
+        typed["model_version"] = str
+    return frame.astype(typed)
+
+
+def _differences(champion: pd.Series, shadow: pd.Series, task: str, tolerance: float) -> tuple[float, float | None]:
+    """The share of answers that differ, and (regression) the mean absolute difference."""
+    if task == "regression":
+        import numpy as np
+
+        a, b = np.asarray(_numbers(champion)), np.asarray(_numbers(shadow))
+        both = ~(np.isnan(a) | np.isnan(b))
+        a, b = a[both], b[both]
+        if not len(a):
+            return 0.0, None
+        apart = np.abs(a - b) > tolerance * np.maximum(np.abs(a), np.abs(b))
+        return float(apart.mean()), float(np.abs(a - b).mean())
+    same = [label_key(x) == label_key(y) for x, y in zip(champion, shadow)]
+    return (1.0 - sum(same) / len(same)) if same else 0.0, None
 
 
 def _scores(rows: pd.DataFrame, task: str, classes: Sequence[Any] | None, positive: Any) -> dict[str, float]:
@@ -670,12 +821,14 @@ def log_monitoring_run(
     invalid_labels: int = 0,
     artifacts: Sequence[str | Path] = (),
     tags: dict[str, str] | None = None,
+    shadow: ShadowComparison | None = None,
 ) -> str:
     """Record one monitoring check as an MLflow run linked to the model version it watched.
 
     ``quality`` is logged as ``window_<metric>`` beside ``window_labeled_rows``, the
     number of labeled rows it was computed on (a score on 5 rows is not one on 5,000),
-    and ``window_invalid_labels``, the labels left out.
+    and ``window_invalid_labels``, the labels left out. A ``shadow`` comparison adds
+    :meth:`ShadowComparison.metrics` and the tag ``mlops.shadow.version``.
     """
     import mlflow
 
@@ -687,12 +840,17 @@ def log_monitoring_run(
         "mlops.drift_detected": str(summary.drift_detected).lower(),
         **(tags or {}),
     }
+    if shadow is not None:
+        run_tags |= {"mlops.shadow.version": shadow.shadow_version, "mlops.shadow.champion_version": shadow.champion_version}
     with mlflow.start_run(experiment_id=experiment_id, run_name="monitoring", tags=run_tags) as run:
         mlflow.log_params({"drift_share_threshold": summary.threshold, "window_rows": summary.current_rows})
         mlflow.log_metrics({"drift_share": summary.drift_share, "drifted_columns": len(summary.drifted_columns)})
         mlflow.log_metrics({f"window_{name}": value for name, value in (quality or {}).items()})
         if labeled_rows is not None:
             mlflow.log_metrics({"window_labeled_rows": labeled_rows, "window_invalid_labels": invalid_labels})
+        if shadow is not None:
+            mlflow.log_metrics(shadow.metrics())
+            mlflow.log_dict(shadow.to_dict(), "shadow/comparison.json")
         mlflow.log_dict(summary.to_dict(), "drift/summary.json")
         for path in artifacts:
             mlflow.log_artifact(str(path), artifact_path="drift")

@@ -77,21 +77,35 @@ def _write_bentofile(settings: Settings, path: Path, model_tag: str, alias: str,
     """A bentofile.yaml: BentoML's documented way to set the image's environment variables."""
     import yaml
 
+    include, envs = ["models/*.py", "mlops/*.py"], [
+        {"name": "MLOPS_BENTO_MODEL", "value": model_tag},
+        {"name": "MLOPS_PREDICTIONS_DIR", "value": "/home/bentoml/predictions"},
+        {"name": "MLOPS_LABELS_DIR", "value": "/home/bentoml/labels"},
+    ]
+    contract = _in_build_context(settings.data.contract)
+    if contract is not None:  # the image checks requests and labels against the same contract
+        include.append(contract)
+        envs.append({"name": "MLOPS_CONTRACT", "value": contract})
     options = {
         "service": SERVICE,
         "name": settings.model.name,
         "labels": {"mlflow_model": settings.model.name, "mlflow_version": version, "alias": alias},
-        "include": ["models/*.py", "mlops/*.py"],
+        "include": include,
         "python": {"packages": pinned_requirements(), "lock_packages": False},
         "docker": {"python_version": "3.11"},
-        "envs": [
-            {"name": "MLOPS_BENTO_MODEL", "value": model_tag},
-            {"name": "MLOPS_PREDICTIONS_DIR", "value": "/home/bentoml/predictions"},
-        ],
+        "envs": envs,
         "models": [model_tag],
     }
     path.write_text(yaml.safe_dump(options, sort_keys=False), encoding="utf-8")
     return path
+
+
+def _in_build_context(path: Path) -> str | None:
+    """``path`` relative to the build context (where the image's service runs), if it lies inside it."""
+    try:
+        return Path(path).resolve().relative_to(_ROOT).as_posix()
+    except ValueError:
+        return None
 
 
 def _build_context(bento: Any, model_tag: str, folder: Path) -> Path:

@@ -19,14 +19,20 @@ Files are named ``predictions-YYYYMMDD.jsonl`` (UTC) and rotate daily. Bulk requ
 than scoring them. The writer hands requests to a background thread through a bounded
 queue, so a slow disk never slows a request: when the queue is full the request's
 records are dropped and counted.
+
+:class:`RequestIndex` answers "did the endpoint answer this request id?" for labels
+that arrive later, reading only what the log gained since it last looked.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import queue
+import re
 import threading
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,7 +41,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["BULK_ROWS", "METADATA_COLUMNS", "PredictionLogWriter", "read_prediction_log"]
+__all__ = ["BULK_ROWS", "METADATA_COLUMNS", "PredictionLogWriter", "RequestIndex", "read_prediction_log"]
+
+logger = logging.getLogger(__name__)
 
 # What the log adds to each record's inputs.
 METADATA_COLUMNS = ("timestamp", "request_id", "record", "model_name", "model_version", "prediction")
@@ -208,6 +216,132 @@ class PredictionLogWriter:
         partial = path.with_suffix(".parquet.partial")  # readers never see half a file
         pq.write_table(table, partial)  # Arrow and Parquet work without the GIL
         partial.rename(path)
+
+
+# A line as _Batch.lines writes it starts with these keys: the id is read, the inputs are not parsed.
+_LINE_HEAD = re.compile(rb'\{"timestamp":"[^"]*","request_id":"([^"\\]*)"')
+_READ_BYTES = 8 * 1024 * 1024  # a day's file is read in blocks, never whole
+
+
+class RequestIndex:
+    """The request ids of the prediction log, kept current by reading only what was appended.
+
+    Labels must name a request the endpoint answered, and checking that must not mean
+    reading the whole log on every call. :meth:`refresh` reads each JSONL file from the
+    byte offset where it stopped (only the ``request_id`` of each new line) and the
+    ``request_id`` column of bulk Parquet files it has not read yet. ``max_ids`` bounds
+    memory (about 120 bytes an id): past it the oldest ids are forgotten and counted in
+    ``evicted``; None keeps them all (a one-off command). A server calls :meth:`add` with
+    the id it just answered, since its log line is written later, by a thread::
+
+        index = RequestIndex(settings.predictions_dir)
+        index.refresh()
+        "3f2a9c…" in index
+    """
+
+    def __init__(self, folder: str | Path, max_ids: int | None = 500_000) -> None:
+        self.folder = Path(folder)
+        self.max_ids = max_ids
+        self.evicted = 0
+        self._ids: set[str] = set()
+        self._order: deque[str] = deque()  # oldest first: the next to forget
+        self._offsets: dict[str, int] = {}  # JSONL file name -> bytes read (whole lines)
+        self._bulk_read: set[str] = set()
+        self._lock = threading.Lock()  # the event loop adds ids while a thread refreshes
+        self._refreshing = threading.Lock()  # two readers at once would read the same lines
+
+    def __contains__(self, request_id: object) -> bool:
+        return request_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, request_id: str) -> None:
+        """Remember one answered request id, as the newest."""
+        self.update((request_id,))
+
+    def update(self, request_ids: Iterable[str]) -> int:
+        """Remember these ids (in order, the last the newest); returns how many were new."""
+        added = 0
+        with self._lock:
+            for request_id in request_ids:
+                if request_id not in self._ids:
+                    self._ids.add(request_id)
+                    self._order.append(request_id)
+                    added += 1
+            while self.max_ids is not None and len(self._order) > self.max_ids:
+                self._ids.discard(self._order.popleft())
+                self.evicted += 1
+        return added
+
+    def refresh(self) -> int:
+        """Read what the log gained since the last call; returns how many new ids it held."""
+        with self._refreshing:
+            if not self.folder.is_dir():
+                return 0
+            paths = sorted(self.folder.glob("predictions-*"))  # by day; a day's bulk files first
+            added = 0
+            for path in paths:
+                if path.suffix == ".jsonl":
+                    added += sum(map(self.update, self._new_lines(path)))
+                elif path.suffix == ".parquet" and path.name not in self._bulk_read:
+                    added += self.update(_bulk_request_ids(path))
+                    self._bulk_read.add(path.name)
+            names = {path.name for path in paths}  # forget files that are gone
+            self._offsets = {name: offset for name, offset in self._offsets.items() if name in names}
+            self._bulk_read &= names
+            return added
+
+    def _new_lines(self, path: Path) -> Iterator[list[str]]:
+        """The request ids of the whole lines appended since the last read, a block at a time."""
+        offset = self._offsets.get(path.name, 0)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return
+        if size < offset:  # the file was replaced: read it again
+            offset = 0
+        if size == offset:
+            return
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            rest = b""
+            while block := handle.read(_READ_BYTES):
+                block = rest + block
+                end = block.rfind(b"\n") + 1  # a trailing line being written waits for the next read
+                rest = block[end:]
+                offset += end
+                self._offsets[path.name] = offset
+                yield [request_id for line in block[:end].splitlines() if (request_id := _line_request_id(line))]
+
+
+def _line_request_id(line: bytes) -> str | None:
+    match = _LINE_HEAD.match(line)
+    if match:
+        try:
+            return match.group(1).decode()
+        except UnicodeDecodeError:
+            pass
+    try:  # an id with escapes, or a line another writer formatted
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    value = entry.get("request_id") if isinstance(entry, dict) else None
+    return None if value is None else str(value)
+
+
+def _bulk_request_ids(path: Path) -> list[str]:
+    """The distinct request ids of a bulk file, reading that one column."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    try:
+        column = pq.read_table(path, columns=["request_id"]).column("request_id")
+    except (OSError, pa.ArrowException) as exc:
+        logger.warning("Could not read the request ids of %s (%s); labels for its predictions are refused.", path, exc)
+        return []
+    return [str(value) for value in pc.unique(column).to_pylist() if value is not None]
 
 
 def read_prediction_log(folder: str | Path, last: int | None = None) -> pd.DataFrame:

@@ -9,6 +9,19 @@ process is drained. Every other path is forwarded as is (``/predict``, ``/readyz
 ``/metrics``…). Bodies are small (the service refuses large ones with 413), so
 requests and responses are buffered rather than streamed.
 
+**Shadow mode.** When the upstream file also names a ``shadow`` server (``mlops deploy
+--shadow VERSION``), every ``/predict`` (and ``/arrow/predict``) the champion answered
+with 200 is copied to it *after* the client has its answer: the request id and the raw
+body go into a bounded queue (never parsed here), and one background task sends the
+queued JSON copies in batches to ``/shadow/predict`` (:mod:`models.shadow`), the batch
+body composed by byte concatenation; Arrow copies go one by one to ``/shadow/arrow``.
+Batches are large because the shadow's cost is mostly one model call per batch, and every
+CPU millisecond it takes is one the clients' requests compete for. A full queue drops
+copies (counted), a shadow that fails or is slow only loses copies: clients never wait
+for it. ``GET /-/proxy`` reports the shadow's sent, dropped, failed
+and refused copies. The shadow has the service's API-key guard; the proxy sends the key
+named by ``MLOPS_API_KEY_ENV`` from its own environment.
+
 Run by hand::
 
     MLOPS_PROXY_UPSTREAM_FILE=.mlops/deploy/upstream.json \\
@@ -17,20 +30,31 @@ Run by hand::
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SwapProxy", "create_app", "read_limited_body", "write_upstream"]
+__all__ = [
+    "SHADOW_ARROW_PATH",
+    "SHADOW_PATH",
+    "STATUS_PATH",
+    "SwapProxy",
+    "create_app",
+    "read_limited_body",
+    "write_upstream",
+]
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 STATUS_PATH = "/-/proxy"
+SHADOW_PATH = "/shadow/predict"  # JSON copies, batched (models/shadow.py)
+SHADOW_ARROW_PATH = "/shadow/arrow"  # Arrow copies, one per request: they are bulk already
 # Connection-level headers are the proxy's own business on each side (RFC 9110 §7.6.1).
 _HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection", "host"}
@@ -39,17 +63,21 @@ _DROP_RESPONSE = _HOP_BY_HOP | {"content-length", "content-encoding"}
 # Only the deployer, talking to a backend directly, may keep requests out of the log.
 _DROP_REQUEST = _HOP_BY_HOP | {"content-length", "x-mlops-smoke-test"}
 _DEFAULT_MAX_BYTES = 32 * 1024 * 1024
+# The client paths whose answered requests the shadow gets a copy of, and the copy's kind.
+_SHADOWED = {"/predict": "json", "/arrow/predict": "arrow"}
+_BATCH_OPEN, _BATCH_SEP, _BATCH_CLOSE = b'{"requests":[', b",", b"]}"
+_Copy = tuple[str, str, bytes, float]  # kind ("json" or "arrow"), request id, raw body, loop time queued
 
 
 class _TooLarge(Exception):
     pass
 
 
-def write_upstream(path: Path, url: str | None) -> None:
-    """Point the proxy at ``url`` (None: answer 503) with an atomic rename."""
+def write_upstream(path: Path, url: str | None, shadow: str | None = None) -> None:
+    """Point the proxy at ``url`` (None: answer 503) and copies at ``shadow``, with an atomic rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps({"upstream": url}), encoding="utf-8")
+    temporary.write_text(json.dumps({"upstream": url, "shadow": shadow}), encoding="utf-8")
     os.replace(temporary, path)
 
 
@@ -59,14 +87,31 @@ def create_app() -> SwapProxy:
 
 
 class SwapProxy:
-    """An ASGI app forwarding each request to the upstream named in ``upstream_file``."""
+    """An ASGI app forwarding each request to the upstream named in ``upstream_file``.
 
-    def __init__(self, upstream_file: Path) -> None:
+    ``shadow_*`` bound what shadow mode may hold and send: at most ``shadow_queue``
+    copies and ``shadow_queue_bytes`` bytes wait; a batch is sent when
+    ``shadow_batch`` copies wait or ``shadow_linger`` seconds after its first one
+    (200 ms: 4x fewer model calls in the shadow than 50 ms, measured to matter at 8 clients).
+    """
+
+    def __init__(
+        self,
+        upstream_file: Path,
+        *,
+        shadow_queue: int = 2_000,
+        shadow_queue_bytes: int = 64 * 1024 * 1024,
+        shadow_batch: int = 256,
+        shadow_linger: float = 0.2,
+    ) -> None:
         self.upstream_file = upstream_file
         self.upstream: str | None = None
+        self.shadow: str | None = None
         self.in_flight: Counter[str] = Counter()
+        self.max_bytes = int(os.environ.get("MLOPS_MAX_REQUEST_BYTES", _DEFAULT_MAX_BYTES))
         self._stamp: tuple[int, int] | None = None
         self._sessions: dict[str, Any] = {}
+        self._copies = _ShadowCopies(shadow_queue, shadow_queue_bytes, shadow_batch, shadow_linger, self.max_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -75,7 +120,11 @@ class SwapProxy:
             return
         self._refresh()
         if scope["path"] == STATUS_PATH:
-            status = {"upstream": self.upstream, "in_flight": {k: v for k, v in self.in_flight.items() if v}}
+            status = {
+                "upstream": self.upstream,
+                "in_flight": {k: v for k, v in self.in_flight.items() if v},
+                "shadow": self._copies.status(),
+            }
             return await _answer(send, 200, status)
         upstream = self.upstream
         if upstream is None:
@@ -93,7 +142,7 @@ class SwapProxy:
         import aiohttp
 
         # Bounded before it is buffered: one huge body must not take the endpoint down.
-        limit = int(os.environ.get("MLOPS_MAX_REQUEST_BYTES", _DEFAULT_MAX_BYTES))
+        limit = self.max_bytes
         try:
             body = await _read_body(receive, limit, scope)
         except _TooLarge:
@@ -110,12 +159,18 @@ class SwapProxy:
                 content = await response.read()
                 kept = [(k, v) for k, v in response.headers.items() if k.lower() not in _DROP_RESPONSE]
                 status = response.status
+                request_id = response.headers.get("x-request-id")
         except aiohttp.ClientError as exc:
             return await _answer(send, 502, {"error": f"The model server at {upstream} failed: {exc!r}"})
         raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in kept]
         raw.append((b"content-length", str(len(content)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": raw})
         await send({"type": "http.response.body", "body": content})
+        # After the client has its answer: the copy costs it nothing but a queue append.
+        kind = _SHADOWED.get(scope["path"])
+        if self.shadow is not None and kind and status == 200 and request_id and scope["method"] == "POST":
+            if not any(name.lower() == "content-encoding" for name, _ in headers):  # raw JSON or Arrow only
+                self._copies.put(kind, request_id, body)
 
     def _refresh(self) -> None:
         # A stat per request (microseconds) is what makes the swap take effect at once.
@@ -123,11 +178,19 @@ class SwapProxy:
             stat = self.upstream_file.stat()
         except FileNotFoundError:
             self.upstream, self._stamp = None, None
+            self._set_shadow(None)
             return
         stamp = (stat.st_mtime_ns, stat.st_ino)
         if stamp != self._stamp:
             self._stamp = stamp
-            self.upstream = json.loads(self.upstream_file.read_text(encoding="utf-8"))["upstream"]
+            pointed = json.loads(self.upstream_file.read_text(encoding="utf-8"))
+            self.upstream = pointed["upstream"]
+            self._set_shadow(pointed.get("shadow"))  # files written before shadow mode have no key
+
+    def _set_shadow(self, url: str | None) -> None:
+        if url != self.shadow:
+            self.shadow = url
+            self._copies.point_at(url)
 
     def _session(self, upstream: str) -> Any:
         import aiohttp
@@ -151,8 +214,152 @@ class SwapProxy:
             elif message["type"] == "lifespan.shutdown":
                 for session in self._sessions.values():
                     await session.close()
+                await self._copies.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+class _ShadowCopies:
+    """The bounded queue of copies for the shadow and the one task that sends them.
+
+    Copies are ``(kind, request_id, raw body, time queued)``; nothing is parsed. A copy
+    waits at most ``linger`` seconds for others to join its batch. One batch is in flight at
+    a time, so a slow shadow makes batches larger, then fills the queue, then loses
+    copies: it never costs the clients anything.
+    """
+
+    def __init__(self, max_copies: int, max_bytes: int, batch: int, linger: float, max_request_bytes: int) -> None:
+        self.max_copies, self.max_bytes, self.batch, self.linger = max_copies, max_bytes, batch, linger
+        # A batch must pass the shadow's own body limit (the same as the champion's).
+        self.max_batch_bytes = max_request_bytes
+        self.url: str | None = None
+        self.queue: deque[_Copy] = deque()
+        self.queued_bytes = 0
+        self.counts: Counter[str] = Counter()
+        self.last_error: str | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
+        self._full: asyncio.Event | None = None
+        self._session: Any = None
+        self._headers = _auth_headers()
+
+    def point_at(self, url: str | None) -> None:
+        """A new shadow (or none): queued copies are dropped and the counts start again."""
+        self.url = url
+        self.queue.clear()
+        self.queued_bytes = 0
+        self.counts = Counter()
+        self.last_error = None
+
+    def put(self, kind: str, request_id: str, body: bytes) -> None:
+        """Queue one copy, or count it dropped when the queue (copies or bytes) is full."""
+        if len(self.queue) >= self.max_copies or self.queued_bytes + len(body) > self.max_bytes:
+            self.counts["dropped"] += 1
+            return
+        loop = asyncio.get_running_loop()
+        self.queue.append((kind, request_id, body, loop.time()))
+        self.queued_bytes += len(body)
+        if self._task is None or self._task.done():
+            self._wake, self._full = asyncio.Event(), asyncio.Event()
+            self._task = loop.create_task(self._send_forever())
+        self._wake.set()
+        if len(self.queue) >= self.batch:
+            self._full.set()
+
+    def status(self) -> dict[str, Any] | None:
+        if self.url is None:
+            return None
+        counts = {name: self.counts[name] for name in ("sent", "dropped", "failed", "refused")}
+        return {"upstream": self.url, "queued": len(self.queue), **counts, "last_error": self.last_error}
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self._session is not None:
+            await self._session.close()
+
+    async def _send_forever(self) -> None:
+        assert self._wake is not None and self._full is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            waited = loop.time() - self.queue[0][3] if self.queue else 0.0
+            if len(self.queue) < self.batch and waited < self.linger:
+                try:  # let copies gather: one call scores them all
+                    await asyncio.wait_for(self._full.wait(), self.linger - waited)
+                except asyncio.TimeoutError:
+                    pass
+            url, taken = self.url, self._take()
+            self._full.clear()
+            if not self.queue:
+                self._wake.clear()
+            if url is None or not taken:
+                continue
+            try:
+                await self._deliver(url, taken)
+            except Exception as exc:  # noqa: BLE001 — the shadow's failures are counted, never raised
+                if url == self.url:
+                    self.counts["failed"] += len(taken)
+                    self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+
+    def _take(self) -> list[_Copy]:
+        """The oldest copies: Arrow ones alone, JSON ones up to ``batch`` copies and the body limit."""
+        taken: list[_Copy] = []
+        size = len(_BATCH_OPEN) + len(_BATCH_CLOSE)
+        while self.queue and len(taken) < self.batch:
+            copy = self.queue[0]
+            kind, request_id, body = copy[:3]
+            wrapped = len(body) + len(request_id) + 32
+            if taken and (kind == "arrow" or taken[0][0] == "arrow" or size + wrapped > self.max_batch_bytes):
+                break
+            self.queue.popleft()
+            self.queued_bytes -= len(body)
+            if kind == "json" and size + wrapped > self.max_batch_bytes:
+                self.counts["dropped"] += 1  # too large for the shadow to accept, even alone
+                continue
+            taken.append(copy)
+            size += wrapped
+        return taken
+
+    async def _deliver(self, url: str, copies: list[_Copy]) -> None:
+        import aiohttp
+
+        if self._session is None:
+            timeout = aiohttp.ClientTimeout(total=60)
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=4), timeout=timeout)
+        if copies[0][0] == "arrow":
+            _, request_id, body, _ = copies[0]
+            headers = {**self._headers, "content-type": "application/vnd.apache.arrow.stream", "x-request-id": request_id}
+            path = SHADOW_ARROW_PATH
+        else:
+            body = _batch_body(copies)
+            headers = {**self._headers, "content-type": "application/json"}
+            path = SHADOW_PATH
+        async with self._session.post(url + path, data=body, headers=headers) as response:
+            answer = await response.read()
+            if response.status != 200:
+                raise _ShadowRefused(f"HTTP {response.status}")
+        if url != self.url:  # the shadow changed meanwhile: these counts are the old one's
+            return
+        refused = int(json.loads(answer).get("refused", 0))
+        self.counts["sent"] += len(copies) - refused
+        self.counts["refused"] += refused
+
+
+class _ShadowRefused(Exception):
+    pass
+
+
+def _batch_body(copies: list[_Copy]) -> bytes:
+    """``{"requests":[{"request_id":"…","body":<raw body>},…]}`` by concatenation: no JSON parse here."""
+    parts = [b'{"request_id":' + json.dumps(request_id).encode() + b',"body":' + body + b"}" for _, request_id, body, _ in copies]
+    return _BATCH_OPEN + _BATCH_SEP.join(parts) + _BATCH_CLOSE
+
+
+def _auth_headers() -> dict[str, str]:
+    """The API key the model servers were started with (the variable ``MLOPS_API_KEY_ENV`` names), if any."""
+    key = os.environ.get(os.environ.get("MLOPS_API_KEY_ENV", "MLOPS_API_KEY"), "")
+    return {"authorization": f"Bearer {key}"} if key else {}
 
 
 async def _read_body(receive: Receive, limit: int, scope: Scope) -> bytes:

@@ -31,7 +31,7 @@ def print_training(outcome: Any, console: Console | None = None) -> None:
 
 
 def print_monitoring(outcome: Any, console: Console | None = None) -> None:
-    """Drift figures, report paths and the retraining it triggered, if any."""
+    """Drift figures, report paths, the shadow comparison and the retraining it triggered, if any."""
     console = console or Console()
     drift = outcome.drift
     console.print(drift.summary())
@@ -41,6 +41,9 @@ def print_monitoring(outcome: Any, console: Console | None = None) -> None:
         console.print(f"  labels: {outcome.labels.summary()}")
     for name, value in getattr(outcome, "quality", {}).items():
         console.print(f"  quality on labeled rows: {name}={value:.4f}")
+    if getattr(outcome, "shadow", None) is not None:
+        for line in outcome.shadow.summary().splitlines():
+            console.print(f"  {line}")
     if getattr(outcome, "mlflow_run_id", None):
         console.print(f"  recorded as MLflow run {outcome.mlflow_run_id}")
     if outcome.retrain is not None:
@@ -52,41 +55,83 @@ def print_monitoring(outcome: Any, console: Console | None = None) -> None:
 
 
 def print_demo(summary: Any, console: Console | None = None) -> None:
-    """The closing table of ``mlops demo``."""
+    """The closing table of ``mlops demo``: what changed, on what evidence, and what the client saw."""
     # Piped output gets room for whole lines rather than an 80-column guess.
-    console = console or Console(width=None if sys.stdout.isatty() else 140)
+    console = console or Console(width=None if sys.stdout.isatty() else 160)
     table = Table(title="mlops demo", show_header=False)
     table.add_column(style="bold")
     table.add_column()
-    training = summary.training
-    table.add_row("training run", f"{training.registered.run_id} → v{training.registered.version}")
-    table.add_row("champion served", f"v{summary.served_version} at {summary.endpoint_url} (stopped)")
-    table.add_row(
-        "requests",
-        f"{summary.records_sent} records sent, {summary.rejected_records} rejected by the contract (422), "
-        f"{summary.failed_requests} failed requests",
-    )
-    monitoring = summary.monitoring
-    drift = monitoring.drift
-    table.add_row("drift", f"{len(drift.drifted_columns)}/{len(drift.columns)} columns drifted ({drift.drift_share:.0%})")
-    table.add_row("drift report", str(drift.report_path))
-    if monitoring.retrain is not None:
-        retrain = monitoring.retrain
-        decision = (
-            "promoted to champion" if retrain.decision.promoted
-            else f"waits for approval (mlops promote {retrain.registered.version})" if retrain.decision.waiting
-            else "kept as challenger"
-        )
-        table.add_row("retrained", f"v{retrain.registered.version} (run {retrain.registered.run_id}): {decision}")
-        table.add_row("gate", retrain.decision.reason)
-    else:
-        decision = getattr(monitoring, "decision", None)
-        table.add_row("retrained", decision.explain() if decision is not None else "no")
+    training, monitoring, metric = summary.training, summary.monitoring, summary.metric
+    retrain = monitoring.retrain if monitoring is not None else None
+    if retrain is not None:
+        table.add_row("outcome", _demo_outcome(summary, retrain))
+    table.add_row("champion", f"v{summary.served_version} (training run {training.registered.run_id}), "
+                  f"served at {summary.endpoint_url} (stopped)")
+    answers = summary.answers
+    shifted = sum(1 for answer in answers if answer.shifted)
+    table.add_row("traffic", f"{len(answers)} requests ({len(answers) - shifted} like the training data, then "
+                  f"{shifted} after the scanner update), {summary.refused_records} refused by the contract (422), "
+                  f"{summary.failed_requests} failed requests")
+    table.add_row("labels", f"{summary.labels_accepted} stored through POST /labels, {summary.labels_refused} refused")
+    if monitoring is not None:
+        drift = monitoring.drift
+        table.add_row("drift", f"{len(drift.drifted_columns)}/{len(drift.columns)} columns drifted "
+                      f"({drift.drift_share:.0%}): {', '.join(drift.drifted_columns[:4])}"
+                      + (", …" if len(drift.drifted_columns) > 4 else ""))
+        labeled = monitoring.labels.labeled_rows if monitoring.labels is not None else 0
+        quality = ", ".join(f"{name} {value:.3f}" for name, value in monitoring.quality.items())
+        table.add_row("quality (labeled window)", f"{quality or 'not measured'} on {labeled} labeled rows")
+    if retrain is not None:
+        decision = retrain.decision
+        verdict = ("promoted to champion" if decision.promoted
+                   else f"waits for approval (mlops promote {retrain.registered.version})" if decision.waiting
+                   else "kept as challenger")
+        table.add_row("retrained", f"v{retrain.registered.version} (run {retrain.registered.run_id}): {verdict}")
+        if decision.recent_rows and decision.recent_champion_score is not None:
+            table.add_row("recent data (gate)", f"{metric} v{decision.champion_version} {decision.recent_champion_score:.3f} "
+                          f"→ v{decision.challenger_version} {decision.recent_challenger_score:.3f} on the "
+                          f"{decision.recent_rows} newest labeled rows (never trained on)")
+        table.add_row("gate", decision.reason)
+    elif monitoring is not None and monitoring.decision is not None:
+        table.add_row("retrained", monitoring.decision.explain())
+    live = summary.live_accuracy()
+    if live:
+        table.add_row("live accuracy (client)", " → ".join(
+            f"v{version} {accuracy:.3f} on {count} shifted answers" for version, (accuracy, count) in live.items()))
+    spans = summary.versions_over_time()
+    if spans:
+        table.add_row("versions serving", " → ".join(
+            f"v{version} {_clock(first)}–{_clock(last)} ({count} answers)" for version, first, last, count in spans))
+    if summary.swap is not None:
+        swap = summary.swap
+        table.add_row("swap", f"v{swap.from_version} → v{swap.to_version} in {swap.finished - swap.started:.1f} s: "
+                      f"{swap.answered} requests answered during the swap, {swap.failed} failed")
+    if monitoring is not None and monitoring.drift.report_path:
+        table.add_row("drift report", str(monitoring.drift.report_path))
     table.add_row("validation report", str(training.validation_report))
     table.add_row("MLflow store", summary.tracking_uri)
     table.add_row("MLflow UI", "mlops ui  →  http://127.0.0.1:5000")
     table.add_row("stages", ", ".join(f"{name} {seconds:.1f}s" for name, seconds in summary.stage_seconds.items()))
+    for note in summary.notes:
+        table.add_row("note", note)
     console.print(table)
+
+
+def _demo_outcome(summary: Any, retrain: Any) -> str:
+    """The one line that matters: did the loop replace the champion, and did any client notice."""
+    decision = retrain.decision
+    if decision.promoted and summary.swap is not None:
+        return (f"[green]v{decision.challenger_version} replaced v{summary.served_version}[/green]: retrained on "
+                f"the labeled traffic, better on the recent data, serving with {summary.failed_requests} failed requests")
+    if decision.promoted:
+        return f"v{decision.challenger_version} promoted to champion (no swap recorded)"
+    return f"[yellow]v{retrain.registered.version} not promoted[/yellow]: {decision.reason}"
+
+
+def _clock(timestamp: float) -> str:
+    from datetime import datetime
+
+    return datetime.fromtimestamp(timestamp).strftime("%H:%M:%S")
 
 
 def print_schedules(rows: list[dict[str, str]], console: Console | None = None) -> None:

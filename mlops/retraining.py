@@ -180,18 +180,22 @@ def _started(run) -> datetime:
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
 
 
-def split_recent(labeled: pd.DataFrame, share: float, rows: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def split_recent(
+    labeled: pd.DataFrame, share: float, rows: int | None = None, train_share: float = 1.0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The labeled window rows to train on, and the newest ``share`` held out as the recent evaluation set.
 
     Rows are ordered by the time they were logged (``timestamp``); the newest
     ``round(share × n)`` (at least one when ``share > 0`` and there are two rows or more)
-    are the recent set, never trained on. ``rows`` keeps only the newest that many of the
-    rest for training (None: all).
+    are the recent set, never trained on. Of the rest, only the newest ``train_share``
+    (at least one row), and of those the newest ``rows`` (None: all), are trained on.
     """
     ordered = labeled.sort_values("timestamp", kind="stable") if "timestamp" in labeled else labeled
     ordered = ordered.reset_index(drop=True)
     held = min(max(round(share * len(ordered)), 1 if share > 0 and len(ordered) > 1 else 0), len(ordered))
     train, recent = ordered.iloc[: len(ordered) - held], ordered.iloc[len(ordered) - held:]
+    if train_share < 1.0 and len(train):
+        train = train.iloc[-max(1, round(train_share * len(train))):]
     if rows is not None:
         train = train.iloc[-rows:]
     return train.reset_index(drop=True), recent.reset_index(drop=True)

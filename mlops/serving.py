@@ -233,8 +233,21 @@ class ServerProcess:
         self.stop()
 
 
-def start_server(settings: Settings, tag: str, *, port: int | None = None, host: str | None = None) -> ServerProcess:
+def start_server(
+    settings: Settings,
+    tag: str,
+    *,
+    port: int | None = None,
+    host: str | None = None,
+    predictions_dir: Path | None = None,
+    nice: int = 0,
+) -> ServerProcess:
     """Start the prediction service for BentoML model ``tag`` and wait until it is ready.
+
+    ``predictions_dir`` logs its predictions elsewhere than ``settings.predictions_dir``
+    and ``nice`` lowers its CPU priority (the process group inherits it): a shadow
+    version (:func:`mlops.deployment.deploy_shadow`) must neither mix its answers into
+    the champion's log nor take the champion's cores.
 
     Raises :class:`ServingError` with the end of the server log if it exits or is not
     ready within ``settings.serving.startup_timeout_seconds``.
@@ -244,12 +257,14 @@ def start_server(settings: Settings, tag: str, *, port: int | None = None, host:
     log_path = settings.state_dir / "logs" / f"serve-{port}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "bentoml", "serve", SERVICE, "--host", host, "--port", str(port)]
+    if nice:
+        command = ["nice", "-n", str(nice), *command]  # set before exec: every worker inherits it
     command += ["--working-dir", str(_SERVICE_ROOT)]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             command,
             cwd=_SERVICE_ROOT,
-            env=_server_env(settings, tag),
+            env=_server_env(settings, tag, predictions_dir),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -266,12 +281,13 @@ def start_server(settings: Settings, tag: str, *, port: int | None = None, host:
     return server
 
 
-def _server_env(settings: Settings, tag: str) -> dict[str, str]:
+def _server_env(settings: Settings, tag: str, predictions_dir: Path | None = None) -> dict[str, str]:
     return {
         **os.environ,
         **tool_variables(settings),
         "MLOPS_BENTO_MODEL": tag,
-        "MLOPS_PREDICTIONS_DIR": str(settings.predictions_dir),
+        "MLOPS_PREDICTIONS_DIR": str(predictions_dir or settings.predictions_dir),
+        "MLOPS_LABELS_DIR": str(settings.labels_dir),
         "MLOPS_CONTRACT": str(settings.data.contract),
         "BENTOML_HOME": _store_home(tag, settings),
         "MLOPS_API_KEY_ENV": settings.serving.api_key_env,

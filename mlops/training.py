@@ -71,10 +71,18 @@ class DataSplit:
     y_train: pd.Series
     x_holdout: pd.DataFrame
     y_holdout: pd.Series
+    # Per training row (aligned with x_train), e.g. recent labeled rows counting more; None: all 1.
+    w_train: pd.Series | None = None
 
     @property
     def feature_names(self) -> list[str]:
         return list(self.x_train.columns)
+
+    def weighted(self, weights: pd.Series) -> DataSplit:
+        """This split with ``weights`` (indexed like the frame it was split from) on its training rows."""
+        from dataclasses import replace
+
+        return replace(self, w_train=weights.loc[self.x_train.index].astype(float))
 
 
 @dataclass(frozen=True)
@@ -420,9 +428,30 @@ def _search(candidate: Candidate, split: DataSplit, config: ModelConfig, columns
     else:
         search = GridSearchCV(pipeline, space or [{}], **common)
     try:
-        return search.fit(split.x_train, split.y_train)
+        return search.fit(split.x_train, split.y_train, **_weight_params(pipeline, split, candidate.name))
     except ValueError as exc:
         raise ConfigError(f"Candidate '{candidate.name}' cannot be fitted: {exc}") from None
+
+
+def _weight_params(pipeline: Pipeline, split: DataSplit, name: str) -> dict[str, Any]:
+    """``{"model__sample_weight": weights}`` for the pipeline's final estimator, when the split is weighted.
+
+    GridSearchCV slices it per fold and passes it to the refit as well.
+    """
+    from sklearn.utils.validation import has_fit_parameter
+
+    if split.w_train is None:
+        return {}
+    path, estimator = [], pipeline
+    while hasattr(estimator, "steps"):
+        step, estimator = estimator.steps[-1]
+        path.append(step)
+    if not has_fit_parameter(estimator, "sample_weight"):
+        raise ConfigError(
+            f"Candidate '{name}' ({type(estimator).__name__}) does not take sample weights, and the retraining "
+            "data is weighted. Set monitoring.labeled_weight to 1, or use an estimator that accepts sample_weight."
+        )
+    return {"__".join([*path, "sample_weight"]): split.w_train.to_numpy()}
 
 
 def _check_task(candidate: Candidate, task: str) -> None:

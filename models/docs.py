@@ -4,8 +4,9 @@ BentoML generates the document from the endpoints' Python types, where a record 
 any object. This middleware serves BentoML's document with the served model's own
 parts put in: the request check's schema of one record (each feature's type, range,
 categories, nullability, and an example record that passes the check), the label
-type of the answers, the Arrow endpoint and the 4xx answers. ``/docs`` is BentoML's
-Swagger page, which loads ``./docs.json``.
+type of the answers, the body of ``POST /labels`` (request ids, records and labels of
+that type), the Arrow endpoint and the 4xx answers. ``/docs`` is BentoML's Swagger
+page, which loads ``./docs.json``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,14 @@ _ERRORS = {
     "401": "An API key is required (when the server has one): 'Authorization: Bearer KEY' or 'X-API-Key: KEY'.",
     "413": "The body is over serving.max_request_bytes; split it into smaller requests.",
     "422": "No records, or a record the model cannot score: the message names each column and up to three records.",
+}
+_LABEL_ERRORS = {
+    **_ERRORS,
+    "400": 'The body is not JSON {"labels": [{"request_id": ..., "record": 0, "label": ...}, ...]}, '
+    "a label is not an object, or there are more labels than one request takes (split them).",
+    "404": "The server has no data contract to check labels against.",
+    "422": "Not one label could be stored (an empty list, request ids no prediction has, labels of another "
+    "type or class): the message gives the counts and each problem.",
 }
 _PREDICT_PATHS = ("/predict", "/predict_batched")
 
@@ -89,6 +98,9 @@ def openapi_document(spec: dict[str, Any], check: RequestCheck, classes: list[An
         content["example"] = example
         _label_answers(spec, operation["responses"]["200"]["content"]["application/json"]["schema"], classes)
         operation["responses"].update(_error_responses())
+    labels = spec.get("paths", {}).get("/labels", {}).get("post")
+    if labels is not None:
+        _labels_body(spec, labels, classes)
     spec.setdefault("paths", {})["/arrow/predict"] = _arrow_path(check, classes)
     spec.setdefault("components", {}).setdefault("schemas", {})["Error"] = {
         "type": "object",
@@ -134,10 +146,31 @@ def _label_answers(spec: dict[str, Any], schema: dict[str, Any], classes: list[A
         properties["probabilities"]["description"] = "Class probabilities, in the order of classes; null for regression."
 
 
-def _error_responses() -> dict[str, Any]:
+def _labels_body(spec: dict[str, Any], operation: dict[str, Any], classes: list[Any] | None) -> None:
+    """``POST /labels``: each label a request id /predict answered, a record and a value of the answers' type."""
+    content = operation["requestBody"]["content"]["application/json"]
+    body = _resolved(spec, content["schema"])
+    label = {**_label_schema(classes), "description": "The true label; a key named like the target works too."}
+    item = {
+        "type": "object",
+        "required": ["request_id", "label"],
+        "properties": {
+            "request_id": {"type": "string", "description": "The request_id the prediction's answer carried."},
+            "record": {"type": "integer", "minimum": 0, "default": 0, "description": "The record's position in it."},
+            "label": label,
+        },
+    }
+    body.setdefault("properties", {})["labels"] = {"type": "array", "title": "Labels", "minItems": 1, "items": item}
+    body["required"] = ["labels"]
+    example = classes[0] if classes else 1.5
+    content["example"] = {"labels": [{"request_id": "3f2a9c0e5d7b4a1f8e6c2b9d0a7f5e31", "record": 0, "label": example}]}
+    operation["responses"].update(_error_responses(_LABEL_ERRORS))
+
+
+def _error_responses(texts: dict[str, str] = _ERRORS) -> dict[str, Any]:
     return {
         status: {"description": text, "content": {"application/json": {"schema": dict(_ERROR)}}}
-        for status, text in _ERRORS.items()
+        for status, text in sorted(texts.items())
     }
 
 

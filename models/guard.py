@@ -115,7 +115,7 @@ def _client_errors(scope: Scope, send: Send) -> Send:
         if message.get("more_body", False):
             return
         start = held.pop("start")
-        text = _error_text(held.pop("body"))
+        text = _error_text(held.pop("body"), scope["path"])
         logger.info("%s %s refused %d: %s", scope.get("method"), scope["path"], start["status"], text[:_MAX_LOGGED_CHARS])
         body = json.dumps({"error": text}).encode()
         headers = [(name, value) for name, value in start.get("headers", []) if name.lower() not in _BODY_HEADERS]
@@ -129,7 +129,12 @@ def _client_errors(scope: Scope, send: Send) -> Send:
 _BODY_HEADERS = (b"content-type", b"content-length")
 
 
-def _error_text(body: bytes) -> str:
+# What each JSON endpoint takes, named when BentoML refuses a body before our code sees it.
+_SHAPES = {"/labels": '{"labels": [{"request_id": "…", "record": 0, "label": …}, ...]}'}
+_RECORDS_SHAPE = '{"records": [{...}, ...]}'
+
+
+def _error_text(body: bytes, path: str = "/predict") -> str:
     """The message of any error body BentoML or we produce: ``{"error"}``, ``[{"error"}]`` or pydantic's details."""
     try:
         data = json.loads(body)
@@ -142,7 +147,7 @@ def _error_text(body: bytes) -> str:
     details = data.get("detail")
     if isinstance(details, list) and details:  # BentoML's answer to a body pydantic refused
         shown = "; ".join(_detail(item) for item in details[:3])
-        return f'The body must be JSON {{"records": [{{...}}, ...]}}: {shown}.'
+        return f"The body must be JSON {_SHAPES.get(path, _RECORDS_SHAPE)}: {shown}."
     return str(data.get("error", data))
 
 

@@ -2,7 +2,8 @@
 
 Started by :func:`mlops.serving.start_server`, which names the model in the BentoML
 store (``MLOPS_BENTO_MODEL``), the data contract (``MLOPS_CONTRACT``), the prediction
-log folder (``MLOPS_PREDICTIONS_DIR``), the API key variable (``MLOPS_API_KEY_ENV``),
+log folder (``MLOPS_PREDICTIONS_DIR``), the label store (``MLOPS_LABELS_DIR``), the API
+key variable (``MLOPS_API_KEY_ENV``),
 the request size limit (``MLOPS_MAX_REQUEST_BYTES``), batching
 (``MLOPS_BATCH_MAX_SIZE``, ``MLOPS_BATCH_MAX_LATENCY_MS``) and the access log
 (``MLOPS_ACCESS_LOG``)::
@@ -25,24 +26,43 @@ Every request passes the model's one request check
 record never fails another's: 422 naming the columns and records. ``/readyz``,
 ``/livez`` and ``/metrics`` (Prometheus) come from BentoML, ``/docs`` and ``/docs.json``
 (OpenAPI, every feature listed) from :mod:`models.docs`.
+
+``/labels`` takes the ground truth that arrives later, keyed by the ``request_id`` an
+answer carried and the record's position in its request (``record``, default 0), and
+stores it in the label store (:func:`mlops.labels.add_labels`, the same checks as
+``mlops labels add``: the contract's target type and classes, and a request id this
+server's prediction log has)::
+
+    curl -X POST http://127.0.0.1:3000/labels -H 'Content-Type: application/json' \\
+         -d '{"labels": [{"request_id": "3f2a…", "record": 0, "label": "setosa"}]}'
+    {"accepted": 1, "refused": 0, "unknown_request_ids": 0, "duplicates": 0, "problems": []}
+
+Refused labels are counted and named in ``problems``; when none could be stored the
+answer is a 422 with the counts and problems in ``error``, and a body that is not
+``{"labels": [{...}, ...]}`` is a 400.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import gc
 import logging
 import os
 import sys
 import uuid
+from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
 from pydantic import AfterValidator, BaseModel, Field
 
+from mlops.contract import ColumnContract, load_contract
 from mlops.deployment import SMOKE_TEST_HEADER
-from mlops.prediction_log import PredictionLogWriter
+from mlops.labels import LabelsAdded, add_labels
+from mlops.prediction_log import PredictionLogWriter, RequestIndex
 from mlops.request_check import Checked, RequestRefused
-from models import arrow
+from models import arrow, shadow
 from models.batching import GreedyBatcher
 from models.docs import OpenAPIDocs
 from models.guard import RequestGuard, quiet_client_errors
@@ -71,6 +91,16 @@ class Prediction(BaseModel):
     classes: list[Any] | None = None
 
 
+class LabelsStored(BaseModel):
+    """What ``POST /labels`` stored: ``accepted + refused + duplicates`` labels were sent."""
+
+    accepted: int
+    refused: int  # unusable, each reason counted and named in problems
+    unknown_request_ids: int  # of the refused: a request_id no logged prediction has
+    duplicates: int  # replaced by a later label for the same request_id and record
+    problems: list[str]
+
+
 class RecordPrediction(BaseModel):
     model_name: str
     model_version: str
@@ -95,6 +125,11 @@ def _checked_rows(records: Any) -> list[dict[str, Any]]:
 _ANY_RECORDS = Field(None, validate_default=True, description="The records to score (see the OpenAPI document).")
 Records = Annotated[Any, AfterValidator(_checked), _ANY_RECORDS]
 BatchRecords = Annotated[Any, AfterValidator(_checked_rows), _ANY_RECORDS]
+
+# Any as well: _label_items names what is wrong with the shape, pydantic would not say it for labels.
+LabelItems = Annotated[Any, Field(None, description="The labels, each a request_id, a record (default 0) and a label.")]
+MAX_LABELS = 100_000  # per request: more is split, or sent as a file (mlops labels add)
+_LABELS_SHAPE = 'The body must be JSON {"labels": [{"request_id": "…", "record": 0, "label": …}, ...]}'
 
 
 # BentoML's access log costs ~1 ms of CPU per request (a third of a small model's latency);
@@ -121,6 +156,11 @@ class Predictor:
         self.model_name = bento_model.info.labels["mlflow_model"]
         self.model_version = bento_model.info.labels["mlflow_version"]
         self.log = PredictionLogWriter(os.environ.get("MLOPS_PREDICTIONS_DIR", "predictions"))
+        # Labels name an answered request: the ids this log holds, read as it grows (on each
+        # POST /labels), and those answered since (log_predictions); the target checks the label.
+        self.answered = RequestIndex(self.log.folder)
+        self.labels_dir = Path(os.environ.get("MLOPS_LABELS_DIR", "labels"))
+        self.target = _label_target(os.environ.get("MLOPS_CONTRACT"))
         # This process serves: the event loop must get the GIL back quickly from the
         # model thread (Python's default 5 ms switch interval added ~3 ms at 1 client).
         sys.setswitchinterval(0.0005)
@@ -188,6 +228,41 @@ class Predictor:
             for request_id, label, proba in zip(ids, labels, rows)
         ]
 
+    @bentoml.api
+    async def labels(self, labels: LabelItems) -> LabelsStored:
+        """Store ground truth for answered requests; 422 when not one label could be stored."""
+        from bentoml.exceptions import NotFound, UnprocessableEntity
+
+        if self.target is None:
+            raise NotFound("This server has no data contract to check labels against (MLOPS_CONTRACT names no "
+                           "file): draft one with `mlops contract draft`, train and serve again.")
+        items = _label_items(labels, self.target.name)
+        # Reading the log's new lines and writing Parquet block: a thread, not the event loop.
+        added = await asyncio.to_thread(self.store_labels, items)
+        stored = LabelsStored(accepted=added.accepted, refused=added.refused, unknown_request_ids=added.unknown,
+                              duplicates=added.duplicates, problems=list(added.problems))
+        if not stored.accepted:
+            counts = f"{stored.refused} refused, {stored.unknown_request_ids} unknown_request_ids, 0 duplicates"
+            raise UnprocessableEntity(f"No label was stored: 0 accepted, {counts}. {' '.join(stored.problems)}")
+        return stored
+
+    def store_labels(self, items: list[dict[str, Any]]) -> LabelsAdded:
+        """Append the labels to the store, checked against the target and the logged request ids."""
+        import pandas as pd
+
+        frame = pd.DataFrame({  # object columns: a 400-digit number stays a value to refuse, not a crash
+            "request_id": [item.get("request_id") for item in items],
+            "record": [0 if item.get("record") is None else item["record"] for item in items],
+            "label": [item["label"] if "label" in item else item.get(self.target.name) for item in items],
+        }, dtype=object)  # fmt: skip
+        self.answered.refresh()  # what the log's thread, and other servers, wrote since the last call
+        added = add_labels(frame, self.labels_dir, self.target, source="api", known=self.answered)
+        if added.unknown and self.answered.evicted:
+            hint = (f"This server keeps the last {self.answered.max_ids} request ids; "
+                    "label older predictions with `mlops labels add FILE`.")
+            added = dataclasses.replace(added, problems=(*added.problems, hint))
+        return added
+
     @bentoml.on_shutdown
     def close_log(self) -> None:
         self.log.close()
@@ -204,6 +279,7 @@ class Predictor:
         """Hand the records to the log's thread (a frame as is: the thread encodes it)."""
         # The log serves monitoring; losing a line must never cost a client its answer.
         try:
+            self.answered.add(request_id)  # a label may follow before the log's thread writes the line
             self.log.log(
                 request_id=request_id,
                 model_name=self.model_name,
@@ -213,6 +289,39 @@ class Predictor:
             )
         except Exception:
             logger.exception("Could not log a prediction; the response is unaffected.")
+
+
+def _label_target(contract_path: str | None) -> ColumnContract | None:
+    """The contract's target, which labels are checked against; None without a contract file."""
+    if not contract_path or not Path(contract_path).is_file():
+        return None
+    return load_contract(contract_path).target_column
+
+
+def _label_items(labels: Any, target: str) -> list[dict[str, Any]]:
+    """The body's labels, or BentoML's 400 naming the shape expected (422 for an empty list)."""
+    from bentoml.exceptions import BadInput, UnprocessableEntity
+
+    if labels is None:
+        raise BadInput(f"{_LABELS_SHAPE}; 'labels' is missing.")
+    if not isinstance(labels, list):
+        raise BadInput(f"{_LABELS_SHAPE}; 'labels' is {_json_type(labels)}, not a list.")
+    if not labels:
+        raise UnprocessableEntity("'labels' is empty: send at least one label.")
+    if len(labels) > MAX_LABELS:
+        raise BadInput(f"{_LABELS_SHAPE}, at most {MAX_LABELS} labels; this one has {len(labels)}: split it.")
+    bad = [index for index, item in enumerate(labels) if not isinstance(item, dict)]
+    if bad:
+        shown = ", ".join(f"labels[{index}] is {_json_type(labels[index])}" for index in bad[:3])
+        raise BadInput(f"{_LABELS_SHAPE}; every label must be an object: {shown}.")
+    if not any("label" in item or target in item for item in labels):
+        raise BadInput(f"{_LABELS_SHAPE}; no label has a 'label' (or '{target}') key.")
+    return labels
+
+
+def _json_type(value: Any) -> str:
+    names = {type(None): "null", bool: "a boolean", str: "a string", list: "a list", dict: "an object"}
+    return names.get(type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)
 
 
 def _request_id(given: str | None) -> str:
@@ -228,3 +337,4 @@ Predictor.apis["predict_batched"].output_spec.media_type = "application/json"
 Predictor.add_asgi_middleware(RequestGuard)
 Predictor.add_asgi_middleware(OpenAPIDocs, service=Predictor)
 Predictor.mount_asgi_app(arrow.app, path="/arrow")
+Predictor.mount_asgi_app(shadow.app, path="/shadow")

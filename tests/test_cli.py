@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -135,19 +136,57 @@ def test_bad_config_value__exit_2_naming_the_key(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo__runs_the_whole_loop_on_a_clean_and_on_an_existing_state_folder(tmp_path):
+def test_demo__the_retrained_model_replaces_the_champion_on_a_clean_and_on_an_existing_state_folder(tmp_path):
     state = tmp_path / "state"
-    for attempt, retrained_version in (("clean", 2), ("existing", 4)):
-        result = run_mlops("demo", state_dir=state)
-        assert result.returncode == 0, f"{attempt} state folder:\n{result.stdout}\n{result.stderr}"
-        assert "champion served" in result.stdout and "(stopped)" in result.stdout
-        assert "120 records sent" in result.stdout and " 0 failed requests" in result.stdout
-        assert f"v{retrained_version} (run" in result.stdout, "the drift triggered a retrained version"
+    for attempt, (champion, retrained) in (("clean", (1, 2)), ("existing", (3, 4))):
+        result = run_mlops("demo", state_dir=state, MLOPS_SERVING__PORT=str(_free_port()))
+        out = result.stdout
+        assert result.returncode == 0, f"{attempt} state folder:\n{out}\n{result.stderr}"
+        assert f"v{retrained} replaced v{champion}" in out, out
+        assert " 0 failed requests" in out and "(stopped)" in out
+        assert "recent data (gate)" in out and f"→ v{retrained}" in out
+        assert re.search(r"\d+ requests answered during the swap, 0 failed", out), out
+        assert "stored through POST /labels" in out and " 0 refused" in out
         assert "Traceback" not in result.stderr
     reports = list((state / "reports").glob("drift-*.html"))
     assert len(reports) == 2
     assert list((state / "predictions").glob("predictions-*.jsonl"))
+    assert not (state / "deploy" / "state.json").exists(), "the demo stops its deployment"
     assert not list(Path.home().glob(".mlops*")), "nothing is written to the home directory"
+
+
+@pytest.mark.slow
+def test_demo__sigterm_mid_run_stops_every_process_it_started(tmp_path):
+    import socket
+
+    state, port = tmp_path / "state", _free_port()
+    environment = {**os.environ, "MLOPS_STATE_DIR": str(state), "MLOPS_SERVING__PORT": str(port)}
+    demo = subprocess.Popen([str(MLOPS), "demo"], cwd=REPO, env=environment, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (state / "deploy" / "state.json").exists() and time.monotonic() < deadline and demo.poll() is None:
+        time.sleep(0.5)
+    time.sleep(2)  # traffic is flowing
+    import json
+
+    recorded = json.loads((state / "deploy" / "state.json").read_text())
+    groups = [recorded["proxy_pid"], recorded["backend"]["pid"]]
+    demo.send_signal(signal.SIGTERM)
+    _, err = demo.communicate(timeout=120)
+    assert demo.returncode == 130, err
+    assert "deployment was stopped" in err and "Traceback" not in err
+    assert not (state / "deploy" / "state.json").exists()
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0, "the swap proxy is gone"
+    for group in groups:
+        with pytest.raises(ProcessLookupError):
+            os.killpg(group, 0)
+
+
+def _free_port() -> int:
+    from mlops.serving import free_port
+
+    return free_port()
 
 
 def _two_versions(settings):

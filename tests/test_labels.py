@@ -103,3 +103,64 @@ def test_labels_cli__add_then_status(settings, tmp_path):
     assert "v1" in status.output and "2/4 labeled (50%)" in status.output
     missing = runner.invoke(cli, ["--state-dir", str(settings.state_dir), "labels", "add", str(tmp_path / "no.csv")])
     assert missing.exit_code == 2 and "Traceback" not in missing.output
+
+
+def test_add_labels__with_known_ids_a_label_for_no_logged_prediction_is_refused(tmp_path):
+    frame = pd.DataFrame({"request_id": ["logged", "stranger", "stranger", "ghost"], "record": [0, 0, 1, 0],
+                          "label": [1, 0, 1, 1]})
+
+    added = add_labels(frame, tmp_path / "labels", BINARY, known={"logged"})
+
+    assert (added.accepted, added.refused, added.unknown) == (1, 3, 3)
+    assert "3 label(s) left out: their request_id matches no logged prediction (e.g. 'stranger', 'ghost')" in added.problems[0]
+    assert read_labels(tmp_path / "labels")[0]["request_id"].tolist() == ["logged"]
+
+
+def test_add_labels__without_known_ids_any_request_id_is_stored(tmp_path):
+    added = add_labels(pd.DataFrame({"request_id": ["anything"], "label": [1]}), tmp_path / "labels", BINARY)
+    assert (added.accepted, added.unknown) == (1, 0)
+
+
+def test_add_labels__within_one_call_the_later_row_wins_and_is_counted(tmp_path):
+    # Given two rows for ("a", 0), the later one usable, and a refused row for ("b", 0) after a usable one
+    frame = pd.DataFrame({"request_id": ["a", "b", "a", "b"], "record": [0, 0, 0, 0], "label": [0, 1, 1, 7]})
+    # When they are added
+    added = add_labels(frame, tmp_path / "labels", BINARY)
+    # Then the later usable label wins, the replaced one is a duplicate, the unusable one refused
+    assert (added.accepted, added.refused, added.duplicates) == (2, 1, 1)
+    assert "1 label(s) replaced by a later one for the same request_id and record in this call (e.g. 'a' record 0)." in added.problems
+    stored, replaced = read_labels(tmp_path / "labels")
+    assert dict(zip(stored["request_id"], stored["label"])) == {"a": 1, "b": 1} and replaced == 0
+    assert added.to_dict()["duplicates"] == 1 and added.to_dict()["unknown"] == 0
+
+
+def test_add_labels__numbers_of_any_size_are_values_to_refuse_not_crashes(tmp_path):
+    # The API hands over JSON as parsed: a 400-digit number, a record as text, a request id as a number
+    frame = pd.DataFrame({"request_id": [42, "a", "b"], "record": ["1", 10**400, 0.0], "label": [1, 1, 10**400]},
+                         dtype=object)
+
+    added = add_labels(frame, tmp_path / "labels", BINARY, known={"42", "a", "b"})
+
+    assert (added.accepted, added.refused) == (1, 2)
+    assert any("record is not a whole number" in line for line in added.problems)
+    (shown,) = [line for line in added.problems if "not one of [0, 1]" in line]
+    assert shown.endswith("(e.g. " + "1" + "0" * 38 + "…).")  # cut short, not 400 digits
+    stored, _ = read_labels(tmp_path / "labels")
+    assert stored[["request_id", "record"]].values.tolist() == [["42", 1]] and stored["record"].dtype == "int64"
+
+
+def test_labels_cli__refuses_labels_for_requests_never_logged(settings, tmp_path):
+    from click.testing import CliRunner
+
+    from mlops.cli import cli
+
+    _log(settings.predictions_dir, "served", 1)
+    path = tmp_path / "labels.csv"
+    path.write_text("request_id,record,label\nserved,0,1\nunheard-of,0,1\n")
+
+    result = CliRunner().invoke(cli, ["--state-dir", str(settings.state_dir), "labels", "add", str(path)])
+
+    assert result.exit_code == 0, result.output
+    assert "1 label(s) stored" in result.output and "1 refused" in result.output
+    assert "matches no logged prediction (e.g. 'unheard-of')" in result.output
+    assert read_labels(settings.labels_dir)[0]["request_id"].tolist() == ["served"]

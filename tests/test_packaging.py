@@ -43,6 +43,7 @@ def test_package__bento_holds_service_model_and_unlocked_pins(packaged: Package)
     assert packaged.model_tag.startswith("breast-cancer-classifier:v1-")
     assert (context / "src" / "models" / "service.py").is_file()
     assert (context / "src" / "mlops" / "prediction_log.py").is_file()
+    assert (context / "src" / "data" / "contracts" / "breast_cancer.yaml").is_file(), "the image checks the same contract"
     assert (context / "models" / "breast-cancer-classifier" / packaged.model_tag.split(":")[1] / "mlflow_model" / "MLmodel").is_file()
     # Our pins only, not a lock re-resolved against the index.
     assert set(requirements) == set(pinned_requirements())
@@ -59,5 +60,7 @@ def test_package__dockerfile_sets_the_model_and_passes_hadolint(packaged: Packag
     )
 
     assert "ENV MLOPS_BENTO_MODEL=$MLOPS_BENTO_MODEL" in dockerfile
+    assert "ARG MLOPS_CONTRACT=data/contracts/breast_cancer.yaml" in dockerfile
+    assert "ARG MLOPS_LABELS_DIR=/home/bentoml/labels" in dockerfile
     assert f"ARG MLOPS_BENTO_MODEL={packaged.model_tag}" in dockerfile
     assert lint.returncode == 0, lint.stdout + lint.stderr

@@ -145,3 +145,5 @@ def test_split_recent__the_newest_share_is_held_out_in_time_order():
     train, recent = split_recent(rows, 0.3, rows=2)
     assert train["timestamp"].tolist() == ["2026-12-01T10:00:05", "2026-12-01T10:00:06"] and len(recent) == 3
     assert len(split_recent(rows.head(1), 0.3)[1]) == 0, "a single row is trained on, not held out"
+    train, recent = split_recent(rows, 0.3, train_share=0.5)
+    assert train["timestamp"].tolist() == [f"2026-12-01T10:00:0{s}" for s in (3, 4, 5, 6)] and len(recent) == 3

@@ -136,6 +136,27 @@ def test_search_candidates__python_declared_candidates_and_a_users_own_pipeline(
     assert "minmaxscaler" in dict(search_candidates(split, settings.model, candidates[1:]).best.pipeline.steps)
 
 
+def test_search_candidates__weighted_rows_change_the_fit_and_an_estimator_without_weights_is_named(settings):
+    import numpy as np
+    import pandas as pd
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from mlops.errors import ConfigError
+    from mlops.training import Candidate, search_candidates
+
+    frame = load_table(settings.data.training)
+    split = split_holdout(frame, "target", 0.2, seed=42)
+    # The newest rows (a retrain's labeled ones) weigh 20 times a training row.
+    weights = pd.Series(np.where(np.arange(len(frame)) >= 300, 20.0, 1.0), index=frame.index)
+    plain = search_candidates(split, settings.model).best.pipeline
+    weighted = search_candidates(split.weighted(weights), settings.model).best.pipeline
+    assert split.weighted(weights).w_train.tolist().count(20.0) == int((split.x_train.index >= 300).sum())
+    assert not np.allclose(plain[-1].coef_, weighted[-1].coef_), "sample weights reach the estimator's fit"
+    knn = [Candidate("knn", KNeighborsClassifier(), {"n_neighbors": [3]})]
+    with pytest.raises(ConfigError, match="does not take sample weights.*labeled_weight"):
+        search_candidates(split.weighted(weights), settings.model, knn)
+
+
 def test_build_pipeline__one_hot_encodes_categorical_columns_inferred_from_dtypes():
     import pandas as pd
     from sklearn.linear_model import LogisticRegression
