@@ -326,7 +326,7 @@ def redeploy(settings: Settings) -> str | None:
 def _complete_summary(
     path: Path, settings: Settings, current_path: Path | None, quality, decision, labeled, shadow=None
 ) -> None:
-    """Add the window, the quality (and the labels it rests on), the shadow comparison and the decision to the saved drift summary."""
+    """Add the window, the quality (and the labels it rests on), the shadow comparison and the decision to the saved summary."""
     import json
 
     summary = json.loads(path.read_text(encoding="utf-8"))

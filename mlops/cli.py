@@ -290,7 +290,8 @@ def _deploy_shadow(settings: Settings, version: str) -> None:
 
     if version.lower() == "off":
         stopped = deployment.stop_shadow(settings)
-        click.echo(f"Stopped shadow v{stopped.version}; the serving version answers alone." if stopped else "No shadow was running.")
+        click.echo(f"Stopped shadow v{stopped.version}; the serving version answers alone." if stopped
+                   else "No shadow was running.")
         return
     before = deployment.deployment_status(settings).state
     state = deployment.deploy_shadow(settings, version)

@@ -352,7 +352,9 @@ class _ShadowRefused(Exception):
 
 def _batch_body(copies: list[_Copy]) -> bytes:
     """``{"requests":[{"request_id":"…","body":<raw body>},…]}`` by concatenation: no JSON parse here."""
-    parts = [b'{"request_id":' + json.dumps(request_id).encode() + b',"body":' + body + b"}" for _, request_id, body, _ in copies]
+    parts = [
+        b'{"request_id":' + json.dumps(request_id).encode() + b',"body":' + body + b"}" for _, request_id, body, _ in copies
+    ]
     return _BATCH_OPEN + _BATCH_SEP.join(parts) + _BATCH_CLOSE
 
 

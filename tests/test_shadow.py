@@ -300,6 +300,33 @@ def test_shadow__clients_get_the_champion_the_shadow_logs_the_same_requests(shad
 
 
 @pytest.mark.slow
+def test_shadow__arrow_requests_are_copied_too(shadowed: Shadowed):
+    import pyarrow as pa
+
+    from mlops.deployment import deployment_status, shadow_predictions_dir
+    from mlops.prediction_log import read_prediction_log
+    from registered import features
+
+    status = deployment_status(shadowed.settings)
+    before = status.shadow_copies["sent"]
+    table = pa.Table.from_pandas(features().iloc[100:130], preserve_index=False)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+
+    answer = httpx.post(status.state.url + "/arrow/predict", content=sink.getvalue().to_pybytes(),
+                        headers={"content-type": "application/vnd.apache.arrow.stream"}, timeout=30.0)  # fmt: skip
+
+    assert answer.status_code == 200 and answer.headers["x-model-version"] == shadowed.champion
+    request_id = answer.headers["x-request-id"]
+    folder = shadow_predictions_dir(shadowed.settings)
+    _wait_for(lambda: (read_prediction_log(folder)["request_id"] == request_id).sum() == 30, what="Arrow copy logged")
+    logged = read_prediction_log(folder)
+    assert logged.loc[logged["request_id"] == request_id, "record"].tolist() == list(range(30))
+    assert deployment_status(shadowed.settings).shadow_copies["sent"] == before + 1
+
+
+@pytest.mark.slow
 def test_shadow__route_skips_and_counts_the_copies_its_check_refuses(shadowed: Shadowed):
     from mlops.deployment import deployment_status, shadow_predictions_dir
     from mlops.prediction_log import read_prediction_log
@@ -369,8 +396,9 @@ def test_shadow__monitoring_compares_both_versions_on_the_labeled_rows(shadowed:
     expected = float((paired["prediction"] != paired["prediction_shadow"]).mean())
     assert shadow.disagreement == pytest.approx(expected) and 0 < shadow.disagreement < 1
     on_labeled = paired.loc[list(zip(labeled["request_id"], labeled["record"]))].assign(label=labeled["label"].to_numpy())
-    assert shadow.champion_quality["accuracy"] == pytest.approx(float((on_labeled["prediction"] == on_labeled["label"]).mean()))
-    assert shadow.shadow_quality["accuracy"] == pytest.approx(float((on_labeled["prediction_shadow"] == on_labeled["label"]).mean()))
+    right = lambda column: float((on_labeled[column] == on_labeled["label"]).mean())  # noqa: E731
+    assert shadow.champion_quality["accuracy"] == pytest.approx(right("prediction"))
+    assert shadow.shadow_quality["accuracy"] == pytest.approx(right("prediction_shadow"))
     run = mlflow.get_run(outcome.mlflow_run_id)
     assert run.data.tags["mlops.shadow.version"] == shadowed.challenger
     assert run.data.metrics["shadow_disagreement"] == pytest.approx(expected)
@@ -379,7 +407,8 @@ def test_shadow__monitoring_compares_both_versions_on_the_labeled_rows(shadowed:
     assert json.loads(outcome.summary_path.read_text())["shadow"]["shadow_version"] == shadowed.challenger
     console = Console(record=True, width=200)
     reporting.print_monitoring(outcome, console)
-    assert f"shadow v{shadowed.challenger} vs champion v{shadowed.champion}: {len(champion_log)} records compared" in console.export_text()
+    shown = f"shadow v{shadowed.challenger} vs champion v{shadowed.champion}: {len(champion_log)} records compared"
+    assert shown in console.export_text()
 
 
 @pytest.mark.slow
@@ -388,7 +417,7 @@ def test_shadow__cli_status_shows_the_shadow_and_its_copies(shadowed: Shadowed):
 
     assert result.returncode == 0, result.stderr
     assert f"v{shadowed.champion} (champion)" in result.stdout
-    assert f"shadow v{shadowed.challenger} pid" in result.stdout and ": up; copies sent 40, dropped 0" in result.stdout
+    assert f"shadow v{shadowed.challenger} pid" in result.stdout and ": up; copies sent 41, dropped 0, failed 0" in result.stdout
 
 
 @pytest.mark.slow
