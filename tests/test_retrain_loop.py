@@ -79,8 +79,9 @@ def test_retrain_loop__labels_in_retrain_on_reference_plus_window_gate_on_recent
     target = load_contract(settings.data.contract).target_column
     added = labels.add_labels(truth, settings.labels_dir, target, source="test")
     assert added.accepted == len(window) and added.refused == 0
-    # When monitoring runs with the default policy (reference+labeled, 30 % recent evaluation set)
-    outcome = monitoring_flow(_policy(settings))
+    # When monitoring runs with the default policy (reference+labeled, 30 % recent evaluation set),
+    # the labeled rows weighing twice a training row
+    outcome = monitoring_flow(_policy(settings, labeled_weight=2.0))
     # Then it measured quality from the store, retrained, and the gate judged on the recent rows
     assert outcome.drift.drift_detected and outcome.labels.labeled_rows == len(window)
     assert outcome.decision.retrain and outcome.retrain is not None, outcome.decision.explain()
@@ -104,6 +105,8 @@ def test_retrain_loop__labels_in_retrain_on_reference_plus_window_gate_on_recent
     assert tags["mlops.lineage.labels_count"] == str(len(window))
     assert tags["mlops.lineage.labels_source"] == str(settings.labels_dir)
     assert tags["mlops.lineage.window_start"] <= tags["mlops.lineage.window_end"]
+    assert tags["mlops.lineage.labeled_weight"] == "2"
+    assert tags["mlops.lineage.reference_rows"] == str(len(load_table(settings.data.training)))
     run_tags = mlflow.get_run(outcome.retrain.registered.run_id).data.tags
     assert run_tags["mlops.lineage.monitoring_run_id"] == outcome.mlflow_run_id
     assert str(mlflow.MlflowClient().get_model_version_by_alias(settings.model.name, "champion").version) == "2"
