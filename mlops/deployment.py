@@ -419,10 +419,13 @@ def _wait_for_proxy(url: str, process: Any) -> None:
     deadline = time.monotonic() + _PROXY_START_SECONDS
     while time.monotonic() < deadline and process.poll() is None:
         try:
-            if httpx.get(url + STATUS_PATH, timeout=2.0).status_code == 200:
+            response = httpx.get(url + STATUS_PATH, timeout=2.0)
+            # Another process already on the port answers too: only our own proxy counts.
+            if response.status_code == 200 and response.json().get("pid") == process.pid:
                 return
-        except httpx.TransportError:
-            time.sleep(0.2)
+        except (httpx.TransportError, ValueError):
+            pass
+        time.sleep(0.2)
     raise ServingError(f"The swap proxy at {url} did not start.")
 
 

@@ -121,6 +121,7 @@ class SwapProxy:
         self._refresh()
         if scope["path"] == STATUS_PATH:
             status = {
+                "pid": os.getpid(),  # the deployer's proof that this proxy is the one it started
                 "upstream": self.upstream,
                 "in_flight": {k: v for k, v in self.in_flight.items() if v},
                 "shadow": self._copies.status(),

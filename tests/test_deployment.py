@@ -76,6 +76,37 @@ def test_smoke_test__no_server_is_a_serving_error(settings: Settings):
         smoke_test(f"http://127.0.0.1:{free_port()}", settings, "1")
 
 
+def test_proxy_start__a_port_another_proxy_holds_is_an_error_not_a_false_start(settings: Settings, tmp_path: Path):
+    import time
+
+    import httpx
+
+    from mlops.deployment import _ensure_proxy
+    from mlops.proxy import STATUS_PATH, write_upstream
+
+    port = free_port()
+    upstream_file = tmp_path / "other" / "upstream.json"
+    write_upstream(upstream_file, None)
+    command = [sys.executable, "-m", "uvicorn", "--factory", "mlops.proxy:create_app", "--port", str(port)]
+    leftover = subprocess.Popen(command, env={**os.environ, "MLOPS_PROXY_UPSTREAM_FILE": str(upstream_file)},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}{STATUS_PATH}", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        ours = settings.model_copy(update={"serving": settings.serving.model_copy(update={"port": port})})
+        with pytest.raises(ServingError, match=f"Is port {port} taken"):
+            _ensure_proxy(ours, None, "http://127.0.0.1:1")
+        assert leftover.poll() is None, "the other process is not ours to stop"
+    finally:
+        leftover.terminate()
+        leftover.wait(30)
+
+
 @pytest.mark.slow
 def test_deploy__serves_the_champion_behind_the_proxy(registry: Registry):
     state = deploy(registry.settings)
