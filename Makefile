@@ -6,7 +6,7 @@ UV := .uv/bin/uv
 VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install demo test test-fast bench ui clean
+.PHONY: install demo test test-fast bench docs ui clean
 
 install: $(VENV)/.installed
 
@@ -16,6 +16,10 @@ $(UV):
 
 $(VENV)/.installed: uv.lock pyproject.toml | $(UV)
 	$(UV) sync --frozen --python $(PYTHON)
+	# Projects made by `mlops init` install these same pins; resolving them once here fills
+	# uv's cache, so their installs (and the tests that make one) need no network.
+	$(UV) export --frozen --all-groups --no-hashes --no-emit-project --quiet | \
+		$(UV) pip compile - --quiet --python $(VENV)/bin/python -o /dev/null
 	touch $@
 
 demo: install
@@ -26,6 +30,10 @@ test: install
 
 test-fast: install
 	$(VENV)/bin/pytest -m "not slow"
+
+# The configuration reference (from `mlops config --schema`) and the API reference (pdoc) under docs/.
+docs: install
+	$(VENV)/bin/python docs/build.py
 
 bench: install
 	for script in benchmarks/[a-z]*.py; do $(VENV)/bin/python $$script || exit 1; done

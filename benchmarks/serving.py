@@ -7,7 +7,7 @@ Contenders, one worker each, all on 127.0.0.1:
 
 * **ours** — ``mlops deploy``: the swap proxy in front of the BentoML service. Requests
   go to ``/predict`` (concurrent requests merged into one model call without a wait
-  window, ``models/batching.py``) and, as extra rows, single records to
+  window, ``mlops/service/batching.py``) and, as extra rows, single records to
   ``/predict_batched`` (BentoML's adaptive batching); batches also to ``/arrow/predict``
   (Arrow IPC);
 * **mlflow** — ``mlflow models serve --env-manager local`` on the same registered version

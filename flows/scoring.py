@@ -8,49 +8,17 @@ is loaded or anything is written; calling the flow raises
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-from prefect import flow, get_run_logger, runtime, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 from prefect.states import Failed
 
-from mlops import contract, data, scoring, validation
+from mlops import contract, data, scoring, tasks
 from mlops.config import Settings
-from mlops.errors import MlopsError, ValidationFailed
+from mlops.errors import MlopsError
+from mlops.outcomes import ScoringOutcome
 
 __all__ = ["ScoringOutcome", "scoring_flow"]
-
-
-@dataclass(frozen=True)
-class ScoringOutcome:
-    """Where the scores went, which model made them, and what the gate reported."""
-
-    output_path: Path
-    rows: int
-    model_version: str
-    validation: validation.ValidationResult
-    validation_report: Path
-
-
-@task(cache_policy=NO_CACHE)
-def validate_batch(frame, settings: Settings, data_path: Path) -> tuple[validation.ValidationResult, Path]:
-    """The gate: the data contract in batch scope (features only, any row count)."""
-    stamp = runtime.flow_run.id or "local"
-    result, report = contract.check_with_report(
-        frame, settings.data.contract, scope="batch", source=str(data_path),
-        report_path=settings.reports_dir / f"validation-scoring-{stamp}.html",
-    )
-    for warning in result.warnings:
-        get_run_logger().warning("Data contract warning: %s", warning.describe())
-    return result, report
-
-
-@task(cache_policy=NO_CACHE)
-def predict(model, frame, terms: contract.Contract, output_path: Path) -> Path:
-    written = scoring.write_scores(scoring.score_frame(model, frame, terms), output_path)
-    get_run_logger().info("Scored %s rows into %s", len(frame), written)
-    return written
 
 
 @flow(name="scoring", validate_parameters=False)
@@ -63,13 +31,12 @@ def scoring_flow(settings: Settings, data_path: Path, output_path: Path | None =
         terms = contract.load_contract(settings.data.contract)
     except MlopsError as exc:
         return Failed(message=str(exc), data=exc)
-    result, report = validate_batch(frame, settings, data_path)
+    result, report = tasks.validate_batch(frame, settings, data_path)
     if not result.success:
-        message = f"{result.summary()}\nHTML report: {report}\nNothing was scored or written."
-        return Failed(message=message, data=ValidationFailed(message, result))
+        return tasks.validation_failed(result, report, "Nothing was scored or written.")
     try:
         model, version = scoring.load_registered_model(settings.model.name, settings.serving.alias)
     except MlopsError as exc:
         return Failed(message=str(exc), data=exc)
-    written = predict(model, frame, terms, output_path)
+    written = tasks.predict(model, frame, terms, output_path)
     return ScoringOutcome(written, len(frame), version, result, report)

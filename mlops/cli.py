@@ -5,7 +5,7 @@ Exit codes: 0 success (a challenger that is not promoted is a normal outcome),
 data-file error, 3 the endpoint failed to start or a deployed version was rejected, 4 a configured
 server (MLflow, Prefect) does not answer.
 Everything heavy is imported inside the commands, so ``mlops --help`` is instant.
-The CLI is the top layer: it may import ``flows``; the library modules may not.
+The CLI is the top layer: it runs the project's flows (:mod:`mlops.project`).
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ def _settings(ctx: click.Context) -> Settings:
     # pydantic is imported here, not at start-up, so `mlops --help` stays instant.
     from mlops.config import load_settings
 
-    config, state_dir = ctx.find_root().obj
-    return load_settings(config, state_dir)
+    config, state_dir, project = ctx.find_root().obj
+    return load_settings(config, state_dir, project)
 
 
 def _command(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -68,10 +68,36 @@ def _command(function: Callable[..., Any]) -> Callable[..., Any]:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", type=click.Path(dir_okay=False), envvar="MLOPS_CONFIG", help="Config file (YAML).")
 @click.option("--state-dir", type=click.Path(file_okay=False), envvar="MLOPS_STATE_DIR", help="State folder.")
+@click.option(
+    "--project", type=click.Path(file_okay=False), envvar="MLOPS_PROJECT", help="Project folder (default: the working directory)."
+)
 @click.pass_context
-def cli(ctx: click.Context, config: str | None, state_dir: str | None) -> None:
+def cli(ctx: click.Context, config: str | None, state_dir: str | None, project: str | None) -> None:
     """Validate, train, register, serve and monitor models: the whole ML loop."""
-    ctx.obj = (config, state_dir)
+    ctx.obj = (config, state_dir, project)
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--data", type=click.Path(dir_okay=False, exists=True), help="The table to learn from (CSV or Parquet).")
+@click.option("--target", help="The column to predict (required with --data).")
+def init(directory: str, data: str | None, target: str | None) -> None:
+    """Start a project in DIRECTORY: config, data + contract, flows, service, notebook, tests, Makefile.
+
+    Without --data, the project learns from the bundled sample (breast cancer).
+    """
+    from mlops.scaffold import init_project
+
+    try:
+        project = init_project(directory, data, target)
+    except MlopsError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(exc.exit_code)
+    click.echo(f"Project written: {project.root}")
+    click.echo(f"  data      {project.data.relative_to(project.root)} (target '{project.target}', {project.task})")
+    click.echo(f"  contract  {project.contract.relative_to(project.root)} (drafted from the data: review it)")
+    click.echo("  flows/, models/service.py, notebooks/, tests/, mlops.yaml, Makefile")
+    click.echo(f"Next:  cd {directory} && make demo && make test")
 
 
 @cli.command()
@@ -180,7 +206,9 @@ def _write_suite(settings: Settings) -> Path:
 @_command
 def train(settings: Settings, data: str | None) -> None:
     """Validate, train, register a new version and run the champion gate."""
-    from flows.training import training_flow
+    from mlops.project import load_flow
+
+    training_flow = load_flow(settings, "training")
 
     from mlops import reporting
     from mlops.environment import one_shot_flow_runs
@@ -218,7 +246,9 @@ def serve(settings: Settings, port: int | None, alias: str | None) -> None:
 @_command
 def score(settings: Settings, data: str, output: str | None) -> None:
     """Validate DATA against the contract, then score it with the champion (exit 1 if blocked)."""
-    from flows.scoring import scoring_flow
+    from mlops.project import load_flow
+
+    scoring_flow = load_flow(settings, "scoring")
     from mlops.environment import one_shot_flow_runs
 
     with one_shot_flow_runs():
@@ -347,7 +377,9 @@ def deploy_stop(settings: Settings) -> None:
 @_command
 def monitor(settings: Settings, current: str | None, labels: str | None) -> None:
     """Check drift (and quality) against the champion's data; retrain when the policy says so."""
-    from flows.monitoring import monitoring_flow
+    from mlops.project import load_flow
+
+    monitoring_flow = load_flow(settings, "monitoring")
     from mlops import reporting
     from mlops.environment import one_shot_flow_runs
 
@@ -417,7 +449,7 @@ def ui(settings: Settings, port: int) -> None:
 @_command
 def demo(settings: Settings) -> None:
     """Run the whole loop: validate, train, serve, send traffic, detect drift, retrain."""
-    from flows.demo import run_demo
+    from mlops.demo import run_demo
     from mlops import reporting
     from mlops.environment import one_shot_flow_runs
 
@@ -453,7 +485,7 @@ def schedule(settings: Settings, list_only: bool) -> None:
     try:  # Prefect's runner turns SIGTERM into a graceful stop, so `finally` runs then too
         import prefect
 
-        from flows.schedules import deployments
+        from mlops.schedules import deployments
 
         config = click.get_current_context().find_root().params.get("config")
         click.echo(
@@ -480,7 +512,7 @@ def _list_schedules(settings: Settings) -> None:
             click.echo("No schedule server is running for this state folder. Start one with `mlops schedule`.")
             return
         os.environ["PREFECT_API_URL"] = server.api_url
-    from flows.schedules import list_schedules
+    from mlops.schedules import list_schedules
 
     reporting.print_schedules(list_schedules())
 

@@ -188,7 +188,7 @@ class ServingConfig(_Section):
     smoke_timeout_seconds: float = Field(30.0, gt=0, description="Time limit of the smoke test.")
     drain_timeout_seconds: float = Field(30.0, gt=0, description="How long a replaced version may finish requests.")
     batch_max_size: int = Field(64, ge=1, description="Most records merged into one model call.")
-    access_log: bool = Field(False, description="BentoML's per-request access log (~1 ms of CPU per request).")
+    access_log: bool = Field(False, description="BentoML's per-request access log (CPU on every request: off by default).")
     batch_max_latency_ms: int = Field(
         1000, ge=1, description="/predict_batched deadline: queued records expected to miss it are answered 503."
     )
@@ -258,6 +258,23 @@ class AlertsConfig(_Section):
     timeout_seconds: float = Field(5.0, gt=0)
 
 
+_ENTRY_POINT = r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class ProjectConfig(_Section):
+    """The project's own code, as ``file.py:name`` relative to the project folder (Prefect's entrypoint form).
+
+    A default entry point whose file the project does not have is the framework's own
+    (the reference project's file, shipped in :mod:`mlops` as a template).
+    """
+
+    root: Path = Field(Path("."), description="The project folder (default: the config file's folder).")
+    training: str = Field("flows/training.py:training_flow", pattern=_ENTRY_POINT, description="The training flow.")
+    monitoring: str = Field("flows/monitoring.py:monitoring_flow", pattern=_ENTRY_POINT, description="The monitoring flow.")
+    scoring: str = Field("flows/scoring.py:scoring_flow", pattern=_ENTRY_POINT, description="The batch scoring flow.")
+    service: str = Field("models/service.py:Predictor", pattern=_ENTRY_POINT, description="The BentoML service.")
+
+
 class Settings(BaseSettings):
     """The whole configuration; frozen so a run cannot change it half-way."""
 
@@ -280,6 +297,7 @@ class Settings(BaseSettings):
     monitoring: MonitoringConfig = MonitoringConfig()
     schedules: SchedulesConfig = SchedulesConfig()
     alerts: AlertsConfig = AlertsConfig()
+    project: ProjectConfig = ProjectConfig()
 
     @classmethod
     def settings_customise_sources(
@@ -333,24 +351,30 @@ class Settings(BaseSettings):
 def load_settings(
     config_path: str | os.PathLike[str] | None = None,
     state_dir: str | os.PathLike[str] | None = None,
+    project: str | os.PathLike[str] | None = None,
     **overrides: Any,
 ) -> Settings:
     """Load the config file (if any), apply the environment and resolve paths.
 
-    ``config_path`` defaults to ``$MLOPS_CONFIG``, then ``./mlops.yaml`` if it exists.
-    ``state_dir`` (the ``--state-dir`` option) beats both file and environment.
+    ``config_path`` defaults to ``$MLOPS_CONFIG``, then ``mlops.yaml`` in ``project``
+    (the ``--project`` option; default: the working directory) if it exists. Relative
+    paths in the file are the project folder's. ``state_dir`` (the ``--state-dir``
+    option) beats both file and environment.
     """
-    path = _find_config_file(config_path)
-    values = _read_yaml(path) if path else {}
-    values.update(overrides)
+    folder = Path(project).resolve() if project is not None else Path.cwd()
+    if project is not None and not folder.is_dir():
+        raise ConfigError(f"Project folder {project} does not exist. Give a folder with mlops.yaml (mlops init DIR makes one).")
+    path = _find_config_file(config_path, folder)
+    values = _merged(_read_yaml(path) if path else {}, overrides)
     try:
         settings = Settings(**values)
     except ValidationError as exc:
         source = f"config file {path}" if path else "configuration"
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"Invalid {source}: {problems}. Fix the value or remove it to use the default.") from None
-    base = path.parent if path else Path.cwd()
+    base = path.parent if path else folder
     updates: dict[str, Any] = {
+        "project": settings.project.model_copy(update={"root": _resolve(base, settings.project.root)}),
         # --state-dir is the user's own: relative to where they are, not to the config file.
         "state_dir": _resolve(Path.cwd(), Path(state_dir)) if state_dir else _resolve(base, settings.state_dir)
     }
@@ -434,14 +458,24 @@ def _contract_task(path: Path) -> str | None:
     return task if task in ("classification", "regression") else None
 
 
-def _find_config_file(config_path: str | os.PathLike[str] | None) -> Path | None:
+def _merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` on top of ``base``, section by section: ``model={"seed": 1}`` keeps the file's other model keys."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            value = _merged(merged[key], value)
+        merged[key] = value
+    return merged
+
+
+def _find_config_file(config_path: str | os.PathLike[str] | None, folder: Path) -> Path | None:
     explicit = config_path or os.environ.get("MLOPS_CONFIG")
     if explicit:
         path = Path(explicit)
         if not path.is_file():
             raise ConfigError(f"Config file {path} does not exist. Create it or drop --config / MLOPS_CONFIG.")
         return path.resolve()
-    default = Path.cwd() / DEFAULT_CONFIG_FILE
+    default = folder / DEFAULT_CONFIG_FILE
     return default if default.is_file() else None
 
 

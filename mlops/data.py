@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import sys
 from collections.abc import Collection, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,8 @@ from mlops.errors import DataError
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from mlops.config import Settings
 
 __all__ = [
     "SHIFTED_PREFIXES",
@@ -38,6 +41,8 @@ __all__ = [
     "load_table",
     "make_production_traffic",
     "make_sample_data",
+    "ProductionTraffic",
+    "production_traffic",
     "write_sample_data",
 ]
 
@@ -262,6 +267,33 @@ def make_production_traffic(seed: int = SAMPLE_SEED) -> tuple[pd.DataFrame, pd.D
     # The new scanner reports within the range the old one did: no value the contract refuses.
     after[features] = after[features].clip(train[features].min(), train[features].max(), axis=1).round(6)
     return before, after
+
+
+@dataclass(frozen=True)
+class ProductionTraffic:
+    """What the demo's client sends, labels included: ``before`` then ``after`` (cycled), and what ``after`` is."""
+
+    before: pd.DataFrame
+    after: pd.DataFrame
+    after_is: str
+
+
+def production_traffic(settings: Settings) -> ProductionTraffic:
+    """The bundled sample's scanner story (:func:`make_production_traffic`); any other dataset's own rows.
+
+    A project's own table has no shift the framework could invent honestly: its traffic
+    is the training file's rows in a seeded order (the first 100, then all of them), so
+    the demo shows the loop on the user's data; production traffic brings the drift.
+    """
+    from mlops.config import SAMPLE_DATASET
+
+    if settings.data.name == SAMPLE_DATASET:
+        before, after = make_production_traffic(settings.model.seed)
+        return ProductionTraffic(before, after, "after the scanner update")
+    frame = load_table(settings.data.training)
+    frame = frame[frame[settings.data.target].notna()]
+    order = frame.sample(frac=1.0, random_state=settings.model.seed).reset_index(drop=True)
+    return ProductionTraffic(order.iloc[:CURRENT_ROWS], order, f"rows of {settings.data.training.name}, unchanged")
 
 
 def _bundled_split(seed: int) -> tuple[pd.DataFrame, pd.DataFrame, Any]:

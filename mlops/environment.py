@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from mlops.config import Settings
 from mlops.errors import ServiceUnavailable
 
-__all__ = ["TELEMETRY_OFF", "check_services", "one_shot_flow_runs", "tool_environment", "tool_variables"]
+__all__ = ["TELEMETRY_OFF", "bind_tools", "check_services", "one_shot_flow_runs", "tool_environment", "tool_variables"]
 
 # Each tool's own switch; DO_NOT_TRACK also covers Evidently.
 TELEMETRY_OFF: Mapping[str, str] = {
@@ -71,6 +71,27 @@ def tool_environment(settings: Settings) -> Iterator[dict[str, str]]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def bind_tools(settings: Settings) -> None:
+    """Bind the tools to ``settings`` for the rest of the process (scripts, notebooks: :func:`mlops.load_settings`).
+
+    Tools already imported are told too: MLflow's tracking and registry URIs, Prefect's
+    settings (re-read from the environment). BentoML reads its home once, at import.
+    """
+    import sys
+
+    variables = tool_variables(settings)
+    os.environ.update(variables)
+    if "mlflow" in sys.modules:
+        import mlflow
+
+        mlflow.set_tracking_uri(variables["MLFLOW_TRACKING_URI"])
+        mlflow.set_registry_uri(variables["MLFLOW_REGISTRY_URI"])
+    if "prefect.context" in sys.modules:
+        from prefect.context import refresh_global_settings_context
+
+        refresh_global_settings_context()
 
 
 @contextmanager

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from mlops.config import Settings
-from mlops.serving import SERVICE, import_model, resolve_alias
+from mlops.project import entry_point
+from mlops.serving import import_model, resolve_alias
 
 __all__ = ["PINNED_DISTRIBUTIONS", "Package", "package", "pinned_requirements"]
 
@@ -37,7 +38,7 @@ PINNED_DISTRIBUTIONS = (
     "pydantic-settings",
     "pyarrow",  # /arrow/predict
 )
-_ROOT = Path(__file__).resolve().parents[1]
+_LIBRARY = Path(__file__).resolve().parent
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,9 @@ def package(settings: Settings, alias: str | None = None) -> Package:
     model_tag = import_model(settings.model.name, version)
     out = settings.state_dir / "packages"
     out.mkdir(parents=True, exist_ok=True)
+    source = _stage_sources(settings, out / "source")
     bentofile = _write_bentofile(settings, out / "bentofile.yaml", model_tag, alias, version)
-    bento = bentoml.bentos.build_bentofile(str(bentofile), build_ctx=str(_ROOT))
+    bento = bentoml.bentos.build_bentofile(str(bentofile), build_ctx=str(source))
     context = _build_context(bento, model_tag, out / f"{bento.tag.name}-{bento.tag.version}")
     return Package(str(bento.tag), model_tag, version, context, context / "Dockerfile")
 
@@ -77,17 +79,18 @@ def _write_bentofile(settings: Settings, path: Path, model_tag: str, alias: str,
     """A bentofile.yaml: BentoML's documented way to set the image's environment variables."""
     import yaml
 
-    include, envs = ["models/*.py", "mlops/*.py"], [
+    service = entry_point(settings, "service")
+    include, envs = [f"{service.module.split('.')[0]}/**/*.py", "mlops/**/*.py"], [
         {"name": "MLOPS_BENTO_MODEL", "value": model_tag},
         {"name": "MLOPS_PREDICTIONS_DIR", "value": "/home/bentoml/predictions"},
         {"name": "MLOPS_LABELS_DIR", "value": "/home/bentoml/labels"},
     ]
-    contract = _in_build_context(settings.data.contract)
+    contract = _contract_in_image(settings)
     if contract is not None:  # the image checks requests and labels against the same contract
         include.append(contract)
         envs.append({"name": "MLOPS_CONTRACT", "value": contract})
     options = {
-        "service": SERVICE,
+        "service": service.import_string,
         "name": settings.model.name,
         "labels": {"mlflow_model": settings.model.name, "mlflow_version": version, "alias": alias},
         "include": include,
@@ -100,12 +103,35 @@ def _write_bentofile(settings: Settings, path: Path, model_tag: str, alias: str,
     return path
 
 
-def _in_build_context(path: Path) -> str | None:
-    """``path`` relative to the build context (where the image's service runs), if it lies inside it."""
-    try:
-        return Path(path).resolve().relative_to(_ROOT).as_posix()
-    except ValueError:
+def _stage_sources(settings: Settings, folder: Path) -> Path:
+    """The build context: the project's service package, the ``mlops`` library and the contract.
+
+    Staged in one folder because they live apart (a project's folder, the installed
+    library), and so nothing else of the project (its data, its state) enters the image.
+    """
+    service = entry_point(settings, "service")
+    package = service.module.split(".")[0]
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc", "templates")
+    shutil.copytree(service.root / package, folder / package, ignore=skip)
+    shutil.copytree(_LIBRARY, folder / "mlops", ignore=skip)
+    contract = _contract_in_image(settings)
+    if contract is not None:
+        (folder / contract).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(settings.data.contract, folder / contract)
+    return folder
+
+
+def _contract_in_image(settings: Settings) -> str | None:
+    """Where the image keeps the data contract: its path in the project, else ``data/contracts/<file>``."""
+    path = Path(settings.data.contract)
+    if not path.is_file():
         return None
+    try:
+        return path.resolve().relative_to(settings.project.root.resolve()).as_posix()
+    except ValueError:
+        return f"data/contracts/{path.name}"
 
 
 def _build_context(bento: Any, model_tag: str, folder: Path) -> Path:

@@ -13,7 +13,7 @@ requests and responses are buffered rather than streamed.
 --shadow VERSION``), every ``/predict`` (and ``/arrow/predict``) the champion answered
 with 200 is copied to it *after* the client has its answer: the request id and the raw
 body go into a bounded queue (never parsed here), and one background task sends the
-queued JSON copies in batches to ``/shadow/predict`` (:mod:`models.shadow`), the batch
+queued JSON copies in batches to ``/shadow/predict`` (:mod:`mlops.service.shadow`), the batch
 body composed by byte concatenation; Arrow copies go one by one to ``/shadow/arrow``.
 Batches are large because the shadow's cost is mostly one model call per batch, and every
 CPU millisecond it takes is one the clients' requests compete for. A full queue drops
@@ -53,7 +53,7 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 STATUS_PATH = "/-/proxy"
-SHADOW_PATH = "/shadow/predict"  # JSON copies, batched (models/shadow.py)
+SHADOW_PATH = "/shadow/predict"  # JSON copies, batched (mlops/service/shadow.py)
 SHADOW_ARROW_PATH = "/shadow/arrow"  # Arrow copies, one per request: they are bulk already
 # Connection-level headers are the proxy's own business on each side (RFC 9110 §7.6.1).
 _HOP_BY_HOP = frozenset(

@@ -70,7 +70,7 @@ def print_demo(summary: Any, console: Console | None = None) -> None:
     answers = summary.answers
     shifted = sum(1 for answer in answers if answer.shifted)
     table.add_row("traffic", f"{len(answers)} requests ({len(answers) - shifted} like the training data, then "
-                  f"{shifted} after the scanner update), {summary.refused_records} refused by the contract (422), "
+                  f"{shifted} {summary.traffic_after}), {summary.refused_records} refused by the contract (422), "
                   f"{summary.failed_requests} failed requests")
     table.add_row("labels", f"{summary.labels_accepted} stored through POST /labels, {summary.labels_refused} refused")
     if monitoring is not None:
@@ -97,7 +97,8 @@ def print_demo(summary: Any, console: Console | None = None) -> None:
     live = summary.live_accuracy()
     if live:
         table.add_row("live accuracy (client)", " → ".join(
-            f"v{version} {accuracy:.3f} on {count} shifted answers" for version, (accuracy, count) in live.items()))
+            f"v{version} {accuracy:.3f} on {count} answers {summary.traffic_after}"
+            for version, (accuracy, count) in live.items()))
     spans = summary.versions_over_time()
     if spans:
         table.add_row("versions serving", " → ".join(

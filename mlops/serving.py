@@ -1,7 +1,8 @@
 """Serve a registered MLflow model over HTTP with BentoML.
 
 Three steps, each usable alone: find the version behind an alias, copy that version
-into the BentoML model store, and run ``models/service.py`` in a subprocess::
+into the BentoML model store, and run the project's service (``project.service``, default
+``models/service.py``) in a subprocess::
 
     with tool_environment(settings):
         version = resolve_alias(settings.model.name, settings.serving.alias)
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
     from mlops.request_check import RequestCheck
 
 __all__ = [
-    "SERVICE",
     "ServedModel",
     "ServerProcess",
     "free_port",
@@ -50,9 +50,6 @@ __all__ = [
     "wait_until_ready",
 ]
 
-SERVICE = "models.service:Predictor"
-# The folder holding the ``models`` package, whether a checkout or site-packages.
-_SERVICE_ROOT = Path(__file__).resolve().parents[1]
 _LOG_TAIL_LINES = 20
 # uvicorn's message when the service's __init__ raised.
 _STARTUP_FAILED = "Application startup failed"
@@ -256,14 +253,17 @@ def start_server(
     port = port or settings.serving.port
     log_path = settings.state_dir / "logs" / f"serve-{port}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "bentoml", "serve", SERVICE, "--host", host, "--port", str(port)]
+    from mlops.project import entry_point
+
+    service = entry_point(settings, "service")  # the project's service file, imported from its folder
+    command = [sys.executable, "-m", "bentoml", "serve", service.import_string, "--host", host, "--port", str(port)]
     if nice:
         command = ["nice", "-n", str(nice), *command]  # set before exec: every worker inherits it
-    command += ["--working-dir", str(_SERVICE_ROOT)]
+    command += ["--working-dir", str(service.root)]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             command,
-            cwd=_SERVICE_ROOT,
+            cwd=service.root,
             env=_server_env(settings, tag, predictions_dir),
             stdin=subprocess.DEVNULL,
             stdout=log,

@@ -17,15 +17,15 @@ the request size limit (``MLOPS_MAX_REQUEST_BYTES``), batching
 A regressor answers numbers in ``predictions`` and null ``probabilities`` and ``classes``.
 
 Endpoints: ``/predict`` scores any number of records; requests arriving while the model
-is busy share its next call (:mod:`models.batching`, no wait window);
+is busy share its next call (:mod:`mlops.service.batching`, no wait window);
 ``/predict_batched`` takes the same body and answers per record, merged by BentoML's
 adaptive batching (which waits for more requests, so it adds latency at low load);
-``/arrow/predict`` scores an Arrow IPC stream (columnar bulk, see :mod:`models.arrow`).
+``/arrow/predict`` scores an Arrow IPC stream (columnar bulk, see :mod:`mlops.service.arrow`).
 Every request passes the model's one request check
 (:class:`mlops.request_check.RequestCheck`) before any batching, so one client's bad
 record never fails another's: 422 naming the columns and records. ``/readyz``,
 ``/livez`` and ``/metrics`` (Prometheus) come from BentoML, ``/docs`` and ``/docs.json``
-(OpenAPI, every feature listed) from :mod:`models.docs`.
+(OpenAPI, every feature listed) from :mod:`mlops.service.docs`.
 
 ``/labels`` takes the ground truth that arrives later, keyed by the ``request_id`` an
 answer carried and the record's position in its request (``record``, default 0), and
@@ -62,10 +62,10 @@ from mlops.deployment import SMOKE_TEST_HEADER
 from mlops.labels import LabelsAdded, add_labels
 from mlops.prediction_log import PredictionLogWriter, RequestIndex
 from mlops.request_check import Checked, RequestRefused
-from models import arrow, shadow
-from models.batching import GreedyBatcher
-from models.docs import OpenAPIDocs
-from models.guard import RequestGuard, quiet_client_errors
+from mlops.service import arrow, shadow
+from mlops.service.batching import GreedyBatcher
+from mlops.service.docs import OpenAPIDocs
+from mlops.service.guard import RequestGuard, quiet_client_errors
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ class Predictor:
         request_id = _request_id(ctx.request.headers.get("x-request-id"))
         ctx.response.headers["x-request-id"] = request_id
         frame = records.frame
-        # Concurrent requests share one model call (models/batching.py); one alone never waits.
+        # Concurrent requests share one model call (mlops/service/batching.py); one alone never waits.
         labels, probabilities = await self.batcher.score(frame)
         if not smoke:
             self.log_predictions(frame, labels, request_id)

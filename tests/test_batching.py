@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.batching import GreedyBatcher
+from mlops.service.batching import GreedyBatcher
 
 TRAIN_CSV = Path(__file__).resolve().parents[1] / "data" / "train.csv"
 

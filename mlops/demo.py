@@ -1,4 +1,7 @@
-"""The whole loop on the bundled data, as ``mlops demo`` runs it: production drifts, the model learns.
+"""The whole loop, as ``mlops demo`` runs it: on the bundled data, production drifts and the model learns.
+
+On a project's own data the traffic is its own rows (:func:`mlops.data.production_traffic`):
+the same stages, with whatever monitoring then finds.
 
 1. **train**: the training flow validates ``data/train.csv``, trains and registers the
    champion (on a state folder that has one already, the new version is made champion:
@@ -33,8 +36,8 @@ from typing import Any
 
 from rich.console import Console
 
-from flows.monitoring import MonitoringOutcome, monitoring_flow
-from flows.training import TrainingOutcome, training_flow
+from mlops.outcomes import MonitoringOutcome, TrainingOutcome
+from mlops.project import load_flow
 from mlops import data, deployment
 from mlops.config import Settings
 from mlops.errors import ServingError
@@ -70,8 +73,10 @@ class ProductionClient(threading.Thread):
     """
 
     def __init__(self, url: str, before: list[dict], after: list[dict], truth: tuple[list, list],
-                 headers: dict[str, str], rate: float = CLIENT_RATE, label_batch: int = LABEL_BATCH) -> None:
+                 headers: dict[str, str], rate: float = CLIENT_RATE, label_batch: int = LABEL_BATCH,
+                 score_answers: bool = True) -> None:
         super().__init__(name="demo-client", daemon=True)
+        self.score_answers = score_answers  # a regressor's answer is never exactly right: no live accuracy
         self.url, self.headers, self.interval, self.label_batch = url, headers, 1.0 / rate, label_batch
         self.records = [(record, label, False) for record, label in zip(before, truth[0])]
         self.shifted = [(record, label, True) for record, label in zip(after, truth[1])]
@@ -123,7 +128,7 @@ class ProductionClient(threading.Thread):
             self.answers.append(Answer(sent, time.time(), 0, None, shifted, None))
             return
         prediction = (body.get("predictions") or [None])[0]
-        correct = prediction == label if response.status_code == 200 else None
+        correct = prediction == label if response.status_code == 200 and self.score_answers else None
         self.answers.append(Answer(sent, time.time(), response.status_code, body.get("model_version"), shifted, correct))
         if response.status_code == 200:
             self._pending.append({"request_id": body["request_id"], "record": 0, "label": label})
@@ -172,6 +177,7 @@ class DemoSummary:
     swap: Swap | None = None
     tracking_uri: str = ""
     metric: str = ""
+    traffic_after: str = "after the scanner update"  # what the second part of the traffic is
     stage_seconds: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -215,7 +221,7 @@ def run_demo(settings: Settings, console: Console | None = None) -> DemoSummary:
         )
     summary = DemoSummary(tracking_uri=settings.tracking_uri_shown, metric=settings.model.metric)
     with _stage(summary, console, "validate + train + register"):
-        summary.training = training_flow(settings)
+        summary.training = load_flow(settings, "training")(settings)
         _start_from(settings, summary)
     client = None
     try:
@@ -223,7 +229,7 @@ def run_demo(settings: Settings, console: Console | None = None) -> DemoSummary:
             state = deployment.deploy(settings)
             summary.served_version, summary.endpoint_url = state.backend.version, state.url
         already_logged = len(read_prediction_log(settings.predictions_dir))
-        client = _client(settings, state.url)
+        client = _client(settings, state.url, summary)
         with _stage(summary, console, "production traffic + labels"):
             client.start()
             _wait(lambda: client.shifted_answered >= SHIFTED_BEFORE_MONITORING, client, console, "traffic")
@@ -232,7 +238,7 @@ def run_demo(settings: Settings, console: Console | None = None) -> DemoSummary:
             logged = _wait_for_log(settings, already_logged)
         window = settings.monitoring.model_copy(update={"window_rows": logged})
         with _stage(summary, console, "monitor + retrain + swap"):
-            summary.monitoring = monitoring_flow(settings.model_copy(update={"monitoring": window}))
+            summary.monitoring = load_flow(settings, "monitoring")(settings.model_copy(update={"monitoring": window}))
         champion = _deployed_version(settings)
         if champion != summary.served_version:
             with _stage(summary, console, "traffic on the new champion"):
@@ -283,10 +289,12 @@ def _start_from(settings: Settings, summary: DemoSummary) -> None:
     summary.notes.append(f"v{version} made champion for the demo (was v{outcome.decision.champion_version}).")
 
 
-def _client(settings: Settings, url: str) -> ProductionClient:
+def _client(settings: Settings, url: str, summary: DemoSummary) -> ProductionClient:
     import os
 
-    before, after = data.make_production_traffic(settings.model.seed)
+    traffic = data.production_traffic(settings)
+    before, after = traffic.before, traffic.after
+    summary.traffic_after = traffic.after_is
     target = settings.data.target
     headers = {}
     if os.environ.get(settings.serving.api_key_env):
@@ -296,7 +304,8 @@ def _client(settings: Settings, url: str) -> ProductionClient:
         return json.loads(frame.drop(columns=[target]).to_json(orient="records"))
 
     truth = (before[target].tolist(), after[target].tolist())
-    return ProductionClient(url, records(before), records(after), truth, headers)
+    return ProductionClient(url, records(before), records(after), truth, headers,
+                            score_answers=settings.model.task == "classification")
 
 
 def _wait(done: Any, client: ProductionClient, console: Console, what: str, timeout: float = 120.0) -> None:

@@ -15,7 +15,7 @@ its answer. Mounted on the service at ``/shadow``:
 Both answer ``{"scored": requests, "records": n, "refused": requests}``: a request the
 check refuses (the challenger's contract or signature may differ from the champion's) is
 skipped and counted, never fails the others. Nothing goes back to a client, so the answer
-carries no predictions. The API-key guard and the body limit (:mod:`models.guard`) apply
+carries no predictions. The API-key guard and the body limit (:mod:`mlops.service.guard`) apply
 as on every scoring path.
 """
 

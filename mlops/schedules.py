@@ -16,11 +16,10 @@ from datetime import timedelta
 from prefect import flow, tags
 from prefect.client.schemas.objects import ConcurrencyLimitConfig
 
-from flows.monitoring import monitoring_flow
-from flows.training import training_flow
 from mlops.alerts import send_alert
 from mlops.config import Settings, load_settings
 from mlops.prediction_log import read_prediction_log
+from mlops.project import load_flow
 
 __all__ = ["TRAINING_DEPLOYMENT", "MONITORING_DEPLOYMENT", "deployments", "scheduled_monitoring", "scheduled_training"]
 
@@ -29,22 +28,22 @@ MONITORING_DEPLOYMENT = "scheduled-monitoring"
 
 
 @flow(name="scheduled-training")
-def scheduled_training(config: str | None = None, state_dir: str | None = None) -> str:
-    """Retrain on the configured training data; the gate decides as always."""
-    settings = load_settings(config, state_dir)
+def scheduled_training(config: str | None = None, state_dir: str | None = None, project: str | None = None) -> str:
+    """Retrain on the configured training data with the project's training flow; the gate decides as always."""
+    settings = load_settings(config, state_dir, project)
     with _alert_on_failure(settings, "scheduled training"), tags("trigger:schedule"):
-        outcome = training_flow(settings, trigger="schedule")
+        outcome = load_flow(settings, "training")(settings, trigger="schedule")
     return f"v{outcome.registered.version}: {outcome.decision.reason}"
 
 
 @flow(name="scheduled-monitoring")
-def scheduled_monitoring(config: str | None = None, state_dir: str | None = None) -> str:
-    """Check the logged predictions for drift; the policy decides whether to retrain."""
-    settings = load_settings(config, state_dir)
+def scheduled_monitoring(config: str | None = None, state_dir: str | None = None, project: str | None = None) -> str:
+    """Check the logged predictions for drift with the project's monitoring flow; the policy decides whether to retrain."""
+    settings = load_settings(config, state_dir, project)
     if read_prediction_log(settings.predictions_dir, last=1).empty:
         return "skipped: no predictions logged yet"
     with _alert_on_failure(settings, "scheduled monitoring"):
-        return monitoring_flow(settings).drift.summary()
+        return load_flow(settings, "monitoring")(settings).drift.summary()
 
 
 @contextmanager
@@ -59,7 +58,7 @@ def _alert_on_failure(settings: Settings, what: str) -> Iterator[None]:
 
 def deployments(settings: Settings, config: str | None) -> list:
     """The two deployments, parameterised by where to find the settings, not by the settings."""
-    parameters = {"config": config, "state_dir": str(settings.state_dir)}
+    parameters = {"config": config, "state_dir": str(settings.state_dir), "project": str(settings.project.root)}
     interval = timedelta(minutes=settings.schedules.monitoring_interval_minutes)
     return [
         scheduled_training.to_deployment(

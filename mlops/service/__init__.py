@@ -1,0 +1,6 @@
+"""The parts of the prediction service that are the framework's, not the project's.
+
+A project's ``models/service.py`` (the BentoML service definition, see
+``mlops init``) builds on these: the request guard (API key, body limit), greedy
+batching, the Arrow endpoint, the OpenAPI document and the shadow endpoint.
+"""

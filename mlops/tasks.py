@@ -1,0 +1,540 @@
+"""The stages of the loop as Prefect tasks, each usable in a user's own ``@flow``.
+
+Each task is a thin wrapper over a plain function of the library (named in its
+docstring), which a script or a test may call directly; the project's flows
+(``flows/training.py``, ``flows/monitoring.py``, ``flows/scoring.py``) compose them.
+A data gate that blocks is an expected outcome: the flow returns
+:func:`validation_failed` (a Failed state carrying the report) rather than raising
+inside a task, which would log a traceback for a data problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, runtime, tags, task
+from prefect.cache_policies import NO_CACHE
+from prefect.states import Failed, State
+
+from mlops import alerts, contract, data, labels, monitoring, packaging, retraining, scoring, tracking, training, validation
+from mlops.config import Settings
+from mlops.errors import DataError, ServingError, ValidationFailed
+from mlops.prediction_log import METADATA_COLUMNS
+from mlops.training import DataSplit
+
+__all__ = [
+    "compare_with_shadow",
+    "complete_summary",
+    "decide_retrain",
+    "deploy_model",
+    "gate",
+    "load_current",
+    "load_data",
+    "load_recent",
+    "load_reference",
+    "measure_drift",
+    "measure_quality",
+    "package_model",
+    "predict",
+    "record_check",
+    "redeploy",
+    "register_model",
+    "retrain",
+    "retrain_data",
+    "send_alert",
+    "split_data",
+    "train_candidates",
+    "validate_batch",
+    "validate_current",
+    "validate_data",
+    "validation_failed",
+    "write_model_card",
+]
+
+
+@task(cache_policy=NO_CACHE)
+def load_data(settings: Settings, path: Path | None = None):
+    """The training table (``data.training``, or ``path``): CSV or Parquet. Wraps :func:`mlops.data.load_table`."""
+    return data.load_table(Path(path or settings.data.training))
+
+
+def validation_failed(result: validation.ValidationResult, report: Path, note: str = "") -> State:
+    """The state a flow returns when the data gate blocks: Failed with the report, no traceback."""
+    message = f"{result.summary()}\nHTML report: {report}" + (f"\n{note}" if note else "")
+    return Failed(message=message, data=ValidationFailed(message, result))
+
+
+@task(cache_policy=NO_CACHE)
+def validate_data(
+    frame, settings: Settings, data_path: Path | None = None
+) -> tuple[validation.ValidationResult, Path]:
+    """The gate: the data contract (``data.contract``) in training scope; warnings are logged.
+
+    Returns the result and its HTML report; a flow stops on a failed result with
+    :func:`validation_failed`. Wraps :func:`mlops.contract.check_with_report`.
+    """
+    data_path = Path(data_path or settings.data.training)
+    stamp = runtime.flow_run.id or "local"
+    result, report = contract.check_with_report(
+        frame, settings.data.contract, scope="training", source=str(data_path),
+        report_path=settings.reports_dir / f"validation-{stamp}.html",
+    )
+    for warning in result.warnings:
+        get_run_logger().warning("Data contract warning: %s", warning.describe())
+    if result.success:
+        get_run_logger().info("Validation passed: %s rows, %s expectations", result.rows, result.evaluated)
+    return result, report
+
+
+@task(cache_policy=NO_CACHE)
+def split_data(frame, settings: Settings, labeled_from: int | None = None, labeled_weight: float = 1.0) -> DataSplit:
+    """The contract's features in their served types, split by row hash (stratified for classes).
+
+    Wraps :func:`mlops.training.split_for_contract`.
+    A retrain's rows from position ``labeled_from`` on (the labeled production rows) weigh
+    ``labeled_weight`` in the fit.
+    """
+    terms = contract.load_contract(settings.data.contract)
+    unlabeled = int(frame[settings.data.target].isna().sum())
+    if unlabeled:
+        get_run_logger().warning("%s rows have no '%s' value: not used for training", unlabeled, settings.data.target)
+    excluded = contract.excluded_columns_note(terms)
+    if excluded:
+        get_run_logger().info(excluded)
+    split = training.split_for_contract(frame, terms, settings.model)
+    if labeled_from is None or labeled_weight == 1.0:
+        return split
+    import numpy as np
+    import pandas as pd
+
+    weights = pd.Series(np.where(np.arange(len(frame)) >= labeled_from, labeled_weight, 1.0), index=frame.index)
+    get_run_logger().info("The %d labeled rows weigh %g each in the fit", len(frame) - labeled_from, labeled_weight)
+    return split.weighted(weights)
+
+
+@task(cache_policy=NO_CACHE)
+def train_candidates(
+    split: DataSplit, settings: Settings, candidates: list[training.Candidate] | None = None
+) -> training.SearchResult:
+    """Search every candidate (``model.candidates``, or ``candidates`` declared in Python) by cross-validation.
+
+    Wraps :func:`mlops.training.search_candidates`; the best is refitted and scored on the holdout.
+    """
+    columns = training.contract_columns(contract.load_contract(settings.data.contract))
+    result = training.search_candidates(split, settings.model, candidates, columns)
+    logger = get_run_logger()
+    best = result.best
+    logger.info("%s trials; best %s: %s", len(result.trials), best.params["estimator"], best.metrics)
+    return result
+
+
+@task(cache_policy=NO_CACHE)
+def register_model(
+    result: training.SearchResult,
+    split: DataSplit,
+    frame,
+    settings: Settings,
+    data_path: Path | None = None,
+    tags: dict[str, str] | None = None,
+    report: Path | None = None,
+) -> tracking.RegisteredVersion:
+    """Log the best candidate (parent run, a child run per trial) and register it as a new version.
+
+    Wraps :func:`mlops.tracking.log_and_register`; ``report`` (the validation report) is logged with it.
+    """
+    data_path = Path(data_path or settings.data.training)
+    tags = tags or {"trigger": "manual", "data_fingerprint": data.data_fingerprint(frame)}
+    manifest = training.split_manifest(frame, split, settings.model.seed)
+    return tracking.log_and_register(
+        result.best, split, frame, settings, data_path=data_path, tags=tags, trials=result.trials, manifest=manifest,
+        reports=[report] if report else [],
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def load_recent(recent_path: Path, settings: Settings) -> tracking.EvaluationSet:
+    """The recent evaluation set (labeled production rows never trained on), as the model takes them."""
+    terms = contract.load_contract(settings.data.contract)
+    typed = training.feature_frame(data.load_table(recent_path), terms, keep_target=True)
+    typed = typed[typed[terms.target].notna()]
+    get_run_logger().info("Recent evaluation set %s: %d rows", recent_path, len(typed))
+    return tracking.EvaluationSet(typed.drop(columns=[terms.target]), typed[terms.target])
+
+
+@task(cache_policy=NO_CACHE)
+def gate(
+    registered: tracking.RegisteredVersion,
+    split: DataSplit,
+    settings: Settings,
+    recent: tracking.EvaluationSet | None = None,
+    promote: bool = True,
+) -> tracking.PromotionDecision:
+    """The champion gate: promote the version only if it beats the champion (and the floors).
+
+    Wraps :func:`mlops.tracking.gate_challenger`; ``recent`` is the set it judges on when given.
+    """
+    decision = tracking.gate_challenger(registered, split, settings, recent, promote=promote)
+    verdict = "promoted to champion" if decision.promoted else "waits for approval" if decision.waiting else "kept as challenger"
+    get_run_logger().info("Version %s %s: %s", registered.version, verdict, decision.reason)
+    return decision
+
+
+@task(cache_policy=NO_CACHE)
+def write_model_card(registered, decision, settings: Settings, facts: dict[str, str]) -> None:
+    """The version's model card (what, on which data, the gate's decision) as an MLflow artifact."""
+    tracking.log_model_card(registered, tracking.model_card(registered, decision, settings, facts))
+
+
+@task(cache_policy=NO_CACHE)
+def validate_batch(frame, settings: Settings, data_path: Path) -> tuple[validation.ValidationResult, Path]:
+    """The gate: the data contract in batch scope (features only, any row count)."""
+    stamp = runtime.flow_run.id or "local"
+    result, report = contract.check_with_report(
+        frame, settings.data.contract, scope="batch", source=str(data_path),
+        report_path=settings.reports_dir / f"validation-scoring-{stamp}.html",
+    )
+    for warning in result.warnings:
+        get_run_logger().warning("Data contract warning: %s", warning.describe())
+    return result, report
+
+
+@task(cache_policy=NO_CACHE)
+def predict(model, frame, terms: contract.Contract, output_path: Path) -> Path:
+    written = scoring.write_scores(scoring.score_frame(model, frame, terms), output_path)
+    get_run_logger().info("Scored %s rows into %s", len(frame), written)
+    return written
+
+
+@task(cache_policy=NO_CACHE)
+def load_current(settings: Settings, current_path: Path | None, feature_columns: list[str]):
+    """The data to check: ``current_path``, or the window of logged predictions (``monitoring.window_*``)."""
+    if current_path is not None:
+        return data.load_table(current_path)
+    window = settings.monitoring
+    return monitoring.load_current_window(
+        settings.predictions_dir, feature_columns, window.window_rows, window.window_minutes, with_metadata=True
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def load_reference(settings: Settings):
+    """The training data snapshot of the champion's run; the training file before any champion."""
+    snapshot = tracking.reference_snapshot(settings.model.name)
+    if snapshot is None:
+        get_run_logger().info("No champion snapshot: the reference is %s", settings.data.training)
+        return data.load_table(settings.data.training)
+    return snapshot
+
+
+@task(cache_policy=NO_CACHE)
+def measure_quality(current, settings: Settings, labels_path: Path | None):
+    """Quality of the served predictions on the rows that have a label (none: None and {}).
+
+    The labels are ``labels_path`` when given, else the label store (``mlops labels add``).
+    """
+    logger = get_run_logger()
+    if "request_id" not in current.columns:
+        if labels_path is not None:
+            logger.warning("Labels %s not used: the current data is a file without request_id and record.", labels_path)
+        return None, {}
+    source = labels_path
+    if source is None:
+        source, replaced = labels.read_labels(settings.labels_dir)
+        if source.empty:
+            logger.info("No labels in the label store %s: quality not measured.", settings.labels_dir)
+            return None, {}
+    terms = contract.load_contract(settings.data.contract)
+    labeled = monitoring.join_labels(current, source, terms.target_column)
+    (logger.warning if labeled.problems else logger.info)("Labels: %s", labeled.summary())
+    classes = terms.target_column.categories if terms.task == "classification" else None
+    positive = getattr(settings.model, "positive_label", None)
+    quality = monitoring.window_quality(labeled, terms.task, classes=classes, positive=positive)
+    if quality:
+        logger.info("Quality on %d labeled rows: %s", labeled.labeled_rows, quality)
+    return labeled, quality
+
+
+@task(cache_policy=NO_CACHE)
+def compare_with_shadow(current, labeled, settings: Settings) -> monitoring.ShadowComparison | None:
+    """The shadow's answers to the window's requests against the champion's (None: no shadow answered any)."""
+    from mlops.deployment import shadow_predictions_dir
+    from mlops.prediction_log import read_prediction_log
+
+    folder = shadow_predictions_dir(settings)
+    if "request_id" not in current.columns or not any(folder.glob("predictions-*")):
+        return None
+    terms = contract.load_contract(settings.data.contract)
+    comparison = monitoring.compare_shadow(
+        current,
+        read_prediction_log(folder),
+        labeled.rows if labeled is not None else None,
+        task=terms.task,
+        classes=terms.target_column.categories if terms.task == "classification" else None,
+        positive=getattr(settings.model, "positive_label", None),
+    )
+    if comparison is not None:
+        get_run_logger().info(comparison.summary())
+    return comparison
+
+
+@task(cache_policy=NO_CACHE)
+def record_check(drift, quality, labeled, settings: Settings, reports: list[Path], shadow=None) -> str:
+    """The check as an MLflow run of the ``<experiment>-monitoring`` experiment, linked to the champion."""
+    return monitoring.log_monitoring_run(
+        drift,
+        experiment=f"{settings.model.experiment}-monitoring",
+        artifact_dir=settings.mlflow_artifact_dir,
+        model_name=settings.model.name,
+        model_version=tracking.champion_version(settings.model.name),
+        quality=quality,
+        labeled_rows=labeled.labeled_rows if labeled is not None else None,
+        invalid_labels=labeled.invalid if labeled is not None else 0,
+        artifacts=[path for path in reports if path and Path(path).is_file()],
+        tags={"mlops.flow_run_id": str(runtime.flow_run.id or "")},
+        shadow=shadow,
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def decide_retrain(drift, quality: dict[str, float], labeled, rows: int, settings: Settings) -> retraining.RetrainDecision:
+    """The retraining policy: triggers, then brakes. Wraps :func:`mlops.retraining.decide_retrain`."""
+    policy, task_type = settings.monitoring, settings.model.task
+    decision = retraining.decide_retrain(
+        drift_share=drift.drift_share,
+        quality=quality.get(retraining.watched_metric(policy, task_type)),
+        window_rows=rows,
+        history=retraining.retrain_history(),
+        policy=policy,
+        task=task_type,
+        labeled_rows=labeled.labeled_rows if labeled is not None else 0,
+    )
+    get_run_logger().info(decision.explain())
+    return decision
+
+
+@task(cache_policy=NO_CACHE)
+def validate_current(current, settings: Settings, current_path: Path | None):
+    """The same contract as training, in batch scope: skew shows up as named violations."""
+    inputs = current.drop(columns=[column for column in METADATA_COLUMNS if column in current.columns])
+    source = str(current_path) if current_path is not None else f"logged predictions in {settings.predictions_dir}"
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    result, report = contract.check_with_report(
+        inputs, settings.data.contract, scope="batch", source=source,
+        report_path=settings.reports_dir / f"contract-current-{stamp}.html",
+    )
+    if result.failures:
+        get_run_logger().warning("Current batch breaks the data contract:\n%s", result.summary())
+    return result, report
+
+
+@task(cache_policy=NO_CACHE)
+def measure_drift(reference, current, settings: Settings, feature_columns: list[str], categorical: list[str]):
+    """Evidently's drift tests per feature; the report and a JSON summary. Wraps :func:`mlops.monitoring.compute_drift`."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    report = settings.reports_dir / f"drift-{stamp}.html"
+    summary = monitoring.compute_drift(
+        reference,
+        current,
+        threshold=settings.monitoring.drift_share_threshold,
+        columns=feature_columns,
+        categorical=categorical,
+        report_path=report,
+        min_rows=settings.monitoring.min_rows,
+    )
+    get_run_logger().info(summary.summary())
+    return summary, monitoring.save_summary(summary, report.with_suffix(".json"))
+
+
+@task(cache_policy=NO_CACHE)
+def package_model(settings: Settings, alias: str | None = None) -> packaging.Package:
+    """A Bento of the version behind ``alias`` (default ``serving.alias``) and its Docker build context.
+
+    Wraps :func:`mlops.packaging.package`.
+    """
+    built = packaging.package(settings, alias)
+    get_run_logger().info("Built Bento %s (v%s); Docker context %s", built.bento_tag, built.version, built.build_context)
+    return built
+
+
+@task(cache_policy=NO_CACHE)
+def deploy_model(settings: Settings, alias: str | None = None):
+    """Serve the version behind ``alias`` through the safe swap (smoke test first, automatic rollback).
+
+    Wraps :func:`mlops.deployment.deploy`.
+    """
+    from mlops import deployment
+
+    state = deployment.deploy(settings, alias or settings.serving.alias)
+    get_run_logger().info("Serving v%s at %s", state.backend.version, state.url)
+    return state
+
+
+@task(cache_policy=NO_CACHE)
+def send_alert(settings: Settings, event: str, message: str, details: dict[str, Any] | None = None) -> bool:
+    """Send ``message`` to the configured webhook or Prefect notification block (``alerts``).
+
+    Wraps :func:`mlops.alerts.send_alert`; ``event`` is one of :data:`mlops.alerts.EVENTS`.
+    """
+    return alerts.send_alert(settings.alerts, event, message, details)
+
+
+def retrain(
+    settings: Settings, decision, decide_again, monitoring_run_id: str, labeled, labels_source: str, training_flow: Callable[..., Any]
+) -> tuple:
+    """Run ``training_flow`` (the project's) as a child run, unless another retrain holds the lock.
+
+    The policy is asked again once the lock is held: a check that waited on another's
+    retrain must see it in the history (cooldown), not act on what it read before.
+    """
+    from filelock import FileLock, Timeout
+
+    lock_path = settings.state_dir / "locks" / "retrain.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(lock_path, timeout=0):
+            decision = decide_again()
+            if not decision.retrain:
+                return decision, None
+            reason = "drift" if any(t.startswith("drift") for t in decision.triggers) else "quality"
+            get_run_logger().warning("Retraining (%s)", decision.explain())
+            fingerprint = tracking.reference_fingerprint(settings.model.name) or ""
+            data_path, recent_path, lineage = retrain_data(settings, labeled, fingerprint, labels_source)
+            lineage |= {"monitoring_run_id": monitoring_run_id, "monitoring_flow_run_id": str(runtime.flow_run.id or "")}
+            # The labeled rows follow the training file's rows in the retraining data.
+            labeled_from = int(lineage["reference_rows"]) if "reference_rows" in lineage else None
+            with tags(retraining.RETRAIN_TAG, f"trigger:{reason}", f"monitoring-run:{monitoring_run_id}"):
+                outcome = training_flow.with_options(flow_run_name=f"retrain-on-{reason}")(
+                    settings, data_path=data_path, trigger=reason, recent_path=recent_path, lineage=lineage,
+                    promote=settings.monitoring.auto_promote, labeled_from=labeled_from,
+                    labeled_weight=settings.monitoring.labeled_weight,
+                )
+    except Timeout:
+        blocked = dataclasses.replace(decision, retrain=False, blocked_by="a retrain is already running (lock held)")
+        get_run_logger().info(blocked.explain())
+        return blocked, None
+    if outcome.decision.promoted:
+        redeploy(settings)
+    elif outcome.decision.waiting:
+        alerts.send_alert(
+            settings.alerts,
+            "challenger_waiting",
+            f"retrained v{outcome.registered.version} passed the gate and waits for approval "
+            f"(monitoring.auto_promote is false): mlops promote {outcome.registered.version}. {outcome.decision.reason}",
+        )
+    else:
+        alerts.send_alert(
+            settings.alerts,
+            "gate_rejected",
+            f"retrained v{outcome.registered.version} kept as challenger: {outcome.decision.reason}",
+        )
+    return decision, outcome
+
+
+@task(cache_policy=NO_CACHE)
+def redeploy(settings: Settings) -> str | None:
+    """Move a running deployment to the new champion through the safe swap.
+
+    Nothing is deployed: nothing to do. A champion failing its smoke test gets no
+    traffic; the deployer rolls the alias back, and someone is told.
+    """
+    from mlops import deployment
+
+    status = deployment.deployment_status(settings)
+    if status.state is None or not status.backend_alive:
+        return None
+    try:
+        state = deployment.deploy(settings, settings.serving.alias)
+    except ServingError as exc:
+        get_run_logger().error("New champion not deployed: %s", exc)
+        alerts.send_alert(settings.alerts, "deployment_rolled_back", str(exc).splitlines()[0])
+        return None
+    get_run_logger().info("Deployed v%s at %s (replaced v%s)", state.backend.version, state.url, state.replaced_version)
+    return state.backend.version
+
+
+def complete_summary(
+    path: Path, settings: Settings, current_path: Path | None, quality, decision, labeled, shadow=None
+) -> None:
+    """Add the window, the quality (and the labels it rests on), the shadow comparison and the decision to the saved summary."""
+    import json
+
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    window = settings.monitoring
+    summary["window"] = (
+        {"file": str(current_path)}
+        if current_path is not None
+        else {"predictions_dir": str(settings.predictions_dir), "last_rows": window.window_rows, "last_minutes": window.window_minutes}
+    )
+    summary["quality"] = quality
+    summary["quality_metric"] = retraining.watched_metric(window, settings.model.task)
+    summary["labels"] = labeled.to_dict() if labeled is not None else None
+    summary["shadow"] = shadow.to_dict() if shadow is not None else None
+    summary["decision"] = {"retrain": decision.retrain, "triggers": list(decision.triggers), "blocked_by": decision.blocked_by}
+    path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+
+
+def retrain_data(
+    settings: Settings, labeled, reference_fingerprint: str, labels_source: str
+) -> tuple[Path | None, Path | None, dict]:
+    """The training data, the recent evaluation set and the lineage of a retrain, as ``monitoring.retrain_data`` says.
+
+    ``reference``: the training file. ``reference+labeled``: the labeled window rows are
+    ordered by time and the newest ``monitoring.recent_eval_share`` held out as the recent
+    evaluation set (never trained on; the gate judges on it); the training file plus the
+    rest (the newest ``monitoring.labeled_share`` and ``monitoring.labeled_rows`` of them, each
+    weighing ``monitoring.labeled_weight`` in the fit) is written with exactly the training
+    file's columns and the labels in the target's type (:func:`mlops.retraining.combine_with_labeled`),
+    so it passes the same gate; rows the contract would refuse are left out, with a warning.
+    ``module:function``: the user's function, called with the settings and the labeled window
+    rows, returns the path of a data file (validated like any training data).
+    """
+    choice, policy = settings.monitoring.retrain_data, settings.monitoring
+    lineage = {"reference_fingerprint": reference_fingerprint, "retrain_data": choice,
+               "labels_source": labels_source, "labels_count": str(len(labeled))}
+    if "timestamp" in labeled and len(labeled):
+        times = labeled["timestamp"].astype(str)
+        lineage |= {"window_start": times.min(), "window_end": times.max()}
+    if ":" in choice:
+        import importlib
+
+        module, function = choice.split(":")
+        return Path(getattr(importlib.import_module(module), function)(settings, labeled)), None, lineage
+    if choice == "reference" or labeled.empty:
+        return None, None, lineage
+    reference = data.load_table(settings.data.training)
+    terms = contract.load_contract(settings.data.contract)
+    train_rows, recent_rows = retraining.split_recent(
+        labeled, policy.recent_eval_share, policy.labeled_rows, policy.labeled_share
+    )
+    logger = get_run_logger()
+    try:
+        combined = retraining.combine_with_labeled(reference, train_rows, terms)
+        recent = retraining.combine_with_labeled(reference.iloc[0:0], recent_rows, terms) if len(recent_rows) else None
+    except DataError as exc:
+        logger.warning("Retraining on %s alone: %s", settings.data.training, exc)
+        return None, None, lineage
+    if combined.refused:
+        logger.warning("%d labeled rows left out of the retraining data: values the data contract blocks "
+                       "(a range, a category, a null)", combined.refused)
+    lineage |= {"labeled_train_rows": str(combined.added), "recent_eval_rows": str(recent.added if recent else 0)}
+    if combined.added:
+        lineage |= {"reference_rows": str(len(reference)), "labeled_weight": f"{policy.labeled_weight:g}"}
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    parquet = settings.data.training.suffix.lower() in (".parquet", ".pq")
+    suffix = ".parquet" if parquet else ".csv"
+    folder = settings.state_dir / "retrain"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = _write(combined.frame, folder / f"train-plus-labeled-{stamp}{suffix}") if combined.added else None
+    recent_path = _write(recent.frame, folder / f"recent-eval-{stamp}{suffix}") if recent and recent.added else None
+    logger.info("Retraining on %s: %d training rows + %d labeled rows; recent evaluation set %s (%d rows)",
+                path, len(reference), combined.added, recent_path, recent.added if recent else 0)
+    return path, recent_path, lineage
+
+
+def _write(frame, path: Path) -> Path:
+    frame.to_parquet(path, index=False) if path.suffix == ".parquet" else frame.to_csv(path, index=False)
+    return path
