@@ -69,7 +69,7 @@ def _command(function: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--config", type=click.Path(dir_okay=False), envvar="MLOPS_CONFIG", help="Config file (YAML).")
 @click.option("--state-dir", type=click.Path(file_okay=False), envvar="MLOPS_STATE_DIR", help="State folder.")
 @click.option(
-    "--project", type=click.Path(file_okay=False), envvar="MLOPS_PROJECT", help="Project folder (default: the working directory)."
+    "--project", type=click.Path(file_okay=False), envvar="MLOPS_PROJECT", help="Project folder (default: the nearest with mlops.yaml, from the working directory up)."
 )
 @click.pass_context
 def cli(ctx: click.Context, config: str | None, state_dir: str | None, project: str | None) -> None:

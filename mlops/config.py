@@ -357,11 +357,12 @@ def load_settings(
     """Load the config file (if any), apply the environment and resolve paths.
 
     ``config_path`` defaults to ``$MLOPS_CONFIG``, then ``mlops.yaml`` in ``project``
-    (the ``--project`` option; default: the working directory) if it exists. Relative
+    (the ``--project`` option; default: the working directory or the nearest folder above
+    it with an ``mlops.yaml``) if it exists. Relative
     paths in the file are the project folder's. ``state_dir`` (the ``--state-dir``
     option) beats both file and environment.
     """
-    folder = Path(project).resolve() if project is not None else Path.cwd()
+    folder = Path(project).resolve() if project is not None else _project_folder(Path.cwd())
     if project is not None and not folder.is_dir():
         raise ConfigError(f"Project folder {project} does not exist. Give a folder with mlops.yaml (mlops init DIR makes one).")
     path = _find_config_file(config_path, folder)
@@ -456,6 +457,14 @@ def _contract_task(path: Path) -> str | None:
         return None
     task = loaded.get("task") if isinstance(loaded, dict) else None
     return task if task in ("classification", "regression") else None
+
+
+def _project_folder(start: Path) -> Path:
+    """The nearest folder from ``start`` upwards holding ``mlops.yaml`` (as git finds its repository); else ``start``."""
+    for folder in (start, *start.parents):
+        if (folder / DEFAULT_CONFIG_FILE).is_file():
+            return folder
+    return start
 
 
 def _merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

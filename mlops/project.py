@@ -113,9 +113,10 @@ def _import(point: EntryPoint) -> ModuleType:
     loaded = sys.modules.get(name)
     if loaded is not None and os.path.realpath(getattr(loaded, "__file__", "") or "") == os.path.realpath(point.path):
         return loaded
-    if not point.default and str(point.root) not in sys.path:
-        sys.path.insert(0, str(point.root))  # the project's own helper modules import as they would in its tests
-    _forget_other_project(point.module.split(".")[0], point.root)
+    if not point.default:  # the framework's defaults live under a private name: nothing to shadow
+        if str(point.root) not in sys.path:
+            sys.path.insert(0, str(point.root))  # the project's own helper modules import as in its tests
+        _forget_other_project(point.module.split(".")[0], point.root)
     spec = importlib.util.spec_from_file_location(name, point.path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

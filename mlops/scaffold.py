@@ -130,7 +130,23 @@ def _framework_source() -> str:
 
 
 def _pinned_environment() -> str:
-    """``name==version`` of every package installed beside the framework: the versions it was tested on."""
+    """The framework's locked dependencies (``uv export`` of this checkout's ``uv.lock``), else what is installed.
+
+    The lock's own list carries each package's platform markers; a framework installed from
+    a wheel has no lock, so the versions it runs on here are pinned instead.
+    """
+    import subprocess
+
+    checkout = Path(__file__).resolve().parents[1]
+    uv, lock = checkout / ".uv" / "bin" / "uv", checkout / "uv.lock"
+    header = "# The framework's dependencies at the versions it is tested with (mlops itself: MLOPS_SOURCE).\n"
+    if uv.is_file() and lock.is_file():
+        exported = subprocess.run(
+            [str(uv), "export", "--frozen", "--all-groups", "--no-hashes", "--no-emit-project", "--quiet"],
+            cwd=checkout, capture_output=True, text=True, timeout=120,
+        )
+        if exported.returncode == 0:
+            return header + exported.stdout
     from importlib.metadata import distributions
 
     pins = {}
@@ -139,7 +155,6 @@ def _pinned_environment() -> str:
         if name and name != "mlops":
             pins[name] = f"{name}=={dist.version}"
     pins.setdefault("pytest", "pytest")
-    header = "# The framework's dependencies at the versions `mlops init` ran with (mlops itself: MLOPS_SOURCE).\n"
     return header + "\n".join(sorted(pins.values())) + "\n"
 
 

@@ -11,12 +11,14 @@ inside a task, which would log a traceback for a data problem.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, runtime, tags, task
+from prefect.context import FlowRunContext, TaskRunContext
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed, State
 
@@ -56,6 +58,13 @@ __all__ = [
 ]
 
 
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    """The run's logger (its lines in the Prefect UI); this module's own when called outside a run (``task.fn``)."""
+    if FlowRunContext.get() is not None or TaskRunContext.get() is not None:
+        return get_run_logger()
+    return logging.getLogger(__name__)
+
+
 @task(cache_policy=NO_CACHE)
 def load_data(settings: Settings, path: Path | None = None):
     """The training table (``data.training``, or ``path``): CSV or Parquet. Wraps :func:`mlops.data.load_table`."""
@@ -77,16 +86,9 @@ def validate_data(
     Returns the result and its HTML report; a flow stops on a failed result with
     :func:`validation_failed`. Wraps :func:`mlops.contract.check_with_report`.
     """
-    data_path = Path(data_path or settings.data.training)
-    stamp = runtime.flow_run.id or "local"
-    result, report = contract.check_with_report(
-        frame, settings.data.contract, scope="training", source=str(data_path),
-        report_path=settings.reports_dir / f"validation-{stamp}.html",
-    )
-    for warning in result.warnings:
-        get_run_logger().warning("Data contract warning: %s", warning.describe())
+    result, report = _check(frame, settings, "training", Path(data_path or settings.data.training), "validation")
     if result.success:
-        get_run_logger().info("Validation passed: %s rows, %s expectations", result.rows, result.evaluated)
+        _logger().info("Validation passed: %s rows, %s expectations", result.rows, result.evaluated)
     return result, report
 
 
@@ -101,10 +103,10 @@ def split_data(frame, settings: Settings, labeled_from: int | None = None, label
     terms = contract.load_contract(settings.data.contract)
     unlabeled = int(frame[settings.data.target].isna().sum())
     if unlabeled:
-        get_run_logger().warning("%s rows have no '%s' value: not used for training", unlabeled, settings.data.target)
+        _logger().warning("%s rows have no '%s' value: not used for training", unlabeled, settings.data.target)
     excluded = contract.excluded_columns_note(terms)
     if excluded:
-        get_run_logger().info(excluded)
+        _logger().info(excluded)
     split = training.split_for_contract(frame, terms, settings.model)
     if labeled_from is None or labeled_weight == 1.0:
         return split
@@ -112,7 +114,7 @@ def split_data(frame, settings: Settings, labeled_from: int | None = None, label
     import pandas as pd
 
     weights = pd.Series(np.where(np.arange(len(frame)) >= labeled_from, labeled_weight, 1.0), index=frame.index)
-    get_run_logger().info("The %d labeled rows weigh %g each in the fit", len(frame) - labeled_from, labeled_weight)
+    _logger().info("The %d labeled rows weigh %g each in the fit", len(frame) - labeled_from, labeled_weight)
     return split.weighted(weights)
 
 
@@ -126,7 +128,7 @@ def train_candidates(
     """
     columns = training.contract_columns(contract.load_contract(settings.data.contract))
     result = training.search_candidates(split, settings.model, candidates, columns)
-    logger = get_run_logger()
+    logger = _logger()
     best = result.best
     logger.info("%s trials; best %s: %s", len(result.trials), best.params["estimator"], best.metrics)
     return result
@@ -161,7 +163,7 @@ def load_recent(recent_path: Path, settings: Settings) -> tracking.EvaluationSet
     terms = contract.load_contract(settings.data.contract)
     typed = training.feature_frame(data.load_table(recent_path), terms, keep_target=True)
     typed = typed[typed[terms.target].notna()]
-    get_run_logger().info("Recent evaluation set %s: %d rows", recent_path, len(typed))
+    _logger().info("Recent evaluation set %s: %d rows", recent_path, len(typed))
     return tracking.EvaluationSet(typed.drop(columns=[terms.target]), typed[terms.target])
 
 
@@ -179,7 +181,7 @@ def gate(
     """
     decision = tracking.gate_challenger(registered, split, settings, recent, promote=promote)
     verdict = "promoted to champion" if decision.promoted else "waits for approval" if decision.waiting else "kept as challenger"
-    get_run_logger().info("Version %s %s: %s", registered.version, verdict, decision.reason)
+    _logger().info("Version %s %s: %s", registered.version, verdict, decision.reason)
     return decision
 
 
@@ -192,20 +194,25 @@ def write_model_card(registered, decision, settings: Settings, facts: dict[str, 
 @task(cache_policy=NO_CACHE)
 def validate_batch(frame, settings: Settings, data_path: Path) -> tuple[validation.ValidationResult, Path]:
     """The gate: the data contract in batch scope (features only, any row count)."""
+    return _check(frame, settings, "batch", Path(data_path), "validation-scoring")
+
+
+def _check(frame, settings: Settings, scope: str, source: Path, report_name: str) -> tuple[validation.ValidationResult, Path]:
+    """The contract in ``scope``, its report named after the flow run; warnings are logged."""
     stamp = runtime.flow_run.id or "local"
     result, report = contract.check_with_report(
-        frame, settings.data.contract, scope="batch", source=str(data_path),
-        report_path=settings.reports_dir / f"validation-scoring-{stamp}.html",
+        frame, settings.data.contract, scope=scope, source=str(source),
+        report_path=settings.reports_dir / f"{report_name}-{stamp}.html",
     )
     for warning in result.warnings:
-        get_run_logger().warning("Data contract warning: %s", warning.describe())
+        _logger().warning("Data contract warning: %s", warning.describe())
     return result, report
 
 
 @task(cache_policy=NO_CACHE)
 def predict(model, frame, terms: contract.Contract, output_path: Path) -> Path:
     written = scoring.write_scores(scoring.score_frame(model, frame, terms), output_path)
-    get_run_logger().info("Scored %s rows into %s", len(frame), written)
+    _logger().info("Scored %s rows into %s", len(frame), written)
     return written
 
 
@@ -225,7 +232,7 @@ def load_reference(settings: Settings):
     """The training data snapshot of the champion's run; the training file before any champion."""
     snapshot = tracking.reference_snapshot(settings.model.name)
     if snapshot is None:
-        get_run_logger().info("No champion snapshot: the reference is %s", settings.data.training)
+        _logger().info("No champion snapshot: the reference is %s", settings.data.training)
         return data.load_table(settings.data.training)
     return snapshot
 
@@ -236,7 +243,7 @@ def measure_quality(current, settings: Settings, labels_path: Path | None):
 
     The labels are ``labels_path`` when given, else the label store (``mlops labels add``).
     """
-    logger = get_run_logger()
+    logger = _logger()
     if "request_id" not in current.columns:
         if labels_path is not None:
             logger.warning("Labels %s not used: the current data is a file without request_id and record.", labels_path)
@@ -277,7 +284,7 @@ def compare_with_shadow(current, labeled, settings: Settings) -> monitoring.Shad
         positive=getattr(settings.model, "positive_label", None),
     )
     if comparison is not None:
-        get_run_logger().info(comparison.summary())
+        _logger().info(comparison.summary())
     return comparison
 
 
@@ -312,7 +319,7 @@ def decide_retrain(drift, quality: dict[str, float], labeled, rows: int, setting
         task=task_type,
         labeled_rows=labeled.labeled_rows if labeled is not None else 0,
     )
-    get_run_logger().info(decision.explain())
+    _logger().info(decision.explain())
     return decision
 
 
@@ -327,7 +334,7 @@ def validate_current(current, settings: Settings, current_path: Path | None):
         report_path=settings.reports_dir / f"contract-current-{stamp}.html",
     )
     if result.failures:
-        get_run_logger().warning("Current batch breaks the data contract:\n%s", result.summary())
+        _logger().warning("Current batch breaks the data contract:\n%s", result.summary())
     return result, report
 
 
@@ -345,7 +352,7 @@ def measure_drift(reference, current, settings: Settings, feature_columns: list[
         report_path=report,
         min_rows=settings.monitoring.min_rows,
     )
-    get_run_logger().info(summary.summary())
+    _logger().info(summary.summary())
     return summary, monitoring.save_summary(summary, report.with_suffix(".json"))
 
 
@@ -356,7 +363,7 @@ def package_model(settings: Settings, alias: str | None = None) -> packaging.Pac
     Wraps :func:`mlops.packaging.package`.
     """
     built = packaging.package(settings, alias)
-    get_run_logger().info("Built Bento %s (v%s); Docker context %s", built.bento_tag, built.version, built.build_context)
+    _logger().info("Built Bento %s (v%s); Docker context %s", built.bento_tag, built.version, built.build_context)
     return built
 
 
@@ -369,7 +376,7 @@ def deploy_model(settings: Settings, alias: str | None = None):
     from mlops import deployment
 
     state = deployment.deploy(settings, alias or settings.serving.alias)
-    get_run_logger().info("Serving v%s at %s", state.backend.version, state.url)
+    _logger().info("Serving v%s at %s", state.backend.version, state.url)
     return state
 
 
@@ -400,7 +407,7 @@ def retrain(
             if not decision.retrain:
                 return decision, None
             reason = "drift" if any(t.startswith("drift") for t in decision.triggers) else "quality"
-            get_run_logger().warning("Retraining (%s)", decision.explain())
+            _logger().warning("Retraining (%s)", decision.explain())
             fingerprint = tracking.reference_fingerprint(settings.model.name) or ""
             data_path, recent_path, lineage = retrain_data(settings, labeled, fingerprint, labels_source)
             lineage |= {"monitoring_run_id": monitoring_run_id, "monitoring_flow_run_id": str(runtime.flow_run.id or "")}
@@ -414,7 +421,7 @@ def retrain(
                 )
     except Timeout:
         blocked = dataclasses.replace(decision, retrain=False, blocked_by="a retrain is already running (lock held)")
-        get_run_logger().info(blocked.explain())
+        _logger().info(blocked.explain())
         return blocked, None
     if outcome.decision.promoted:
         redeploy(settings)
@@ -449,10 +456,10 @@ def redeploy(settings: Settings) -> str | None:
     try:
         state = deployment.deploy(settings, settings.serving.alias)
     except ServingError as exc:
-        get_run_logger().error("New champion not deployed: %s", exc)
+        _logger().error("New champion not deployed: %s", exc)
         alerts.send_alert(settings.alerts, "deployment_rolled_back", str(exc).splitlines()[0])
         return None
-    get_run_logger().info("Deployed v%s at %s (replaced v%s)", state.backend.version, state.url, state.replaced_version)
+    _logger().info("Deployed v%s at %s (replaced v%s)", state.backend.version, state.url, state.replaced_version)
     return state.backend.version
 
 
@@ -510,7 +517,7 @@ def retrain_data(
     train_rows, recent_rows = retraining.split_recent(
         labeled, policy.recent_eval_share, policy.labeled_rows, policy.labeled_share
     )
-    logger = get_run_logger()
+    logger = _logger()
     try:
         combined = retraining.combine_with_labeled(reference, train_rows, terms)
         recent = retraining.combine_with_labeled(reference.iloc[0:0], recent_rows, terms) if len(recent_rows) else None

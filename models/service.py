@@ -1,5 +1,9 @@
 """The prediction endpoint: a BentoML service over one MLflow model version.
 
+A project file (``project.service`` in ``mlops.yaml``): add an endpoint or change an
+answer here; the framework's parts (request guard, batching, Arrow, OpenAPI, shadow)
+come from :mod:`mlops.service`.
+
 Started by :func:`mlops.serving.start_server`, which names the model in the BentoML
 store (``MLOPS_BENTO_MODEL``), the data contract (``MLOPS_CONTRACT``), the prediction
 log folder (``MLOPS_PREDICTIONS_DIR``), the label store (``MLOPS_LABELS_DIR``), the API

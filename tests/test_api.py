@@ -92,13 +92,13 @@ def test_project__a_flow_file_that_fails_to_import_names_the_file_and_line(tmp_p
 def test_project__a_syntax_error_in_the_service_names_the_file_and_line(tmp_path):
     project = mlops.init_project(tmp_path / "proj").root
     service = project / "models" / "service.py"
-    service.write_text(service.read_text() + "\ndef broken(:\n")
-    settings = load_settings(project=project, state_dir=tmp_path / "state")  # not binding this process's tools
-    from mlops.errors import ConfigError
-    from mlops.project import load_entry_point
-
-    with pytest.raises(ConfigError, match=re.escape(str(service)) + r":\d+: "):
-        load_entry_point(settings, "service")
+    lines = service.read_text().splitlines()
+    service.write_text("\n".join([*lines, "def broken(:"]) + "\n")
+    code = ("import mlops; from mlops.project import load_entry_point; "
+            "load_entry_point(mlops.load_settings(), 'service')")
+    result = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True,
+                            env=_user_env(), timeout=120)
+    assert f"ConfigError: {service}:{len(lines) + 1}: " in result.stderr
 
 
 def test_project__an_entry_point_named_in_the_config_must_exist(tmp_path):
@@ -142,3 +142,11 @@ print("bound")
                             env=_user_env(), timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "bound"
+
+
+def test_project__found_from_a_folder_inside_it(tmp_path):
+    project = mlops.init_project(tmp_path / "proj").root
+    result = subprocess.run([str(MLOPS), "config"], cwd=project / "notebooks", capture_output=True, text=True,
+                            env=_user_env(), timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert str(project / ".mlops") in result.stdout and str(project / "data" / "train.csv") in result.stdout
