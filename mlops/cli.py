@@ -11,6 +11,7 @@ The CLI is the top layer: it runs the project's flows (:mod:`mlops.project`).
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -42,7 +43,11 @@ def _settings(ctx: click.Context) -> Settings:
     from mlops.config import load_settings
 
     config, state_dir, project = ctx.find_root().obj
-    return load_settings(config, state_dir, project)
+    settings = load_settings(config, state_dir, project)
+    if not (config or os.environ.get("MLOPS_CONFIG") or (settings.project.root / "mlops.yaml").is_file()):
+        click.secho(f"note: no mlops.yaml in {settings.project.root} or above: the built-in defaults apply "
+                    "(the bundled sample's paths). `mlops init DIR` starts a project.", fg="yellow", err=True)
+    return settings
 
 
 def _command(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -53,6 +58,7 @@ def _command(function: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(ctx: click.Context, /, **kwargs: Any) -> Any:
         from mlops.environment import check_services, tool_environment
 
+        settings = None
         try:
             settings = _settings(ctx)
             check_services(settings)
@@ -61,6 +67,15 @@ def _command(function: Callable[..., Any]) -> Callable[..., Any]:
         except MlopsError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
             sys.exit(exc.exit_code)
+        except Exception as exc:  # the project's own code failed: its file and line, exit 2; else a framework bug
+            from mlops.project import failing_project_line
+
+            line = failing_project_line(settings, exc) if settings is not None else None
+            if line is None:
+                raise
+            click.secho(f"error: {line.filename}:{line.lineno}: {type(exc).__name__}: {exc}. "
+                        "This is the project's code: fix it and run the command again.", fg="red", err=True)
+            sys.exit(ConfigError.exit_code)
 
     return wrapper
 

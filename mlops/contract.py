@@ -211,6 +211,10 @@ def draft_contract(
     if target not in frame.columns:
         known = ", ".join(map(str, list(frame.columns)[:20]))
         raise ConfigError(f"Target column '{target}' is not in the data (columns: {known}). Set data.target.")
+    role = _role(frame[target], str(target))
+    if role != "feature":  # a model would learn nothing, or a lookup table: refused before anything is trained
+        what = "is unique per row (an identifier)" if role == "id" else "holds dates or times"
+        raise ConfigError(f"'{target}' cannot be the target: it {what}. Choose the column to predict.")
     task = infer_task(frame[target])
     columns = [
         _draft_target(frame[column], str(column), task, margin) if column == target

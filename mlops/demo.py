@@ -39,7 +39,7 @@ from rich.console import Console
 from mlops.outcomes import MonitoringOutcome, TrainingOutcome
 from mlops.project import load_flow
 from mlops import data, deployment
-from mlops.config import Settings
+from mlops.config import SAMPLE_DATASET, Settings
 from mlops.errors import ServingError
 from mlops.prediction_log import read_prediction_log
 
@@ -275,12 +275,16 @@ def _demo_settings(settings: Settings) -> Settings:
 
 
 def _start_from(settings: Settings, summary: DemoSummary) -> None:
-    """On a state folder with a champion already, the freshly trained version becomes champion (audited)."""
+    """On the bundled sample's state folder with a champion already, the fresh version becomes champion (audited).
+
+    The story needs the bundled data's model at the start; a project's own data never
+    forces its registry.
+    """
     from mlops import contract, tracking, training
 
     outcome = summary.training
-    if outcome is None or outcome.decision.promoted:
-        return
+    if outcome is None or outcome.decision.promoted or settings.data.name != SAMPLE_DATASET:
+        return  # a project's own registry keeps the champion its gate chose
     version = outcome.registered.version
     terms = contract.load_contract(settings.data.contract)
     holdout = training.split_for_contract(data.load_table(settings.data.training), terms, settings.model)

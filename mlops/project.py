@@ -20,7 +20,7 @@ from typing import Any, Literal
 from mlops.config import ProjectConfig, Settings
 from mlops.errors import ConfigError
 
-__all__ = ["TEMPLATE", "EntryPoint", "entry_point", "load_entry_point", "load_flow", "load_settings"]
+__all__ = ["TEMPLATE", "EntryPoint", "entry_point", "failing_project_line", "load_entry_point", "load_flow", "load_settings"]
 
 # The reference project's files as the installed framework carries them (the flows,
 # the service, the notebook; symbolic links in a checkout).
@@ -149,3 +149,19 @@ def _line_in(path: Path, exc: BaseException) -> int | str:
     real = os.path.realpath(path)
     frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if os.path.realpath(frame.filename) == real]
     return frames[-1].lineno if frames else "?"
+
+
+def failing_project_line(settings: Settings, exc: BaseException) -> traceback.FrameSummary | None:
+    """The last line of the project's own code (not the framework's) an exception passed through, if any.
+
+    A crash there is the user's to fix, reported with its file and line; a crash inside the
+    framework keeps its traceback (a bug report).
+    """
+    root, library = os.path.realpath(settings.project.root), os.path.realpath(Path(__file__).parent)
+    frames = [
+        frame for frame in traceback.extract_tb(exc.__traceback__)
+        if os.path.realpath(frame.filename).startswith(root + os.sep)
+        and not os.path.realpath(frame.filename).startswith(library + os.sep)
+        and ".venv" not in Path(frame.filename).parts
+    ]
+    return frames[-1] if frames else None

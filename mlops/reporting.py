@@ -97,7 +97,7 @@ def print_demo(summary: Any, console: Console | None = None) -> None:
     live = summary.live_accuracy()
     if live:
         table.add_row("live accuracy (client)", " → ".join(
-            f"v{version} {accuracy:.3f} on {count} answers {summary.traffic_after}"
+            f"v{version} {accuracy:.3f} on {count} answers ({summary.traffic_after})"
             for version, (accuracy, count) in live.items()))
     spans = summary.versions_over_time()
     if spans:

@@ -150,3 +150,15 @@ def test_project__found_from_a_folder_inside_it(tmp_path):
                             env=_user_env(), timeout=120)
     assert result.returncode == 0, result.stderr
     assert str(project / ".mlops") in result.stdout and str(project / "data" / "train.csv") in result.stdout
+
+
+def test_project__a_crash_in_the_projects_flow_names_its_line_and_exits_2(tmp_path):
+    project = mlops.init_project(tmp_path / "proj").root
+    flow_file = project / "flows" / "training.py"
+    text = flow_file.read_text()
+    anchor = "    result, report = tasks.validate_data(frame, settings, data_path)"
+    flow_file.write_text(text.replace(anchor, "    frame = frame.drop(columns=['no such col'])\n" + anchor))
+    line = flow_file.read_text().splitlines().index("    frame = frame.drop(columns=['no such col'])") + 1
+    result = subprocess.run([str(MLOPS), "train"], cwd=project, capture_output=True, text=True, env=_user_env(), timeout=300)
+    assert result.returncode == 2
+    assert f"error: {flow_file}:{line}: KeyError" in result.stderr

@@ -100,3 +100,13 @@ def test_init__make_demo_and_make_test_pass_in_the_new_project(tmp_path):
     tests = subprocess.run([*make, "test"], cwd=project, capture_output=True, text=True, env=environment, timeout=900)
     assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-3000:]
     assert "3 passed" in tests.stdout
+
+
+@pytest.mark.parametrize(("column", "why"), [("id", "is unique per row (an identifier)"), ("signup", "holds dates or times")])
+def test_init__an_identifier_or_a_date_is_refused_as_the_target(tmp_path, column, why):
+    rows = [f"c-{i},2024-01-{i % 28 + 1:02d},{i % 7},{'yes' if i % 3 else 'no'}" for i in range(60)]
+    (tmp_path / "table.csv").write_text("id,signup,visits,churned\n" + "\n".join(rows) + "\n")
+    result = _mlops("init", "myproj", "--data", "table.csv", "--target", column, cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"'{column}' cannot be the target: it {why}" in result.stderr
+    assert not (tmp_path / "myproj").exists()
