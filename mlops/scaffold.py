@@ -107,15 +107,10 @@ def _config_text(data: dict[str, str]) -> str:
         "# The project's configuration. `mlops config` prints every setting with the value in use,\n"
         "# `mlops config --schema` documents them. Entry points (defaults shown) name the project's code.\n"
     )
-    body = {
-        "data": data,
-        "project": {
-            "training": "flows/training.py:training_flow",
-            "monitoring": "flows/monitoring.py:monitoring_flow",
-            "scoring": "flows/scoring.py:scoring_flow",
-            "service": "models/service.py:Predictor",
-        },
-    }
+    from mlops.config import ProjectConfig
+
+    entry_points = {name: field.default for name, field in ProjectConfig.model_fields.items() if name != "root"}
+    body = {"data": data, "project": entry_points}
     return header + yaml.safe_dump(body, sort_keys=False)
 
 
