@@ -6,7 +6,7 @@ UV := .uv/bin/uv
 VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install demo test test-fast bench docs ui clean
+.PHONY: install browser demo check test test-fast bench docs ui clean
 
 install: $(VENV)/.installed
 
@@ -25,8 +25,23 @@ $(VENV)/.installed: uv.lock pyproject.toml | $(UV)
 demo: install
 	$(VENV)/bin/mlops demo
 
-test: install
+# Lint, type check, security lint and the dependency audit; `make test` runs it first.
+check: install
+	$(VENV)/bin/ruff check mlops flows models tests benchmarks docs .ci
+	$(VENV)/bin/mypy mlops
+	$(VENV)/bin/bandit --quiet --configfile pyproject.toml --recursive mlops
+	$(UV) export --frozen --all-groups --no-hashes --no-emit-project --quiet -o $(VENV)/audit-requirements.txt
+	$(VENV)/bin/python .ci/audit.py $(VENV)/audit-requirements.txt
+
+test: check browser
 	$(VENV)/bin/pytest
+
+# Debian's Chromium for the browser tests (Playwright drives it; no browser download).
+# Without it (no root, no apt) those tests skip and say why.
+browser:
+	@command -v chromium >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } || \
+		echo "Chromium could not be installed (needs root and apt-get): the browser tests will skip."; }
 
 test-fast: install
 	$(VENV)/bin/pytest -m "not slow"

@@ -34,7 +34,7 @@ async def _run(url: str, body: bytes, headers: dict[str, str], concurrency: int,
                 async with session.post(url, data=body, headers=headers) as response:
                     await response.read()
                     ok = 200 <= response.status < 300
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 ok = False
                 counts["errors"] += 1
                 await asyncio.sleep(0.01)  # a refused connection fails fast: don't spin

@@ -11,7 +11,7 @@ import os
 import platform
 import statistics
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -62,7 +62,7 @@ def write_results(name: str, rows: list[Row], notes: str = "", quick: bool = Fal
     """Write the JSON and Markdown results (``-quick`` suffix for smoke runs) and print the table."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = f"{name}-quick" if quick else name
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     payload = {
         "benchmark": name,
         "date": stamp,

@@ -33,8 +33,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import Row, median, write_results  # noqa: E402
 from _prefect_runs import finished_task_runs, flow_run_start  # noqa: E402
+from _results import Row, median, write_results  # noqa: E402
 from _traffic import read_answers, start_client  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

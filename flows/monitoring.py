@@ -33,6 +33,9 @@ whatever file is newest). Each check:
    gate rejected and deployment rolled back (a failed scheduled run alerts from
    :mod:`mlops.schedules`).
 
+The requests the served contract refused (422) since the window began are counted per
+column (:func:`mlops.monitoring.refused_traffic`) and recorded and reported beside it: they
+never reach the prediction log, so the window alone would look clean.
 When a shadow version logged answers to the window's requests (``mlops deploy --shadow``),
 the check also compares it with the champion (:func:`mlops.monitoring.compare_shadow`:
 disagreement, and both versions' quality on the labeled rows they share), records it on
@@ -80,12 +83,13 @@ def monitoring_flow(
     labels_path = labels_path or settings.monitoring.labels
     labeled, quality = tasks.measure_quality(current, settings, labels_path)
     shadow = tasks.compare_with_shadow(current, labeled, settings) if current_path is None else None
+    refused = tasks.count_refused(current, settings, current_path)
     reports = [Path(drift.report_path) if drift.report_path else None, summary_path, report]
-    run_id = tasks.record_check(drift, quality, labeled, settings, reports, shadow)
+    run_id = tasks.record_check(drift, quality, labeled, settings, reports, shadow, refused)
     if drift.drift_detected:
         alerts.send_alert(settings.alerts, "drift_detected", drift.summary().splitlines()[0], {"mlflow_run_id": run_id})
     decision = tasks.decide_retrain(drift, quality, labeled, len(current), settings)
-    tasks.complete_summary(summary_path, settings, current_path, quality, decision, labeled, shadow)
+    tasks.complete_summary(summary_path, settings, current_path, quality, decision, labeled, shadow, refused)
     if decision.blocked_by == retraining.NO_LABELS:
         alerts.send_alert(settings.alerts, "retrain_needs_labels", decision.explain(), {"mlflow_run_id": run_id})
     retrain = None
@@ -94,4 +98,7 @@ def monitoring_flow(
         rows = labeled.rows if labeled is not None else current.iloc[0:0]
         source = str(labels_path or settings.labels_dir)
         decision, retrain = tasks.retrain(settings, decision, again, run_id, rows, source, load_flow(settings, "training"))
-    return MonitoringOutcome(drift, summary_path, retrain, checked, report, decision, quality, run_id, labeled, shadow)
+    outcome = MonitoringOutcome(drift, summary_path, retrain, checked, report, decision, quality, run_id, labeled, shadow,
+                                refused)  # fmt: skip
+    tasks.publish_monitoring(outcome, settings)
+    return outcome

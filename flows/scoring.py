@@ -39,4 +39,6 @@ def scoring_flow(settings: Settings, data_path: Path, output_path: Path | None =
     except MlopsError as exc:
         return Failed(message=str(exc), data=exc)
     written = tasks.predict(model, frame, terms, output_path)
-    return ScoringOutcome(written, len(frame), version, result, report)
+    outcome = ScoringOutcome(written, len(frame), version, result, report)
+    tasks.publish_scoring(outcome)
+    return outcome

@@ -12,6 +12,11 @@ expected outcome, so it is returned as a state rather than raised inside a task
 The champion gate's read → compare → move runs under
 :func:`mlops.tracking.registry_lock`, so concurrent training flows are gated one
 after the other and leave exactly one consistent champion.
+
+A tracking server that stops answering ends the run with
+:class:`~mlops.errors.ServiceUnavailable` (exit 4, after MLflow's bounded retries): the
+version it registered stays ``mlops.status=incomplete``, outside gates and aliases, until
+``mlops doctor`` or the next training cleans it (:func:`mlops.tracking.clean_leftovers`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from prefect.states import Failed
 
 from mlops import contract, data, tasks, tracking, training
 from mlops.config import Settings
+from mlops.environment import tracking_faults
 from mlops.errors import MlopsError
 from mlops.outcomes import TrainingOutcome
 
@@ -71,11 +77,14 @@ def training_flow(
     tags |= {f"lineage.{key}": value for key, value in (lineage or {}).items()}
     registered = tasks.register_model(searched, split, frame, settings, data_path, tags, report)
     if lineage:
-        tracking.tag_version(registered, {f"lineage.{key}": value for key, value in lineage.items()})
+        with tracking_faults(settings):  # the tracking server stopped answering: exit 4, no traceback
+            tracking.tag_version(registered, {f"lineage.{key}": value for key, value in lineage.items()})
     recent = tasks.load_recent(Path(recent_path), settings) if recent_path is not None else None
     decision = tasks.gate(registered, split, settings, recent, promote)
     sizes = f"{len(split.x_train)} train / {len(split.x_holdout)} holdout (row hash, seed {settings.model.seed})"
     facts = {"file": str(data_path), "rows": str(len(frame)), "fingerprint": fingerprint, "trigger": trigger}
     facts["split"] = sizes
     tasks.write_model_card(registered, decision, settings, facts)
-    return TrainingOutcome(registered, decision, report, fingerprint, flow_run_id)
+    outcome = TrainingOutcome(registered, decision, report, fingerprint, flow_run_id)
+    tasks.publish_training(outcome, settings)
+    return outcome

@@ -12,7 +12,7 @@ Payload::
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def send_alert(config: AlertsConfig, event: str, message: str, details: dict[str
         "event": event,
         "message": message,
         "details": details or {},
-        "time": datetime.now(timezone.utc).isoformat(),
+        "time": datetime.now(UTC).isoformat(),
         "source": "mlops",
     }
     delivered = False
@@ -55,8 +55,10 @@ def _post_webhook(url: str, payload: dict[str, Any], timeout: float) -> bool:
         response = httpx.post(url, json=payload, timeout=timeout)
         response.raise_for_status()
     except httpx.HTTPError as exc:
-        # The URL may hold a token: name the host only.
-        logger.warning("Alert %s not delivered to webhook %s: %s", payload["event"], httpx.URL(url).host, exc)
+        # The URL may hold a token, and httpx's messages quote it: name the host and the status only.
+        status = exc.response.status_code if isinstance(exc, httpx.HTTPStatusError) else None
+        problem = f"HTTP {status}" if status is not None else type(exc).__name__
+        logger.warning("Alert %s not delivered to webhook at %s: %s", payload["event"], httpx.URL(url).host, problem)
         return False
     return True
 
@@ -65,9 +67,11 @@ def _notify_block(name: str, body: str) -> bool:
     from prefect.blocks.core import Block
 
     try:
-        block = Block.load(name)
+        block: Any = Block.load(name)  # sync-compatible: a Block when called outside a coroutine
         block.notify(body)
     except Exception as exc:  # any block type, any transport: an alert never fails the flow
-        logger.warning("Alert not delivered through Prefect block %r: %s", name, exc)
+        from mlops.environment import redact
+
+        logger.warning("Alert not delivered through Prefect block %r: %s", name, redact(str(exc)))
         return False
     return True

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from mlops.errors import ConfigError, MlopsError, ValidationFailed
+from mlops.errors import ConfigError, MlopsError, ServingError, ValidationFailed
 
 if TYPE_CHECKING:
     from mlops.config import Settings
@@ -45,9 +45,20 @@ def _settings(ctx: click.Context) -> Settings:
     config, state_dir, project = ctx.find_root().obj
     settings = load_settings(config, state_dir, project)
     if not (config or os.environ.get("MLOPS_CONFIG") or (settings.project.root / "mlops.yaml").is_file()):
-        click.secho(f"note: no mlops.yaml in {settings.project.root} or above: the built-in defaults apply "
-                    "(the bundled sample's paths). `mlops init DIR` starts a project.", fg="yellow", err=True)
+        _say(settings, "note", f"no mlops.yaml in {settings.project.root} or above: the built-in defaults apply "
+                               "(the bundled sample's paths). `mlops init DIR` starts a project.")  # fmt: skip
     return settings
+
+
+def _say(settings: Settings | None, level: str, text: str) -> None:
+    """An ``error:`` or ``note:`` line on stderr; a JSON line when the logs are JSON, so a collector parses every line."""
+    if settings is not None:
+        from mlops.logs import json_line, resolved
+
+        if resolved(settings.logs)[0] == "json":
+            click.echo(json_line("warning" if level == "note" else level, "mlops.cli", text), err=True)
+            return
+    click.secho(f"{level}: {text}", fg="red" if level == "error" else "yellow", err=True)
 
 
 def _command(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -56,25 +67,31 @@ def _command(function: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(function)
     @click.pass_context
     def wrapper(ctx: click.Context, /, **kwargs: Any) -> Any:
-        from mlops.environment import check_services, tool_environment
+        from mlops.environment import check_services, redact, tool_environment, tracking_unavailable
+        from mlops.logs import console_logs
 
         settings = None
         try:
             settings = _settings(ctx)
-            check_services(settings)
-            with tool_environment(settings):
-                return function(settings, **kwargs)
+            with console_logs(settings.logs):
+                check_services(settings)
+                with tool_environment(settings):
+                    return function(settings, **kwargs)
         except MlopsError as exc:
-            click.secho(f"error: {exc}", fg="red", err=True)
+            _say(settings, "error", redact(str(exc)))
             sys.exit(exc.exit_code)
         except Exception as exc:  # the project's own code failed: its file and line, exit 2; else a framework bug
             from mlops.project import failing_project_line
 
+            unavailable = tracking_unavailable(exc, settings) if settings is not None else None
+            if unavailable is not None:  # the tracking server went away mid-command: exit 4, no traceback
+                _say(settings, "error", str(unavailable))
+                sys.exit(unavailable.exit_code)
             line = failing_project_line(settings, exc) if settings is not None else None
             if line is None:
                 raise
-            click.secho(f"error: {line.filename}:{line.lineno}: {type(exc).__name__}: {exc}. "
-                        "This is the project's code: fix it and run the command again.", fg="red", err=True)
+            _say(settings, "error", f"{line.filename}:{line.lineno}: {type(exc).__name__}: {redact(str(exc))}. "
+                                    "This is the project's code: fix it and run the command again.")  # fmt: skip
             sys.exit(ConfigError.exit_code)
 
     return wrapper
@@ -86,9 +103,19 @@ def _command(function: Callable[..., Any]) -> Callable[..., Any]:
 @click.option(
     "--project", type=click.Path(file_okay=False), envvar="MLOPS_PROJECT", help="Project folder (default: the nearest with mlops.yaml, from the working directory up)."
 )
+@click.option(
+    "--log-format", type=click.Choice(["auto", "text", "json"]), help="Log lines on stderr (logs.format): auto is JSON when not a terminal."
+)
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False), help="Lowest level logged (logs.level).")
 @click.pass_context
-def cli(ctx: click.Context, config: str | None, state_dir: str | None, project: str | None) -> None:
+def cli(
+    ctx: click.Context, config: str | None, state_dir: str | None, project: str | None, log_format: str | None, log_level: str | None
+) -> None:
     """Validate, train, register, serve and monitor models: the whole ML loop."""
+    # As environment variables, which beat the config file and reach the processes a command starts.
+    for name, value in (("MLOPS_LOGS__FORMAT", log_format), ("MLOPS_LOGS__LEVEL", log_level and log_level.upper())):
+        if value:
+            os.environ[name] = value
     ctx.obj = (config, state_dir, project)
 
 
@@ -129,14 +156,16 @@ def init(directory: str, data: str | None, target: str | None) -> None:
 def validate(settings: Settings, data: str | None, scope: str, chunk_rows: int | None) -> None:
     """Check DATA (default: the training file) against the data contract (exit 1 if blocked)."""
     from mlops import contract, validation
+    from mlops.progress import progress
 
     path = Path(data) if data else settings.data.training
-    if chunk_rows:
-        result = contract.validate_file_in_chunks(
-            path, settings.data.contract, scope, chunk_rows  # type: ignore[arg-type]
-        )
-    else:
-        result = contract.validate_file_with_contract(path, settings.data.contract, scope)  # type: ignore[arg-type]
+    with progress(f"validating {path.name}"):
+        if chunk_rows:
+            result = contract.validate_file_in_chunks(
+                path, settings.data.contract, scope, chunk_rows  # type: ignore[arg-type]
+            )
+        else:
+            result = contract.validate_file_with_contract(path, settings.data.contract, scope)  # type: ignore[arg-type]
     report = validation.write_html_report(result, settings.reports_dir / "validation-latest.html")
     click.echo(result.summary())
     click.echo(f"HTML report: {report}")
@@ -166,7 +195,7 @@ def contract_draft(settings: Settings, data: str, target: str | None, margin: fl
     from mlops.data import load_table
 
     settings = _settings_for_draft(settings, Path(data))
-    path, name = settings.data.contract, settings.data.name or dataset_name(Path(data))
+    path, name = contracts.contract_file(settings.data.contract), settings.data.name or dataset_name(Path(data))
     drafted = contracts.draft_contract(load_table(data), target or settings.data.target, name, margin=margin)
     existing = contracts.load_contract(path) if path.is_file() else None
     if existing is not None and existing.name != drafted.name:
@@ -192,13 +221,14 @@ def contract_draft(settings: Settings, data: str, target: str | None, margin: fl
 
 def _settings_for_draft(settings: Settings, data: Path) -> Settings:
     """The settings of the dataset in DATA: the configured one, or DATA's own contract and suite."""
+    from mlops import contract as contracts
     from mlops.config import dataset_name
 
     if data.resolve() == settings.data.training.resolve() or "contract" in settings.data.model_fields_set:
         return settings
     name = dataset_name(data)
-    folder = settings.data.contract.parent
-    update = {"name": name, "contract": folder / f"{name}.yaml", "suite": settings.data.suite.parent / f"{name}.json"}
+    folder, suites = contracts.contract_file(settings.data.contract).parent, contracts.contract_file(settings.data.suite).parent
+    update = {"name": name, "contract": folder / f"{name}.yaml", "suite": suites / f"{name}.json"}
     return settings.model_copy(update={"data": settings.data.model_copy(update=update)})
 
 
@@ -227,8 +257,9 @@ def train(settings: Settings, data: str | None) -> None:
 
     from mlops import reporting
     from mlops.environment import one_shot_flow_runs
+    from mlops.progress import progress
 
-    with one_shot_flow_runs():
+    with one_shot_flow_runs(), progress("training"):
         outcome = training_flow(settings, data_path=Path(data) if data else None)
     reporting.print_training(outcome)
 
@@ -239,20 +270,32 @@ def train(settings: Settings, data: str | None) -> None:
 @_command
 def serve(settings: Settings, port: int | None, alias: str | None) -> None:
     """Serve the model behind ALIAS on 127.0.0.1 until interrupted."""
-    from mlops import serving
+    from mlops import processes, serving
 
-    alias = alias or settings.serving.alias
-    version = serving.resolve_alias(settings.model.name, alias)
-    tag = serving.import_model(settings.model.name, version)
-    _interrupt_on_termination()
-    server = serving.start_server(settings, tag, port=port or settings.serving.port)
-    click.echo(f"Serving {settings.model.name} v{version} ({alias}) at {server.url}  (Ctrl-C to stop)")
+    _interrupt_on_termination()  # from the start: a signal during the readiness wait stops the server too
+    processes.become_subreaper()  # workers orphaned by a crashed arbiter stay ours to stop
+    server = None
     try:
-        server.process.wait()
-    except KeyboardInterrupt:
-        click.echo("Stopping.")
-    finally:
-        server.stop()
+        from mlops.progress import progress
+
+        alias = alias or settings.serving.alias
+        with progress(f"starting the {alias} model server"):
+            version = serving.resolve_alias(settings.model.name, alias)
+            tag = serving.import_model(settings.model.name, version)
+            server = serving.start_server(settings, tag, port=port or settings.serving.port)
+        click.echo(f"Serving {settings.model.name} v{version} ({alias}) at {server.url}  (Ctrl-C to stop)")
+        code = processes.run_until_interrupted(server.process, server.started)
+    except KeyboardInterrupt:  # start_server stops what it started; after it, so do we
+        if server is not None:
+            with processes.interrupts_deferred():
+                server.stop()
+        click.echo("Interrupted; the server is stopped.", err=True)
+        sys.exit(130)
+    if code is None:
+        click.echo("Stopped.")
+        sys.exit(130)
+    click.secho(f"error: the model server exited with code {code}; see {server.log_path}.", fg="red", err=True)
+    sys.exit(3)
 
 
 @cli.command()
@@ -265,8 +308,9 @@ def score(settings: Settings, data: str, output: str | None) -> None:
 
     scoring_flow = load_flow(settings, "scoring")
     from mlops.environment import one_shot_flow_runs
+    from mlops.progress import progress
 
-    with one_shot_flow_runs():
+    with one_shot_flow_runs(), progress(f"scoring {Path(data).name}"):
         outcome = scoring_flow(settings, data_path=Path(data), output_path=Path(output) if output else None)
     for warning in outcome.validation.warnings:
         click.echo(f"warning: {warning.describe()}")
@@ -280,8 +324,10 @@ def score(settings: Settings, data: str, output: str | None) -> None:
 def package(settings: Settings, alias: str | None) -> None:
     """Build a Bento (service, model, pinned dependencies) and its Docker build context."""
     from mlops import packaging
+    from mlops.progress import progress
 
-    result = packaging.package(settings, alias)
+    with progress("packaging a Bento"):
+        result = packaging.package(settings, alias)
     click.echo(f"Built Bento {result.bento_tag} with model {result.model_tag} (registry version {result.version})")
     click.echo(f"Docker build context: {result.build_context}")
     click.echo(f"  docker build -t {result.bento_tag.replace(':', '-')} {result.build_context}")
@@ -313,15 +359,30 @@ def deploy(ctx: click.Context, alias: str | None, shadow: str | None) -> None:
 def _deploy(settings: Settings, alias: str | None) -> None:
     from mlops import deployment
 
+    _interrupt_on_termination()  # SIGTERM as Ctrl-C: a version half-started is stopped either way
+    from mlops.progress import progress
+
     before = deployment.deployment_status(settings).state
-    state = deployment.deploy(settings, alias)
+    try:
+        with progress("deploying"):
+            state = deployment.deploy(settings, alias)
+    except KeyboardInterrupt:
+        click.secho("deploy interrupted: what it had started is stopped; the running deployment is unchanged.",
+                    fg="yellow", err=True)
+        sys.exit(130)
     backend = state.backend
-    if state == before:
-        click.echo(f"Already serving {state.model_name} v{backend.version} ({state.alias}) at {state.url}")
+    if before is not None and state.instances == before.instances:  # a healthy version is never restarted
+        restarted = [name for name, pid in (("proxy", before.proxy_pid), ("watchdog", before.watchdog_pid))
+                     if pid != getattr(state, f"{name}_pid")]
+        again = f"; started the {' and the '.join(restarted)} again" if restarted else ""
+        click.echo(f"Already serving {state.model_name} v{backend.version} ({state.alias}) at {state.url}{again}")
         return
     replaced = f"; replaced v{state.replaced_version}" if state.replaced_version else ""
     click.echo(f"Deployed {state.model_name} v{backend.version} ({state.alias}) at {state.url}{replaced}")
     click.echo(f"  ready in {backend.ready_seconds:g} s; model server pid {backend.pid} on port {backend.port}")
+    for replica in state.replicas:
+        click.echo(f"  instance pid {replica.pid} on port {replica.port}")
+    click.echo(f"  watchdog pid {state.watchdog_pid} restarts a dead proxy or model server (log: logs/watchdog.log)")
     if state.shadow is not None:
         click.echo(f"  shadow v{state.shadow.version} keeps receiving copies")
     elif before is not None and before.shadow is not None:
@@ -340,12 +401,14 @@ def _deploy_shadow(settings: Settings, version: str) -> None:
         return
     before = deployment.deployment_status(settings).state
     state = deployment.deploy_shadow(settings, version)
-    shadow = state.shadow
+    shadow, serving = state.shadow, state.backend
+    if shadow is None or serving is None:
+        raise ServingError("The shadow did not start beside the serving version; see `mlops deploy status`.")
     if before is not None and before.shadow == shadow:
-        click.echo(f"Shadow v{shadow.version} already runs beside v{state.backend.version}.")
+        click.echo(f"Shadow v{shadow.version} already runs beside v{serving.version}.")
         return
     replaced = f"; replaced shadow v{before.shadow.version}" if before is not None and before.shadow else ""
-    click.echo(f"Shadow v{shadow.version} runs beside v{state.backend.version} at {state.url}{replaced}")
+    click.echo(f"Shadow v{shadow.version} runs beside v{serving.version} at {state.url}{replaced}")
     click.echo(f"  ready in {shadow.ready_seconds:g} s; shadow pid {shadow.pid} on port {shadow.port}, niced")
     click.echo(f"  its predictions: {deployment.shadow_predictions_dir(settings)}; compare with `mlops monitor`")
 
@@ -362,9 +425,11 @@ def deploy_status(settings: Settings) -> None:
         sys.exit(3)
     state = status.state
     click.echo(f"{state.model_name} v{state.backend.version} ({state.alias}) at {state.url}, since {state.deployed_at}")
-    click.echo(f"  proxy pid {state.proxy_pid}: {'up' if status.proxy_alive else 'DOWN'}")
-    click.echo(f"  model server pid {state.backend.pid}: {'up' if status.backend_alive else 'DOWN'}")
+    for part in status.parts:  # each process as it runs now: proxy, watchdog, each server's arbiter and workers
+        click.echo(f"  {part.name} pid {part.pid}: {'up' if part.up else 'DOWN'}")
     click.echo(f"  ready: {'yes' if status.ready else 'NO'}")
+    if status.ready and not status.healthy:
+        click.echo("  (answering, but not every part is up: the watchdog restarts them, or run `mlops deploy`)")
     if state.shadow is not None:
         copies = status.shadow_copies or {}
         counts = ", ".join(f"{name} {copies[name]}" for name in ("sent", "dropped", "failed", "refused") if name in copies)
@@ -397,8 +462,9 @@ def monitor(settings: Settings, current: str | None, labels: str | None) -> None
     monitoring_flow = load_flow(settings, "monitoring")
     from mlops import reporting
     from mlops.environment import one_shot_flow_runs
+    from mlops.progress import progress
 
-    with one_shot_flow_runs():
+    with one_shot_flow_runs(), progress("monitoring"):
         outcome = monitoring_flow(
             settings, current_path=Path(current) if current else None, labels_path=Path(labels) if labels else None
         )
@@ -421,7 +487,8 @@ def labels_add(settings: Settings, file: str) -> None:
 
     Labels whose request_id matches no logged prediction are refused: they would never join one.
     """
-    from mlops import contract, labels as label_store
+    from mlops import contract
+    from mlops import labels as label_store
     from mlops.prediction_log import RequestIndex
 
     target = contract.load_contract(settings.data.contract).target_column
@@ -451,21 +518,27 @@ def labels_status(settings: Settings) -> None:
 @_command
 def ui(settings: Settings, port: int) -> None:
     """Open the MLflow UI on 127.0.0.1 for the project's store."""
-    import os
+    from mlops import processes
 
+    _interrupt_on_termination()
+    processes.become_subreaper()
     # The store URI goes by environment, not argv, where `ps` would show its password.
-    os.environ["MLFLOW_BACKEND_STORE_URI"] = settings.mlflow_tracking_uri
+    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": settings.mlflow_tracking_uri}
     args = [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(port)]
-    click.echo(f"MLflow UI at http://127.0.0.1:{port} (Ctrl-C to stop)")
-    os.execv(sys.executable, args)
+    from mlops.tracking import MODEL_TRAINING_VIEW
+
+    click.echo(f"MLflow UI at http://127.0.0.1:{port}/#/?{MODEL_TRAINING_VIEW} (Ctrl-C to stop)")
+    process = processes.start(args, log_path=None, env=env)
+    code = processes.run_until_interrupted(process, processes.process_start(process.pid))
+    sys.exit(130 if code is None else code)
 
 
 @cli.command()
 @_command
 def demo(settings: Settings) -> None:
     """Run the whole loop: validate, train, serve, send traffic, detect drift, retrain."""
-    from mlops.demo import run_demo
     from mlops import reporting
+    from mlops.demo import run_demo
     from mlops.environment import one_shot_flow_runs
 
     _interrupt_on_termination()
@@ -533,6 +606,28 @@ def _list_schedules(settings: Settings) -> None:
 
 
 @cli.command()
+@click.option("--dry-run", is_flag=True, help="List what would be cleaned; change nothing.")
+@_command
+def doctor(settings: Settings, dry_run: bool) -> None:
+    """List and clean what stopped commands left: incomplete versions, runs left RUNNING, servers' metrics folders."""
+    from mlops import serving, tracking
+
+    tracking.ensure_store(settings)
+    found = tracking.clean_leftovers(settings, dry_run=dry_run)
+    metrics = serving.stale_metrics_dirs(settings, remove=not dry_run)
+    done = "found" if dry_run else "cleaned"
+    for version in found.versions:
+        click.echo(f"version {version}: incomplete (training stopped before the gate); {done}: no alias points at it")
+    for run_id in found.runs:
+        click.echo(f"run {run_id}: left RUNNING by a process that is gone; {done}: ended FAILED" if not dry_run
+                   else f"run {run_id}: left RUNNING by a process that is gone")
+    for folder in metrics:
+        click.echo(f"metrics folder of a stopped server: {folder}; {done}")
+    if not (found.versions or found.runs or metrics):
+        click.echo("nothing to clean: no incomplete version, no run left RUNNING, no stale metrics folder")
+
+
+@cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per version.")
 @_command
 def compare(settings: Settings, as_json: bool) -> None:
@@ -549,6 +644,23 @@ def compare(settings: Settings, as_json: bool) -> None:
 
 
 @cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object, for scripts.")
+@_command
+def status(settings: Settings, as_json: bool) -> None:
+    """One screen: what is deployed and its last hour, the aliases and their gate decisions, the last check, the schedules."""
+    import json
+
+    from mlops import reporting
+    from mlops.status import project_status
+
+    found = project_status(settings)
+    if as_json:
+        click.echo(json.dumps(found.as_dict(), indent=2))
+    else:
+        reporting.print_status(found)
+
+
+@cli.command()
 @click.argument("version")
 @click.option("--force", is_flag=True, help="Move even if the gate's checks fail.")
 @click.option("--reason", default="", help="Why, for the audit log.")
@@ -556,8 +668,10 @@ def compare(settings: Settings, as_json: bool) -> None:
 def promote(settings: Settings, version: str, force: bool, reason: str) -> None:
     """Make VERSION the champion, through the gate's checks (margin and floors) unless --force."""
     from mlops import tracking
+    from mlops.progress import progress
 
-    decision = tracking.promote_version(settings, version, _holdout(settings), force=force, reason=reason)
+    with progress(f"promoting v{version}"):
+        decision = tracking.promote_version(settings, version, _holdout(settings), force=force, reason=reason)
     _report_move(decision, "promote")
     _follow_champion(settings)
 
@@ -569,8 +683,10 @@ def promote(settings: Settings, version: str, force: bool, reason: str) -> None:
 def rollback(settings: Settings, force: bool, reason: str) -> None:
     """Give the champion alias back to the previous version (floors checked unless --force)."""
     from mlops import tracking
+    from mlops.progress import progress
 
-    decision = tracking.rollback(settings, _holdout(settings), force=force, reason=reason)
+    with progress("rolling back"):
+        decision = tracking.rollback(settings, _holdout(settings), force=force, reason=reason)
     _report_move(decision, "rollback")
     _follow_champion(settings)
 
@@ -591,7 +707,10 @@ def _follow_champion(settings: Settings) -> None:
     status = deployment.deployment_status(settings)
     if status.state is None or not status.backend_alive or status.state.alias != CHAMPION:
         return
-    state = deployment.deploy(settings, CHAMPION)
+    from mlops.progress import progress
+
+    with progress("swapping the deployment to the new champion"):
+        state = deployment.deploy(settings, CHAMPION)
     click.echo(f"deployed v{state.backend.version} at {state.url} (replaced v{state.replaced_version} through the safe swap)")
 
 
@@ -601,6 +720,56 @@ def _report_move(decision: Any, kind: str) -> None:
         sys.exit(ValidationFailed.exit_code)
     was = f" (was v{decision.champion_version}, now 'previous')" if decision.champion_version else ""
     click.echo(f"champion → v{decision.challenger_version}{was}: {decision.reason}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, newest first.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the newest N entries.")
+@_command
+def audit(settings: Settings, as_json: bool, limit: int | None) -> None:
+    """The audit log, newest first: promotions, rollbacks, deployments, schedule changes, retrain triggers."""
+    import json
+
+    from mlops.audit import read_audit
+
+    entries = read_audit(settings, limit=limit)
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+    elif not entries:
+        click.echo(f"No audited changes yet in {settings.state_dir}.")
+    for entry in [] if as_json else entries:
+        version = f"v{entry['version']}" if entry.get("version") else "-"
+        click.echo(f"{entry['at']}  {entry['by']}  {entry['kind']}  {entry['model']} {version}  {entry['reason']}")
+
+
+@cli.command()
+@click.option("--version", "model_version", metavar="N", help="Show the model card of registered version N.")
+@click.option("--open", "open_it", is_flag=True, help="Open the newest report (with --version: that card) in a browser.")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="List the newest N reports.")
+@_command
+def report(settings: Settings, model_version: str | None, open_it: bool, limit: int) -> None:
+    """The newest reports under the state folder (drift, validation, model cards), newest first."""
+    import webbrowser
+
+    from mlops.errors import RegistryError
+    from mlops.reporting import find_reports, model_card_of, print_reports
+
+    reports = find_reports(settings.reports_dir, settings.mlflow_artifact_dir)
+    if model_version is not None:
+        card = model_card_of(reports, model_version)
+        if card is None:
+            raise RegistryError(f"No model card of version {model_version} under {settings.mlflow_artifact_dir}. "
+                                "Check the version with `mlops compare` (cards of a remote tracking server stay there).")
+        click.echo(f"Model card of v{card.version}: {card.path}\n")
+        click.echo(card.path.read_text(encoding="utf-8"))
+        reports = [card]
+    elif not reports:
+        click.echo(f"No reports yet in {settings.reports_dir}. `mlops train` and `mlops monitor` write them.")
+        return
+    else:
+        print_reports(reports[:limit])
+    if open_it:
+        webbrowser.open(reports[0].path.resolve().as_uri())
 
 
 @cli.command("config")
@@ -618,6 +787,10 @@ def show_config(ctx: click.Context, schema: bool) -> None:
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(exc.exit_code)
     shown = Settings.model_json_schema() if schema else settings.model_dump(mode="json")
+    if not schema:  # what training uses, not null: the defaults for the contract's task filled in
+        shown["model"]["primary_metric"] = settings.model.metric
+        if not settings.model.candidates:
+            shown["model"]["estimator"] = settings.model.estimator_name
     click.echo(json.dumps(shown, indent=2))
 
 

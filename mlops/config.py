@@ -18,6 +18,7 @@ Example ``mlops.yaml``::
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,9 +30,11 @@ from mlops.errors import ConfigError
 __all__ = [
     "AlertsConfig",
     "BUILTIN_ESTIMATORS",
+    "estimator_class",
     "CandidateConfig",
     "CLASSIFICATION_METRICS",
     "DataConfig",
+    "LogsConfig",
     "ModelConfig",
     "MonitoringConfig",
     "REGRESSION_METRICS",
@@ -72,11 +75,26 @@ CLASSIFICATION_METRICS = (
     "roc_auc", "accuracy", "balanced_accuracy", "f1", "precision", "recall", "log_loss", "average_precision"
 )
 REGRESSION_METRICS = ("rmse", "mae", "r2")
-# Built-in estimators per task; anything else is an import path ``package.module:Class``.
-BUILTIN_ESTIMATORS = {
-    "classification": ("logistic_regression", "random_forest"),
-    "regression": ("ridge", "random_forest"),
+# The one registry of built-in estimators: task -> name -> (import path, default parameters).
+# The first name of a task is its default. Anything else is an import path ``package.module:Class``
+# from scikit-learn or from a package the config trusts (``model.trusted_packages``).
+BUILTIN_ESTIMATORS: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
+    "classification": {
+        "logistic_regression": ("sklearn.linear_model:LogisticRegression", {"max_iter": 1000}),
+        "random_forest": ("sklearn.ensemble:RandomForestClassifier", {"n_estimators": 100}),
+    },
+    "regression": {
+        "ridge": ("sklearn.linear_model:Ridge", {}),
+        "random_forest": ("sklearn.ensemble:RandomForestRegressor", {"n_estimators": 100}),
+    },
 }
+# Estimator classes may come from these packages without the config trusting more.
+ALWAYS_TRUSTED = ("sklearn",)
+_IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+# What MLflow, BentoML (tags) and file paths all take: no '/', no '..' path, at most 63 characters.
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
+# Deeper config is a mistake or an attack (YAML nested thousands deep exhausts the parser's stack).
+MAX_CONFIG_DEPTH = 32
 MetricName = Literal[
     "roc_auc", "accuracy", "balanced_accuracy", "f1", "precision", "recall", "log_loss", "average_precision",
     "rmse", "mae", "r2",
@@ -87,7 +105,47 @@ def _check_estimator(value: str) -> str:
     known = sorted({name for names in BUILTIN_ESTIMATORS.values() for name in names})
     if ":" not in value and value not in known:
         raise ValueError(f"unknown estimator '{value}'; use one of {known} or an import path 'module:Class'")
+    if ":" in value and not _IMPORT_PATH.match(value):
+        raise ValueError(f"estimator '{value}' is not an import path 'package.module:Class'")
     return value
+
+
+def estimator_class(path: str, trusted: tuple[str, ...] = ()) -> type:
+    """The estimator class at ``path`` (``package.module:Class``), imported only from a trusted package.
+
+    Refused (:class:`ConfigError`) before the module is imported when its package is not
+    scikit-learn or in ``trusted``; refused after when the name is not an estimator class
+    (a subclass of scikit-learn's ``BaseEstimator``, or a class with ``fit`` and ``predict``),
+    so a function such as ``os:system`` is never called.
+    """
+    import importlib
+
+    module_name, _, class_name = path.partition(":")
+    package = module_name.split(".")[0]
+    if package not in (*ALWAYS_TRUSTED, *trusted):
+        raise ConfigError(
+            f"Estimator '{path}' comes from '{package}', which the config does not trust. Use a scikit-learn "
+            f"estimator, or add '{package}' to model.trusted_packages if its code is yours to run."
+        )
+    try:
+        found = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"Cannot import estimator '{path}': {exc}. Check model.estimator / model.candidates.") from None
+    if not _is_estimator_class(found):
+        raise ConfigError(
+            f"'{path}' is not an estimator class (a scikit-learn BaseEstimator, or a class with fit and predict). "
+            "Name an estimator class in model.estimator / model.candidates."
+        )
+    return found
+
+
+def _is_estimator_class(found: Any) -> bool:
+    from sklearn.base import BaseEstimator
+
+    if not isinstance(found, type):
+        return False
+    fits_and_predicts = callable(getattr(found, "fit", None)) and callable(getattr(found, "predict", None))
+    return issubclass(found, BaseEstimator) or fits_and_predicts
 
 
 class CandidateConfig(_Section):
@@ -135,6 +193,9 @@ class ModelConfig(_Section):
         None, description="Estimator used when no candidates are given; default: logistic_regression / ridge."
     )
     candidates: tuple[CandidateConfig, ...] = ()
+    trusted_packages: tuple[str, ...] = Field(
+        (), description="Packages besides scikit-learn whose estimator classes may be named, e.g. [xgboost]."
+    )
     search: SearchConfig = SearchConfig()
     seed: int = 42
     test_size: float = Field(0.2, gt=0.0, lt=1.0)
@@ -150,6 +211,16 @@ class ModelConfig(_Section):
     def _known_estimator(cls, value: str | None) -> str | None:
         return value if value is None else _check_estimator(value)
 
+    @field_validator("name")
+    @classmethod
+    def _usable_name(cls, value: str) -> str:
+        if not _MODEL_NAME.match(value):
+            raise ValueError(
+                f"model name {value!r} cannot name an MLflow model, a BentoML tag and a folder: use 1-63 letters, "
+                "digits, '.', '_' or '-', starting and ending with a letter or digit (no '/', no spaces)"
+            )
+        return value
+
     @model_validator(mode="after")
     def _metrics_fit_the_task(self) -> ModelConfig:
         allowed = CLASSIFICATION_METRICS if self.task == "classification" else REGRESSION_METRICS
@@ -162,12 +233,20 @@ class ModelConfig(_Section):
             raise ValueError(
                 f"estimator(s) {misfit} are not built in for {self.task}; use {list(builtins)} or 'module:Class'"
             )
+        trusted = (*ALWAYS_TRUSTED, *self.trusted_packages)
+        if untrusted := [name for name in names if ":" in name and name.split(".")[0].split(":")[0] not in trusted]:
+            raise ValueError(
+                f"estimator(s) {untrusted} come from packages the config does not trust; use scikit-learn "
+                "estimators, or list the package in model.trusted_packages if its code is yours to run"
+            )
+        for name in {name for name in names if ":" in name}:
+            estimator_class(name, self.trusted_packages)  # an estimator class, checked before anything runs
         return self
 
     @property
     def estimator_name(self) -> str:
         """The single estimator trained when no candidates are given, defaulted per task."""
-        return self.estimator or BUILTIN_ESTIMATORS[self.task][0]
+        return self.estimator or next(iter(BUILTIN_ESTIMATORS[self.task]))
 
     @property
     def metric(self) -> str:
@@ -187,11 +266,27 @@ class ServingConfig(_Section):
     smoke_rows: int = Field(20, ge=1, description="Reference rows the smoke test sends before traffic moves.")
     smoke_timeout_seconds: float = Field(30.0, gt=0, description="Time limit of the smoke test.")
     drain_timeout_seconds: float = Field(30.0, gt=0, description="How long a replaced version may finish requests.")
+    instances: int = Field(
+        1, ge=1, le=16, description="Model servers of the deployed version behind the proxy (2: a killed one loses no request)."
+    )
     batch_max_size: int = Field(64, ge=1, description="Most records merged into one model call.")
     access_log: bool = Field(False, description="BentoML's per-request access log (CPU on every request: off by default).")
     batch_max_latency_ms: int = Field(
         1000, ge=1, description="/predict_batched deadline: queued records expected to miss it are answered 503."
     )
+    max_records: int = Field(
+        10_000, ge=1, description="Most records (or Arrow rows) one request may hold; more get 413 before any is checked."
+    )
+    max_json_depth: int = Field(
+        32, ge=3, le=200, description="Deepest nesting of objects and lists in a JSON body (a record is at depth 3)."
+    )
+    max_json_values: int = Field(
+        2_000_000, ge=1000, description="Most JSON values and keys one body may hold; more get 413 before parsing."
+    )
+    log_max_bytes: int = Field(
+        10 * 1024 * 1024, ge=1024, description="The server log (state/logs/serve-PORT.log) rotates at this size."
+    )
+    log_backups: int = Field(3, ge=1, description="Rotated server logs kept (serve-PORT.log.1, ...).")
 
 
 class MonitoringConfig(_Section):
@@ -258,6 +353,17 @@ class AlertsConfig(_Section):
     timeout_seconds: float = Field(5.0, gt=0)
 
 
+class LogsConfig(_Section):
+    """The commands' log lines on standard error (:mod:`mlops.logs`); Prefect's run pages get every line anyway."""
+
+    format: Literal["auto", "text", "json"] = Field(
+        "auto", description="auto: text on a terminal, JSON lines otherwise (CI, containers, cron)."
+    )
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = Field(
+        None, description="Lowest level shown; default: INFO for JSON, WARNING for text (the progress spinner shows the stage)."
+    )
+
+
 _ENTRY_POINT = r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$"
 
 
@@ -297,7 +403,20 @@ class Settings(BaseSettings):
     monitoring: MonitoringConfig = MonitoringConfig()
     schedules: SchedulesConfig = SchedulesConfig()
     alerts: AlertsConfig = AlertsConfig()
+    logs: LogsConfig = LogsConfig()
     project: ProjectConfig = ProjectConfig()
+
+    @model_validator(mode="after")
+    def _retrain_data_is_trusted(self) -> Settings:
+        """A ``module:function`` retrain source is code the config runs: only from a package it trusts."""
+        module = self.monitoring.retrain_data.partition(":")[0]
+        if ":" in self.monitoring.retrain_data and module.split(".")[0] not in self.model.trusted_packages:
+            raise ValueError(
+                f"monitoring.retrain_data '{self.monitoring.retrain_data}' runs code from '{module.split('.')[0]}', "
+                "which the config does not trust; list the package in model.trusted_packages if its code is yours "
+                "to run, or use reference / reference+labeled"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -379,6 +498,7 @@ def load_settings(
         # --state-dir is the user's own: relative to where they are, not to the config file.
         "state_dir": _resolve(Path.cwd(), Path(state_dir)) if state_dir else _resolve(base, settings.state_dir)
     }
+    _check_state_dir(updates["state_dir"])
     updates["data"] = _resolved_data(settings.data, base)
     updates["model"] = _model_for_data(settings.model, updates["data"])
     updates["monitoring"] = _monitoring_for_task(settings.monitoring, updates["model"].task, base)
@@ -423,11 +543,8 @@ def _model_for_data(model: ModelConfig, data: DataConfig) -> ModelConfig:
         )
     task = model.task if "task" in given or not contract_task else contract_task
     role = "classifier" if task == "classification" else "regressor"
-    defaults = {
-        "task": task,
-        "name": f"{data.name.replace('_', '-')}-{role}",
-        "experiment": data.name.replace("_", "-"),
-    }
+    dataset = (data.name or SAMPLE_DATASET).replace("_", "-")
+    defaults = {"task": task, "name": f"{dataset}-{role}", "experiment": dataset}
     values = {key: getattr(model, key) for key in given} | {k: v for k, v in defaults.items() if k not in given}
     try:
         return _as_given(ModelConfig(**values), given)
@@ -447,10 +564,12 @@ def _monitoring_for_task(monitoring: MonitoringConfig, task: str, base: Path) ->
     return monitoring.model_copy(update={"quality_metric": metric, "labels": labels})
 
 
-def _contract_task(path: Path) -> str | None:
+def _contract_task(path: Path | None) -> str | None:
     """The task a contract file declares, or None when there is no readable one yet."""
     import yaml
 
+    if path is None:
+        return None
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError, UnicodeDecodeError):
@@ -495,11 +614,62 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"Config file {path} is not valid YAML: {exc}") from None
+    except RecursionError:  # deeper than Python's stack, so deeper than the limit below
+        raise _too_deep(path) from None
+    except OSError as exc:
+        raise ConfigError(f"Config file {path} cannot be read ({exc.strerror}). Check the path and its permissions.") from None
+    if _depth(loaded) > MAX_CONFIG_DEPTH:
+        raise _too_deep(path)
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"Config file {path} must hold a mapping of settings, not {type(loaded).__name__}.")
     return loaded
+
+
+def _too_deep(path: Path) -> ConfigError:
+    return ConfigError(
+        f"Config file {path} is nested more than {MAX_CONFIG_DEPTH} levels deep. "
+        "A config is a few sections of settings: flatten it."
+    )
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and mappings nest in ``value``, counted without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if level + 1 > MAX_CONFIG_DEPTH:
+                    return level + 1
+                stack.append((child, level + 1))
+        deepest = max(deepest, level)
+    return deepest if isinstance(value, (dict, list)) else 0
+
+
+def _check_state_dir(path: Path) -> None:
+    """The state folder exists as a writable folder, or can be made: else a :class:`ConfigError` now.
+
+    Checked when the config loads, not when a tool first writes there (a traceback then).
+    """
+    import tempfile
+
+    hint = "Set state_dir (or --state-dir / MLOPS_STATE_DIR) to a folder you can write."
+    if path.exists():
+        if not path.is_dir():
+            raise ConfigError(f"state_dir {path} is a file, not a folder. {hint}")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ConfigError(f"state_dir {path} is not writable. {hint}")
+        return
+    parent = next((folder for folder in path.parents if folder.exists()), None)
+    if parent is None or not parent.is_dir():
+        raise ConfigError(f"state_dir {path} cannot be created: {parent} is not a folder. {hint}")
+    try:  # a real attempt: /proc and read-only mounts refuse even root, which os.access does not tell
+        os.rmdir(tempfile.mkdtemp(prefix=".mlops-probe-", dir=parent))
+    except OSError as exc:
+        raise ConfigError(f"state_dir {path} cannot be created in {parent} ({exc.strerror}). {hint}") from None
 
 
 def _resolve(base: Path, path: Path) -> Path:

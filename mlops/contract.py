@@ -26,6 +26,7 @@ Example::
 from __future__ import annotations
 
 import difflib
+import logging
 import math
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
@@ -139,11 +140,18 @@ class Contract(_Strict):
 # --- Files -------------------------------------------------------------------------
 
 
-def load_contract(path: str | Path) -> Contract:
+def contract_file(path: str | Path | None) -> Path:
+    """``path`` as a Path; None (a config that was never loaded, so no default filled in) is a ConfigError."""
+    if path is None:
+        raise ConfigError(f"No data contract is configured: set data.contract in mlops.yaml. {_FIX}")
+    return Path(path)
+
+
+def load_contract(path: str | Path | None) -> Contract:
     """Read and check a contract file; every problem is a :class:`ConfigError` naming the fix."""
     import yaml
 
-    path = Path(path)
+    path = contract_file(path)
     if not path.is_file():
         raise ConfigError(f"Contract file {path} does not exist. Check data.contract in the config. {_FIX}")
     try:
@@ -170,14 +178,14 @@ def contract_to_yaml(contract: Contract) -> str:
     return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
 
 
-def write_contract(contract: Contract, path: str | Path) -> Path:
-    path = Path(path)
+def write_contract(contract: Contract, path: str | Path | None) -> Path:
+    path = contract_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(contract_to_yaml(contract), encoding="utf-8")
     return path
 
 
-def contract_diff(current: Contract, drafted: Contract, path: str | Path = "contract") -> str:
+def contract_diff(current: Contract, drafted: Contract, path: str | Path | None = "contract") -> str:
     """A unified diff of what a new draft would change; empty when nothing would."""
     lines = difflib.unified_diff(
         contract_to_yaml(current).splitlines(keepends=True),
@@ -190,7 +198,7 @@ def contract_diff(current: Contract, drafted: Contract, path: str | Path = "cont
 
 def contract_files(settings: Settings) -> list[Path]:
     """The contract and its generated GX suite, to log with every training run."""
-    return [path for path in (settings.data.contract, settings.data.suite) if path.is_file()]
+    return [path for path in (settings.data.contract, settings.data.suite) if path is not None and path.is_file()]
 
 
 # --- Drafting ----------------------------------------------------------------------
@@ -395,7 +403,7 @@ def _column_expectations(column: ColumnContract, scope: Scope) -> list[dict[str,
             _gx("expect_column_values_to_be_between", column.severity_of("range"), "range", column=name, **bounds)
         )
     if column.categories is not None:
-        kwargs = {"column": name, "value_set": list(column.categories)}
+        kwargs: dict[str, Any] = {"column": name, "value_set": list(column.categories)}
         checks.append(
             _gx("expect_column_values_to_be_in_set", column.severity_of("categories"), "categories", **kwargs)
         )
@@ -416,7 +424,7 @@ def _gx(kind: str, severity: Severity, check: str, **kwargs: Any) -> dict[str, A
 
 
 def validate_with_contract(
-    frame: pd.DataFrame, contract_path: str | Path, scope: Scope = "training"
+    frame: pd.DataFrame, contract_path: str | Path | None, scope: Scope = "training"
 ) -> ValidationResult:
     """Validate ``frame`` against the contract's GX suite; warn-level failures don't fail it.
 
@@ -463,7 +471,7 @@ def _parse_numbers(frame: pd.DataFrame, contract: Contract) -> tuple[pd.DataFram
 
     from mlops.validation import SAMPLE_SIZE, FailedExpectation
 
-    failures = []
+    failures: list[FailedExpectation] = []
     for column in contract.columns:
         values = frame.get(column.name)
         if column.type not in ("float", "int") or values is None or pd.api.types.is_numeric_dtype(values):
@@ -487,7 +495,7 @@ def _parse_numbers(frame: pd.DataFrame, contract: Contract) -> tuple[pd.DataFram
 
 
 def check_with_report(
-    frame: pd.DataFrame, contract_path: str | Path, *, scope: Scope, source: str, report_path: str | Path
+    frame: pd.DataFrame, contract_path: str | Path | None, *, scope: Scope, source: str, report_path: str | Path
 ) -> tuple[ValidationResult, Path]:
     """The gate every flow runs: validate ``frame`` (from ``source``) and write the HTML report."""
     from mlops.validation import write_html_report
@@ -568,6 +576,8 @@ def _validate_chunks(chunks: Iterator[pd.DataFrame], contract: Contract, scope: 
         for name, count in chunk.count().items():
             nonnull[str(name)] += int(count)
         rows, columns = rows + len(chunk), set(map(str, chunk.columns))
+        # The progress spinner shows it; a collector sees how far a long file got.
+        logging.getLogger(__name__).info("validated %s rows so far; %d checks failing", f"{rows:,}", len(merged))
     judged = [(failure, _denominator(failure, rows, nonnull)) for failure in merged.values()]
     failures = [_with_percent(failure, n) for failure, n in judged if not _tolerated(failure, mostly, n)]
     failures = [_with_mostly(failure, mostly) for failure in failures]
@@ -615,7 +625,9 @@ def _with_percent(failure: FailedExpectation, denominator: int) -> FailedExpecta
 def _count_distinct(chunk: pd.DataFrame, distinct: dict[str, set[Any]]) -> None:
     """Up to two distinct non-null values per column: enough to tell "constant" from not."""
     for name in map(str, chunk.columns):
-        values = chunk[name].dropna() if len(distinct[name]) < 2 else ()
+        if len(distinct[name]) >= 2:
+            continue
+        values = chunk[name].dropna()
         if len(values):
             # The first value and the first one unequal to it: the first two distinct, without hashing the column.
             distinct[name].update(values.head(1).tolist() + values[values != values.iloc[0]].head(1).tolist())

@@ -44,10 +44,11 @@ _MAP_KINDS = "biufO"
 
 def check_frame(frame: pd.DataFrame, suite: Mapping[str, Any]) -> ValidationResult:
     """Evaluate ``suite`` (a suite dict) on ``frame``: the result GX's ``validate_frame`` gives."""
-    from mlops.validation import ValidationResult, validate_frame
+    from mlops.validation import ValidationResult, checked_expectations, validate_frame
 
     expectations = list(suite["expectations"])
-    failures, delegated = [], []
+    failures: list[Any] = []  # FailedExpectation, from _evaluate or GX
+    delegated: list[Any] = []
     for expectation in expectations:
         outcome = _evaluate(frame, expectation) if frame.columns.is_unique else _DELEGATE
         if outcome is _DELEGATE:
@@ -62,6 +63,7 @@ def check_frame(frame: pd.DataFrame, suite: Mapping[str, Any]) -> ValidationResu
         rows=len(frame),
         evaluated=len(expectations),
         failures=tuple(sorted(failures, key=lambda failure: (failure.column is not None, failure.column or ""))),
+        checks=checked_expectations(expectations),
     )
 
 
@@ -160,14 +162,16 @@ def _between(frame: pd.DataFrame, kwargs: dict[str, Any]) -> _Outcome:
     bounds = [bound for bound in (low, high) if bound is not None]
     if values.dtype.name not in ("int64", "float64") or not bounds or any(type(b) not in (int, float) for b in bounds):
         return _DELEGATE  # GX's other branches (dates, strings, strict bounds) are its own to judge
-    if len(bounds) == 2 and low > high:
+    if low is not None and high is not None and low > high:
         return _DELEGATE  # GX raises: its error message is the finding
     shown = {key: float(kwargs[key]) for key in ("min_value", "max_value") if kwargs.get(key) is not None}
 
     def outside(present: pd.Series) -> np.ndarray:
+        import numpy as np
+
         numbers = present.to_numpy()
         inside = (numbers >= low if low is not None else True) & (numbers <= high if high is not None else True)
-        return ~inside
+        return ~(inside if isinstance(inside, np.ndarray) else np.full(len(numbers), bool(inside)))
 
     outcome = _map_check(values, kwargs, outside)
     return None if outcome is None else {**outcome, "kwargs": shown}

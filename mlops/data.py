@@ -175,7 +175,7 @@ def _arrow_chunk(path: Path, table: Any, numeric: Collection[str], first: bool) 
     frame = table.to_pandas()
     if first:
         _check_header(path, frame)
-    for name in frame.columns[(frame.dtypes == object).to_numpy()]:
+    for name in frame.columns[(frame.dtypes == object).to_numpy()]:  # noqa: E721 (pandas compares element-wise)
         if frame[name].isna().any():  # pyarrow's None, pandas' NaN
             frame[name] = frame[name].where(frame[name].notna(), np.nan)
     return frame

@@ -36,12 +36,12 @@ from typing import Any
 
 from rich.console import Console
 
-from mlops.outcomes import MonitoringOutcome, TrainingOutcome
-from mlops.project import load_flow
-from mlops import data, deployment
+from mlops import data, deployment, processes
 from mlops.config import SAMPLE_DATASET, Settings
 from mlops.errors import ServingError
+from mlops.outcomes import MonitoringOutcome, TrainingOutcome
 from mlops.prediction_log import read_prediction_log
+from mlops.project import load_flow
 
 __all__ = ["Answer", "DemoSummary", "ProductionClient", "run_demo"]
 
@@ -240,7 +240,7 @@ def run_demo(settings: Settings, console: Console | None = None) -> DemoSummary:
         with _stage(summary, console, "monitor + retrain + swap"):
             summary.monitoring = load_flow(settings, "monitoring")(settings.model_copy(update={"monitoring": window}))
         champion = _deployed_version(settings)
-        if champion != summary.served_version:
+        if champion is not None and champion != summary.served_version:
             with _stage(summary, console, "traffic on the new champion"):
                 _wait(lambda: client.answers_from(champion) >= ANSWERS_AFTER_SWAP, client, console, "traffic", timeout=30)
     finally:
@@ -250,8 +250,9 @@ def run_demo(settings: Settings, console: Console | None = None) -> DemoSummary:
                 summary.answers = list(client.answers)
                 summary.labels_accepted, summary.labels_refused = client.labels_accepted, client.labels_refused
                 summary.notes += client.label_problems[:3]
-        finally:  # whatever happened, the processes the demo started are stopped
-            deployment.stop_deployment(settings)
+        finally:  # whatever happened, the processes the demo started are stopped (a second Ctrl-C waits)
+            with processes.interrupts_deferred():
+                deployment.stop_deployment(settings)
     summary.swap = _swap(settings, summary)
     _save_stage_times(settings, summary)
     return summary

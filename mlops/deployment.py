@@ -30,8 +30,15 @@ one. Promotion stays the normal gate (``mlops promote VERSION``)::
     deploy_shadow(settings, "4")           # v4 sees a copy of every request
     stop_shadow(settings)
 
-Every process here is started in its own process group and stopped as one; a pid read
-back from ``state.json`` is signalled only while it is still ours (same start time).
+**Supervision.** Every process here is started in a session of its own by
+:mod:`mlops.processes` and stopped as a tree: the arbiter's group plus every worker recorded
+in ``state.json`` (BentoML runs each worker in a session of its own, so a worker outlives a
+killed arbiter); a pid read back is signalled only while it is still ours (same start
+time). ``serving.instances`` servers of the version run behind the proxy, which spreads
+requests over them and retries on another when one fails to answer. A watchdog
+(:mod:`mlops.watchdog`, :func:`repair`) restarts a dead proxy on the same port and a dead
+model server with the same version; ``deploy`` of the version already serving never
+restarts a healthy server, it only starts a dead proxy or watchdog again.
 """
 
 from __future__ import annotations
@@ -39,21 +46,25 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mlops import audit, processes
 from mlops.config import Settings
 from mlops.environment import tool_variables
 from mlops.errors import MlopsError, RegistryError, ServingError
+from mlops.processes import Member
+from mlops.processes import alive as _alive
+from mlops.processes import descendants as _descendants
+from mlops.processes import process_start as _process_start
 from mlops.proxy import STATUS_PATH, write_upstream
-from mlops.serving import free_port, import_model, resolve_alias, start_server, wait_until_ready
+from mlops.serving import ServerProcess, client_host, free_port, import_model, resolve_alias, start_server, store_home
 
 __all__ = [
     "SHADOW_NICE",
@@ -61,10 +72,13 @@ __all__ = [
     "Backend",
     "DeploymentState",
     "DeploymentStatus",
+    "Part",
     "deploy",
     "deploy_shadow",
+    "deployment_state",
     "deployment_status",
     "read_events",
+    "repair",
     "shadow_predictions_dir",
     "smoke_test",
     "stop_deployment",
@@ -92,6 +106,7 @@ class Backend:
     log_path: str
     ready_seconds: float
     started: str | None = None  # the process's start time; None: unknown (another OS, an older state file)
+    family: tuple[Member, ...] = ()  # its workers (pid, start time), refreshed by the watchdog
 
 
 @dataclass(frozen=True)
@@ -107,6 +122,13 @@ class DeploymentState:
     replaced_version: str | None = None
     proxy_started: str | None = None
     shadow: Backend | None = None
+    replicas: tuple[Backend, ...] = ()  # more instances of the version (serving.instances - 1)
+    watchdog_pid: int | None = None
+    watchdog_started: str | None = None
+
+    @property
+    def instances(self) -> tuple[Backend, ...]:
+        return (self.backend, *self.replicas)
 
 
 @dataclass(frozen=True)
@@ -123,10 +145,22 @@ class DeploymentStatus:
     ready: bool = False
     shadow_alive: bool = False
     shadow_copies: dict[str, Any] | None = None
+    parts: tuple[Part, ...] = ()
 
     @property
     def healthy(self) -> bool:
-        return self.proxy_alive and self.backend_alive and self.ready
+        """Proxy and every instance's arbiter up, the address ready, no orphaned worker."""
+        servers = [p for p in self.parts if p.name.startswith("model server")]
+        return self.proxy_alive and self.backend_alive and self.ready and all(p.up and "ORPHANED" not in p.name for p in servers)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One process of the deployment and whether it runs (as the one that was started)."""
+
+    name: str
+    pid: int
+    up: bool
 
 
 def deploy(settings: Settings, alias: str | None = None) -> DeploymentState:
@@ -142,21 +176,26 @@ def deploy(settings: Settings, alias: str | None = None) -> DeploymentState:
         current = _live_state(settings)
         version = resolve_alias(settings.model.name, alias)
         if current and current.backend.version == version and _running(current.backend):
-            return current
+            return _keep_running(settings, current)  # a healthy server of this version is never restarted
         running = current.backend.version if current and _running(current.backend) else None
-        backend = _start_checked(settings, alias, version, running)
+        instances = _start_instances(settings, alias, version, running)
+        backend, replicas = instances[0], tuple(instances[1:])
         try:
             proxy_pid, proxy_started = _ensure_proxy(settings, current, backend.url)
-        except ServingError:
-            _stop_group(backend.pid, backend.started)
+            shadow = current.shadow if current else None
+            kept = shadow if shadow is not None and shadow.version != version and _running(shadow) else None
+            _move_traffic(settings, backend.url, kept.url if kept else None, [r.url for r in replicas])
+        except BaseException:
+            for instance in instances:
+                _stop_backend(instance)
             raise
-        shadow = current.shadow if current else None
-        kept = shadow if shadow is not None and shadow.version != version and _running(shadow) else None
-        _move_traffic(settings, backend.url, kept.url if kept else None)
-        if current and _running(current.backend):
-            _drain(settings, current.backend)
+        for old in current.instances if current else ():
+            if _running(old):
+                _drain(settings, old)
+            else:
+                _stop_backend(old)  # a killed arbiter's orphaned workers served until now
         if shadow is not None and kept is None:
-            _stop_group(shadow.pid, shadow.started)
+            _stop_backend(shadow)
             why = f"version {version} is serving now" if shadow.version == version else "it was not running"
             _record(settings, "shadow_stopped", version=shadow.version, reason=why)
         state = DeploymentState(
@@ -169,11 +208,38 @@ def deploy(settings: Settings, alias: str | None = None) -> DeploymentState:
             replaced_version=running,
             proxy_started=proxy_started,
             shadow=kept,
+            replicas=replicas,
         )
         _write_state(settings, state)
+        state = _ensure_watchdog(settings, state)
         _record(settings, "deployed", version=version, alias=alias, replaced=running, ready_seconds=backend.ready_seconds)
+        audit.record(settings, "deploy", version=version, reason=f"alias {alias!r} at {state.url}", alias=alias, replaced=running)
         _tag_version(settings, version, "serving", f"deployed at {state.url}")
         return state
+
+
+def _keep_running(settings: Settings, current: DeploymentState) -> DeploymentState:
+    """The running version stays: only a dead proxy or watchdog is started again (a kill, a reboot of one part)."""
+    state = current
+    if not _alive(current.proxy_pid, current.proxy_started):
+        proxy_pid, proxy_started = _start_proxy(settings)
+        state = replace(state, proxy_pid=proxy_pid, proxy_started=proxy_started)
+    if state != current:
+        _write_state(settings, state)
+    return _ensure_watchdog(settings, state)
+
+
+def _start_instances(settings: Settings, alias: str, version: str, running: str | None) -> list[Backend]:
+    """``serving.instances`` servers of ``version``, each smoke-tested; all of them, or none and rejected."""
+    started = [_start_checked(settings, alias, version, running)]
+    try:
+        for _ in range(settings.serving.instances - 1):
+            started.append(_start_checked(settings, alias, version, running))
+    except BaseException:
+        for backend in started:
+            _stop_backend(backend)
+        raise
+    return started
 
 
 def deploy_shadow(settings: Settings, version: str) -> DeploymentState:
@@ -201,12 +267,12 @@ def deploy_shadow(settings: Settings, version: str) -> DeploymentState:
             return current
         shadow = _start_shadow(settings, version, current.backend.version)
         try:
-            _move_traffic(settings, current.backend.url, shadow.url)
-        except Exception:
-            _stop_group(shadow.pid, shadow.started)
+            _move_traffic(settings, current.backend.url, shadow.url, [r.url for r in current.replicas])
+        except BaseException:
+            _stop_backend(shadow)
             raise
         if old is not None:
-            _stop_group(old.pid, old.started)
+            _stop_backend(old)
             _record(settings, "shadow_stopped", version=old.version, reason=f"replaced by version {version}")
         state = replace(current, shadow=shadow)
         _write_state(settings, state)
@@ -225,8 +291,8 @@ def stop_shadow(settings: Settings) -> Backend | None:
             return None
         shadow = state.shadow
         if _alive(state.proxy_pid, state.proxy_started):
-            _move_traffic(settings, state.backend.url, None)
-        _stop_group(shadow.pid, shadow.started)
+            _move_traffic(settings, state.backend.url, None, [r.url for r in state.replicas])
+        _stop_backend(shadow)
         _write_state(settings, replace(state, shadow=None))
         _record(settings, "shadow_stopped", version=shadow.version, reason="stopped")
         return shadow
@@ -259,8 +325,7 @@ def _start_shadow(settings: Settings, version: str, serving: str) -> Backend:
         reason = str(exc) if isinstance(exc, MlopsError) else f"{type(exc).__name__}: {exc}"
         _record(settings, "shadow_rejected", version=version, serving=serving, reason=reason[:2000])
         raise ServingError(f"Shadow version {version} was not started; version {serving} serves alone. {reason}") from None
-    pid = server.process.pid
-    return Backend(pid, server.port, server.url, version, tag, str(server.log_path), ready_seconds, _process_start(pid))
+    return _backend(server, version, ready_seconds)
 
 
 def _start_checked(settings: Settings, alias: str, version: str, running: str | None) -> Backend:
@@ -281,12 +346,22 @@ def _start_checked(settings: Settings, alias: str, version: str, running: str | 
         # Any failure of the candidate (a model that cannot be imported included) rejects it.
         reason = str(exc) if isinstance(exc, MlopsError) else f"{type(exc).__name__}: {exc}"
         _record(settings, "rejected", version=version, alias=alias, restored=restored, reason=reason[:2000])
+        if restored:  # the automatic alias roll-back is audited like one by hand
+            why = f"v{version} rejected: {reason[:1000]}"
+            audit.record(settings, "deploy_rollback", version=restored, reason=why, alias=alias, rejected=version)
         _tag_version(settings, version, "rejected", reason.splitlines()[0][:500])
         moved = f" Alias {alias!r} moved back to version {restored}." if restored else ""
         serving = f" Version {running} keeps serving." if running else ""
         raise ServingError(f"Version {version} was rejected and got no traffic.{moved}{serving} {reason}") from None
-    pid, log_path = server.process.pid, str(server.log_path)
-    return Backend(pid, server.port, server.url, version, tag, log_path, ready_seconds, _process_start(pid))
+    return _backend(server, version, ready_seconds)
+
+
+def _backend(server: ServerProcess, version: str, ready_seconds: float) -> Backend:
+    family = tuple(sorted(server.family or _descendants(server.process.pid)))
+    return Backend(
+        server.process.pid, server.port, server.url, version, server.model_tag, str(server.log_path), ready_seconds,
+        server.started, family,
+    )  # fmt: skip
 
 
 def smoke_test(url: str, settings: Settings, version: str) -> None:
@@ -387,11 +462,15 @@ def _tag_version(settings: Settings, version: str, status: str, reason: str) -> 
 
 def _ensure_proxy(settings: Settings, current: DeploymentState | None, upstream: str) -> tuple[int, str | None]:
     """The running proxy's pid and start time, or start one already pointing at ``upstream``."""
-    import subprocess
-
     if current and _alive(current.proxy_pid, current.proxy_started):
         return current.proxy_pid, current.proxy_started
-    write_upstream(_upstream_file(settings), upstream)
+    if current is None or not _upstream_file(settings).exists():
+        write_upstream(_upstream_file(settings), upstream)
+    return _start_proxy(settings)
+
+
+def _start_proxy(settings: Settings) -> tuple[int, str | None]:
+    """Start the proxy on ``serving.port``, reading its upstreams from the upstream file; wait until it answers."""
     host, port = settings.serving.host, settings.serving.port
     command = [sys.executable, "-m", "uvicorn", "--factory", "mlops.proxy:create_app", "--host", host]
     command += ["--port", str(port), "--log-level", "warning", "--no-access-log", "--loop", "uvloop", "--http", "httptools"]
@@ -399,18 +478,17 @@ def _ensure_proxy(settings: Settings, current: DeploymentState | None, upstream:
     env["MLOPS_MAX_REQUEST_BYTES"] = str(settings.serving.max_request_bytes)
     env["MLOPS_API_KEY_ENV"] = settings.serving.api_key_env  # the key it sends the shadow, read from its environment
     log_path = settings.state_dir / "logs" / f"proxy-{port}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(
-            command, cwd=_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
+    process = processes.start(command, log_path=log_path, env=env, cwd=_ROOT, append=True)
+    started = _process_start(process.pid)
     try:
         _wait_for_proxy(_proxy_url(settings), process)
     except ServingError as exc:
-        _stop_group(process.pid)
+        processes.stop_tree(process.pid, started)
         raise ServingError(f"{exc} Is port {port} taken? Free it or set serving.port. Log: {log_path}") from None
-    return process.pid, _process_start(process.pid)
+    except BaseException:  # Ctrl-C while it starts: it must not outlive the command
+        processes.stop_tree(process.pid, started)
+        raise
+    return process.pid, started
 
 
 def _wait_for_proxy(url: str, process: Any) -> None:
@@ -425,15 +503,16 @@ def _wait_for_proxy(url: str, process: Any) -> None:
                 return
         except (httpx.TransportError, ValueError):
             pass
-        time.sleep(0.2)
+        time.sleep(0.05)  # the watchdog restarts a killed proxy through here: every 50 ms counts
     raise ServingError(f"The swap proxy at {url} did not start.")
 
 
-def _move_traffic(settings: Settings, upstream: str, shadow: str | None = None) -> None:
-    """Point the proxy at ``upstream`` (and its copies at ``shadow``) and wait until it says so."""
-    write_upstream(_upstream_file(settings), upstream, shadow=shadow)
+def _move_traffic(settings: Settings, upstream: str, shadow: str | None = None, replicas: list[str] | None = None) -> None:
+    """Point the proxy at ``upstream`` and ``replicas`` (and its copies at ``shadow``) and wait until it says so."""
+    write_upstream(_upstream_file(settings), upstream, shadow=shadow, replicas=replicas or [])
     status = _proxy_status(settings)
-    if status.get("upstream") != upstream or (status.get("shadow") or {}).get("upstream") != shadow:
+    taken = status.get("upstreams", [status.get("upstream")]) == [upstream, *(replicas or [])]
+    if not taken or (status.get("shadow") or {}).get("upstream") != shadow:
         raise ServingError(f"The swap proxy at {_proxy_url(settings)} did not take upstream {upstream} (shadow {shadow}).")
 
 
@@ -442,7 +521,7 @@ def _drain(settings: Settings, old: Backend) -> None:
     deadline = time.monotonic() + settings.serving.drain_timeout_seconds
     while time.monotonic() < deadline and _proxy_status(settings).get("in_flight", {}).get(old.url):
         time.sleep(0.05)
-    _stop_group(old.pid, old.started)
+    _stop_backend(old)
 
 
 def _proxy_status(settings: Settings) -> dict[str, Any]:
@@ -470,24 +549,127 @@ def deployment_status(settings: Settings) -> DeploymentStatus:
             copies = None
     proxy_alive, backend_alive = _alive(state.proxy_pid, state.proxy_started), _running(state.backend)
     shadow_alive = state.shadow is not None and _running(state.shadow)
-    return DeploymentStatus(state, proxy_alive, backend_alive, ready, shadow_alive, copies)
+    return DeploymentStatus(state, proxy_alive, backend_alive, ready, shadow_alive, copies, _parts(state))
+
+
+def _parts(state: DeploymentState) -> tuple[Part, ...]:
+    """Each process of the deployment, as it runs now: proxy, watchdog, each server's arbiter and workers."""
+    parts = [Part("proxy", state.proxy_pid, _alive(state.proxy_pid, state.proxy_started))]
+    if state.watchdog_pid is not None:
+        parts.append(Part("watchdog", state.watchdog_pid, processes.is_ours(state.watchdog_pid, state.watchdog_started)))
+    servers = [(f"model server v{b.version} :{b.port}", b) for b in state.instances]
+    servers += [(f"shadow v{state.shadow.version} :{state.shadow.port}", state.shadow)] if state.shadow else []
+    for name, backend in servers:
+        up = processes.is_ours(backend.pid, backend.started)
+        parts.append(Part(f"{name} arbiter", backend.pid, up))
+        workers = {*processes.left(backend.family), *(_descendants(backend.pid) if up else [])}
+        role = "worker" if up else "worker ORPHANED (its arbiter is gone)"
+        parts += [Part(f"{name} {role}", pid, True) for pid, _ in sorted(workers)]
+    return tuple(parts)
 
 
 def stop_deployment(settings: Settings) -> DeploymentState | None:
-    """Stop the shadow, the model server and the proxy and forget the deployment; None if none ran."""
+    """Stop the watchdog, the shadow, the model servers and the proxy and forget the deployment; None if none ran."""
+    recorded = _read_state(settings)
+    if recorded is not None and recorded.watchdog_pid is not None:  # first, and outside the lock it may hold
+        processes.stop_process(recorded.watchdog_pid, recorded.watchdog_started)
     with _deploy_lock(settings):
         state = _read_state(settings)
         if state is None:
             return None
+        if state.watchdog_pid is not None:  # first: it would restart what is stopped next
+            processes.stop_process(state.watchdog_pid, state.watchdog_started)
         if state.shadow is not None:
-            _stop_group(state.shadow.pid, state.shadow.started)
+            _stop_backend(state.shadow)
             _record(settings, "shadow_stopped", version=state.shadow.version, reason="the deployment was stopped")
-        _stop_group(state.backend.pid, state.backend.started)
-        _stop_group(state.proxy_pid, state.proxy_started)
+        for backend in state.instances:
+            _stop_backend(backend)
+        processes.stop_tree(state.proxy_pid, state.proxy_started)
         _state_file(settings).unlink(missing_ok=True)
         _upstream_file(settings).unlink(missing_ok=True)
         _record(settings, "stopped", version=state.backend.version, alias=state.alias)
         return state
+
+
+def repair(settings: Settings, refresh_workers: bool = True) -> list[str]:
+    """One round of the watchdog (:mod:`mlops.watchdog`): restart what died, keeping the same version.
+
+    A dead proxy is started again on the same port (it reads its upstreams from the
+    upstream file); a model server whose arbiter died is started again with the same
+    model, smoke-tested, given its traffic, and only then are its leftovers (orphaned
+    workers) stopped. With ``refresh_workers`` (a scan of /proc) the workers of each server
+    are recorded again, as BentoML respawns them. Skipped while a deploy holds the lock.
+    Returns what it did, for the log.
+    """
+    try:
+        with _deploy_lock(settings, timeout=0.0):
+            return _repair(settings, refresh_workers)
+    except _LockBusy:
+        return []
+
+
+def _repair(settings: Settings, refresh_workers: bool) -> list[str]:
+    state = _read_state(settings)
+    if state is None:
+        return []
+    done = []
+    if not _alive(state.proxy_pid, state.proxy_started):
+        proxy_pid, proxy_started = _start_proxy(settings)
+        _record(settings, "proxy_restarted", version=state.backend.version, old_pid=state.proxy_pid, pid=proxy_pid)
+        done.append(f"proxy restarted: pid {proxy_pid} (was {state.proxy_pid})")
+        state = replace(state, proxy_pid=proxy_pid, proxy_started=proxy_started)
+        _write_state(settings, state)
+    instances = list(state.instances)
+    for index, dead in enumerate(instances):
+        if _running(dead):
+            continue
+        instances[index] = _restart_instance(settings, dead)
+        state = replace(state, backend=instances[0], replicas=tuple(instances[1:]))
+        _move_traffic(settings, state.backend.url, state.shadow.url if state.shadow else None, [r.url for r in state.replicas])
+        _write_state(settings, state)
+        _stop_backend(dead)  # its orphaned workers served until the new one took over
+        _record(settings, "server_restarted", version=dead.version, old_pid=dead.pid, pid=instances[index].pid)
+        done.append(f"model server v{dead.version} restarted: pid {instances[index].pid} (was {dead.pid})")
+    refreshed = _with_current_workers(state) if refresh_workers or done else state
+    if refreshed != state:
+        _write_state(settings, refreshed)
+    return done
+
+
+def _restart_instance(settings: Settings, dead: Backend) -> Backend:
+    """A new server for ``dead``'s model, ready and smoke-tested, or a ServingError (nothing left running)."""
+    started = time.monotonic()
+    server = start_server(settings, dead.tag, port=free_port())
+    try:
+        smoke_test(server.url, settings, dead.version)
+    except BaseException:
+        server.stop()
+        raise
+    return _backend(server, dead.version, round(time.monotonic() - started, 2))
+
+
+def _with_current_workers(state: DeploymentState) -> DeploymentState:
+    """The state with each running server's workers as they are now (BentoML replaces a dead worker)."""
+
+    def current(backend: Backend) -> Backend:
+        return replace(backend, family=tuple(sorted(_descendants(backend.pid)))) if _running(backend) else backend
+
+    return replace(
+        state, backend=current(state.backend), replicas=tuple(current(r) for r in state.replicas),
+        shadow=current(state.shadow) if state.shadow else None,
+    )  # fmt: skip
+
+
+def _ensure_watchdog(settings: Settings, state: DeploymentState) -> DeploymentState:
+    """The state with a running watchdog: the recorded one, or a new one (in a session of its own)."""
+    if state.watchdog_pid is not None and processes.is_ours(state.watchdog_pid, state.watchdog_started):
+        return state
+    from mlops.watchdog import start_watchdog
+
+    pid, started = start_watchdog(settings, store_home(state.backend.tag, settings))
+    state = replace(state, watchdog_pid=pid, watchdog_started=started)
+    _write_state(settings, state)
+    return state
 
 
 def read_events(settings: Settings) -> list[dict[str, Any]]:
@@ -506,14 +688,24 @@ def _record(settings: Settings, event: str, **details: Any) -> None:
 
 
 def _live_state(settings: Settings) -> DeploymentState | None:
-    """The recorded state, or None when nothing of it runs any more (a reboot, a kill)."""
+    """The recorded state, or None when neither its proxy nor any model server runs (a reboot, a kill).
+
+    What is left of it then (orphaned workers, a shadow, the watchdog) is stopped. A dead proxy
+    in front of a live server is the caller's to restart: the server keeps running.
+    """
     state = _read_state(settings)
-    if state and not _alive(state.proxy_pid, state.proxy_started):
-        _stop_group(state.backend.pid, state.backend.started)
-        if state.shadow is not None:
-            _stop_group(state.shadow.pid, state.shadow.started)
-        return None
-    return state
+    if state is None or _alive(state.proxy_pid, state.proxy_started) or any(_running(b) for b in state.instances):
+        return state
+    if state.watchdog_pid is not None:
+        processes.stop_process(state.watchdog_pid, state.watchdog_started)
+    for backend in (*state.instances, *([state.shadow] if state.shadow else [])):
+        _stop_backend(backend)
+    return None
+
+
+def deployment_state(settings: Settings) -> DeploymentState | None:
+    """What ``state.json`` records (no process is checked); None when nothing is deployed."""
+    return _read_state(settings)
 
 
 def _read_state(settings: Settings) -> DeploymentState | None:
@@ -522,9 +714,16 @@ def _read_state(settings: Settings) -> DeploymentState | None:
         return None
     values = json.loads(path.read_text(encoding="utf-8"))
     shadow = values.get("shadow")  # files written before shadow mode have none
-    return DeploymentState(
-        **{**values, "backend": Backend(**values["backend"]), "shadow": Backend(**shadow) if shadow else None}
-    )
+    return DeploymentState(**{
+        **values,
+        "backend": _read_backend(values["backend"]),
+        "shadow": _read_backend(shadow) if shadow else None,
+        "replicas": tuple(_read_backend(replica) for replica in values.get("replicas", [])),
+    })  # fmt: skip
+
+
+def _read_backend(values: dict[str, Any]) -> Backend:
+    return Backend(**{**values, "family": tuple((int(pid), str(begun)) for pid, begun in values.get("family", []))})
 
 
 def _write_state(settings: Settings, state: DeploymentState) -> None:
@@ -534,15 +733,20 @@ def _write_state(settings: Settings, state: DeploymentState) -> None:
     os.replace(temporary, path)
 
 
+class _LockBusy(ServingError):
+    """Another deploy (or the watchdog's repair) holds the deployment's lock."""
+
+
 @contextmanager
-def _deploy_lock(settings: Settings) -> Iterator[None]:
+def _deploy_lock(settings: Settings, timeout: float = 5.0) -> Iterator[None]:
     from filelock import FileLock, Timeout
 
     try:
-        with FileLock(_deploy_dir(settings) / "deploy.lock", timeout=5):
+        with FileLock(_deploy_dir(settings) / "deploy.lock", timeout=timeout):
             yield
     except Timeout:
-        raise ServingError("Another `mlops deploy` is running on this state folder; wait for it.") from None
+        busy = "Another `mlops deploy` (or the deployment's watchdog) is busy on this state folder; wait for it."
+        raise _LockBusy(busy) from None
 
 
 def _deploy_dir(settings: Settings) -> Path:
@@ -560,74 +764,17 @@ def _upstream_file(settings: Settings) -> Path:
 
 
 def _proxy_url(settings: Settings) -> str:
-    host = settings.serving.host
-    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{settings.serving.port}"
+    return f"http://{client_host(settings.serving.host)}:{settings.serving.port}"
 
 
 def _running(backend: Backend) -> bool:
-    return _alive(backend.pid, backend.started)
+    """Whether the server's arbiter runs (its workers alone are a server nobody supervises)."""
+    return processes.is_ours(backend.pid, backend.started)
 
 
-def _alive(pid: int, started: str | None = None) -> bool:
-    """Whether process group ``pid`` exists and is still the one we started (``started``: its leader's start time)."""
-    _reap(pid)
-    try:
-        os.killpg(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return _ours(pid, started)
-
-
-def _ours(pid: int, started: str | None) -> bool:
-    """A group whose leader started at another time is someone else's (the pid was reused after a reboot).
-
-    Linux never hands out a pid while a process group of that id exists, so a group whose
-    leader has exited is still ours: its workers are what is left to stop.
-    """
-    if started is None:
-        return True
-    now = _process_start(pid)
-    return now is None or now == started
-
-
-def _process_start(pid: int) -> str | None:
-    """The process's start time (clock ticks after boot, ``/proc/PID/stat`` field 22); None where unknown."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return None
-    fields = stat.rpartition(")")[2].split()  # the command name may hold spaces and parentheses
-    return fields[19] if len(fields) > 19 else None
-
-
-def _stop_group(pid: int, started: str | None = None, timeout: float = 15.0) -> None:
-    """SIGTERM the process group (graceful), SIGKILL what is left after ``timeout``; only while it is ours.
-
-    BentoML starts each worker in a session of its own, outside the arbiter's group: the
-    arbiter stops them on SIGTERM, and whichever of them is still there at the deadline
-    (the same process: pid and start time) is killed with the group.
-    """
-    if not _alive(pid, started):
-        return
-    family = _descendants(pid)
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while (_alive(pid, started) or _left(family)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if _alive(pid, started):
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    for child, _ in _left(family):
-        try:
-            os.kill(child, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    _reap(pid)
+def _stop_backend(backend: Backend) -> None:
+    """Stop a model server's whole tree: the arbiter's group, its workers now, and the recorded ones."""
+    processes.stop_tree(backend.pid, backend.started, backend.family)
 
 
 def _lower_priority(pid: int, nice: int) -> None:
@@ -664,43 +811,5 @@ def _set_autogroup_nice(pid: int, nice: int) -> None:
             return
 
 
-def _descendants(pid: int) -> list[tuple[int, str]]:
-    """Every process below ``pid`` (children, theirs...) with its start time; empty where /proc is unknown."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            fields = (entry / "stat").read_text(encoding="ascii", errors="replace").rpartition(")")[2].split()
-        except OSError:
-            continue
-        parents.setdefault(int(fields[1]), []).append(int(entry.name))
-    found, todo = [], list(parents.get(pid, []))
-    while todo:
-        child = todo.pop()
-        if (start := _process_start(child)) is not None:
-            found.append((child, start))
-        todo += parents.get(child, [])
-    return found
-
-
-def _left(family: list[tuple[int, str]]) -> list[tuple[int, str]]:
-    """The processes of ``family`` still running as themselves (not exited, not a reused pid)."""
-    return [(pid, start) for pid, start in family if _process_start(pid) == start and not _zombie(pid)]
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace").rpartition(")")[2].split()[0] == "Z"
-    except OSError:
-        return True
-
-
-def _reap(pid: int) -> None:
-    # A child of this process (tests, the demo) lingers as a zombie until waited for.
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-
-
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()

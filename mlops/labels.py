@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -157,7 +157,7 @@ def add_labels(
     refused = len(frame) - len(kept) - duplicates
     if kept.empty:
         return LabelsAdded(0, refused, None, tuple(problems), unknown, duplicates)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     kept = kept.assign(record=kept["record"].astype("int64"), source=source, received_at=now.isoformat())
     folder = Path(store)
     folder.mkdir(parents=True, exist_ok=True)

@@ -63,7 +63,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlops.errors import DataError, MlopsError
 from mlops.labels import as_target_type, describe_unusable, label_key
-from mlops.prediction_log import read_prediction_log
+from mlops.prediction_log import read_prediction_log, read_refusals
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -76,6 +76,7 @@ __all__ = [
     "ColumnDrift",
     "DriftSummary",
     "LabeledWindow",
+    "RefusedTraffic",
     "ShadowComparison",
     "compare_shadow",
     "compute_drift",
@@ -83,6 +84,7 @@ __all__ = [
     "join_labels",
     "load_current_window",
     "log_monitoring_run",
+    "refused_traffic",
     "save_summary",
     "window_quality",
 ]
@@ -168,7 +170,9 @@ def compute_drift(
     to leave out the target, the prediction and log metadata. ``categorical`` names
     the columns compared as categories (default: those whose reference values are
     not numbers, bools included); the others are numbers. The HTML report is
-    written to ``report_path`` when given, so a human can see *why* it drifted.
+    written to ``report_path`` when given, so a human can see *why* it drifted: a
+    summary on top (the drifted columns, score and threshold, whether the share
+    reaches the threshold), then Evidently's page with the drifted columns first.
     Above ``2 × sample_rows`` rows the report runs on a sample and the verdicts
     are confirmed on all rows (module docstring).
     """
@@ -183,7 +187,6 @@ def compute_drift(
     unmatched = {column: _one_sided(column, ref_report[column], cur_report[column]) for column in selected}
     tested = [column for column in selected if unmatched[column] is None]
     snapshot = _run_report(ref_report[tested], cur_report[tested], categories, threshold) if tested else None
-    saved = _save_html(snapshot, report_path) if report_path is not None and snapshot is not None else None
     found = dict(zip(tested, _column_drifts(snapshot.dict(), tested))) if snapshot is not None else {}
     drifts = tuple(unmatched[column] or found[column] for column in selected)
     if large:
@@ -193,7 +196,7 @@ def compute_drift(
         )
     drifted = tuple(drift.column for drift in drifts if drift.drifted)
     share = len(drifted) / len(drifts)
-    return DriftSummary(
+    summary = DriftSummary(
         reference_rows=len(reference),
         current_rows=len(current),
         columns=drifts,
@@ -201,8 +204,11 @@ def compute_drift(
         drift_share=share,
         threshold=threshold,
         drift_detected=share >= threshold,
-        report_path=saved,
     )
+    if report_path is None or snapshot is None:
+        return summary
+    sampled = len(ref_report) if large else None
+    return replace(summary, report_path=_save_html(snapshot, summary, report_path, sampled))
 
 
 def load_current_window(
@@ -384,12 +390,106 @@ def _run_report(reference: pd.DataFrame, current: pd.DataFrame, categories: froz
         )
 
 
-def _save_html(snapshot: Any, path: str | Path) -> str:
+def _save_html(snapshot: Any, summary: DriftSummary, path: str | Path, sampled: int | None) -> str:
+    """Evidently's page, drifted columns first, under our summary: what drifted and what follows.
+
+    Evidently sorts its column table by drift score, highest first: for p-values that
+    puts the columns that did *not* drift on top. Its page embeds its scripts and
+    fonts, so the file opens offline; the summary is plain HTML, readable without them.
+    """
+    from evidently.core.report import Snapshot
+
+    model = snapshot.to_snapshot_model()
+    rank = {drift.column: index for index, drift in enumerate(_drifted_first(summary.columns))}
+    for widget in _all_widgets(model.widgets):
+        if widget.type == "big_table" and isinstance(widget.params, dict):
+            rows = widget.params.get("data") or []
+            rows.sort(key=lambda row: rank.get(row.get("column_name"), len(rank)))
+    for widget in _all_widgets(model.tests_widgets):
+        if widget.type == "test_suite" and isinstance(widget.params, dict):
+            (widget.params.get("tests") or []).sort(key=lambda test: test.get("state") != "fail")
+    page = Snapshot.load_model(model).get_html_str(as_iframe=False)
+    block = _summary_html(summary, sampled)
+    page = page.replace("<body>", "<body>" + block, 1) if "<body>" in page else block + page
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Evidently 0.7 silently writes nothing when given a Path: pass a str.
-    snapshot.save_html(str(path))
+    path.write_text(page, encoding="utf-8")
     return str(path)
+
+
+def _all_widgets(widgets: Sequence[Any]) -> list[Any]:
+    """Every widget of a dashboard, nested groups included."""
+    return [item for widget in widgets for item in (widget, *_all_widgets(widget.widgets or []))]
+
+
+def _drifted_first(columns: Sequence[ColumnDrift]) -> list[ColumnDrift]:
+    """Columns by how far they are past their threshold: the most drifted first, then the nearest to drifting.
+
+    A p-value drifts below its threshold, a distance at or above it: ``score / threshold``
+    (p-values) and ``threshold / score`` (distances) are below 1 exactly for the drifted ones.
+    """
+
+    def closeness(drift: ColumnDrift) -> float:
+        score, threshold = max(drift.score, 1e-300), max(drift.threshold, 1e-300)
+        return score / threshold if "p_value" in drift.method else threshold / score
+
+    return sorted(columns, key=lambda drift: (not drift.drifted, closeness(drift)))
+
+
+_SUMMARY_STYLE = (
+    "#mlops-drift-summary{font-family:system-ui,sans-serif;margin:1rem 1.5rem;padding:1rem 1.5rem;"
+    "border:1px solid #ccc;border-radius:6px;background:#fff;color:#222}"
+    "#mlops-drift-summary h2{margin-top:0}#mlops-drift-summary table{border-collapse:collapse}"
+    "#mlops-drift-summary td,#mlops-drift-summary th{border:1px solid #ccc;padding:.2rem .5rem;text-align:left}"
+)
+
+
+def _summary_html(summary: DriftSummary, sampled: int | None) -> str:
+    """The block on top of the drift report: verdict, drifted columns with score and threshold, what is due."""
+    import html
+
+    e = html.escape
+    verdict = "Drift detected" if summary.drift_detected else "No drift"
+    rule = (
+        f"Share of drifted columns {summary.drift_share:.2f} ≥ threshold {summary.threshold:.2f}: a retrain is due."
+        if summary.drift_detected
+        else f"Share of drifted columns {summary.drift_share:.2f} < threshold {summary.threshold:.2f}: "
+        "no retrain is due on drift."
+    )
+    ranked = _drifted_first(summary.columns)
+    drifted = [drift for drift in ranked if drift.drifted]
+    steady = [drift for drift in ranked if not drift.drifted]
+    lines = [
+        f'<section id="mlops-drift-summary"><style>{_SUMMARY_STYLE}</style>',
+        f"<h2>{verdict}: {len(drifted)} of {len(ranked)} columns drifted</h2>",
+        f"<p><b>{e(rule)}</b></p>",
+        f"<p>Reference {summary.reference_rows} rows, current {summary.current_rows} rows."
+        + (f" The report below ran on a sample of {sampled} rows per side; the verdicts here are on all rows."
+           if sampled else "")
+        + "</p>",
+    ]
+    if drifted:
+        lines += ["<p>Drifted columns, most drifted first:</p>", _drift_table(drifted)]
+    if steady:
+        lines += [f"<details><summary>{len(steady)} column(s) did not drift</summary>", _drift_table(steady),
+                  "</details>"]
+    lines.append("</section>")
+    return "\n".join(lines) + "\n"
+
+
+def _drift_table(columns: Sequence[ColumnDrift]) -> str:
+    import html
+
+    def rule(drift: ColumnDrift) -> str:
+        return "drifts below" if "p_value" in drift.method else "drifts at or above"
+
+    header = "".join(f"<th>{name}</th>" for name in ("Column", "Test", "Score", "Threshold"))
+    rows = "".join(
+        f"<tr><td>{html.escape(drift.column)}</td><td>{html.escape(drift.method)}</td>"
+        f"<td>{drift.score:.4g}</td><td>{drift.threshold:.4g} ({rule(drift)})</td></tr>"
+        for drift in columns
+    )
+    return f"<table><tr>{header}</tr>{rows}</table>"
 
 
 def _column_drifts(result: dict[str, Any], columns: list[str]) -> tuple[ColumnDrift, ...]:
@@ -751,12 +851,12 @@ def _scores(rows: pd.DataFrame, task: str, classes: Sequence[Any] | None, positi
                  if not (math.isnan(a) or math.isnan(b))]
         return score_labels([a for a, _ in pairs], [b for _, b in pairs], task) if pairs else {}
     keyed = zip(map(label_key, rows["label"]), map(label_key, rows["prediction"]))
-    pairs = [(a, b) for a, b in keyed if a is not None and b is not None]
-    if not pairs:
+    classed: list[tuple[str, str]] = [(a, b) for a, b in keyed if a is not None and b is not None]
+    if not classed:
         return {}
-    known = [label_key(c) for c in classes] if classes else [key for pair in pairs for key in pair]
+    known = [label_key(c) for c in classes] if classes else [key for pair in classed for key in pair]
     keys = sorted({key for key in known if key is not None}, key=_key_order)
-    truth, predicted = [a for a, _ in pairs], [b for _, b in pairs]
+    truth, predicted = [a for a, _ in classed], [b for _, b in classed]
     return score_labels(truth, predicted, task, classes=keys, positive=label_key(positive))
 
 
@@ -809,6 +909,55 @@ def _key_order(key: str) -> tuple[int, float, str]:
         return (1, 0.0, key)
 
 
+# --- Refused at serving ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RefusedTraffic:
+    """The scoring requests the served contract refused (422) while the window was logged.
+
+    They never reach the prediction log, so drift and the window's contract check cannot
+    see them: a unit change that makes half the traffic out of range leaves a clean window.
+    ``by_column`` counts each column a refusal named (most refused first); ``share`` is the
+    refused part of the requests, answered (the window's) plus refused.
+    """
+
+    requests: int
+    by_column: dict[str, int]
+    since: str | None
+    answered_requests: int
+
+    @property
+    def share(self) -> float:
+        total = self.requests + self.answered_requests
+        return self.requests / total if total else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "share": self.share}
+
+    def summary(self) -> str:
+        since = f" since {self.since[:19].replace('T', ' ')} UTC" if self.since else ""
+        if not self.requests:
+            return f"no request refused at serving{since}"
+        columns = ", ".join(f"{name} {count}" for name, count in list(self.by_column.items())[:5])
+        more = f", +{len(self.by_column) - 5} more columns" if len(self.by_column) > 5 else ""
+        named = f": {columns}{more}" if columns else ""
+        return f"{self.requests} requests refused at serving (422, {self.share:.0%} of the traffic){since}{named}"
+
+
+def refused_traffic(folder: str | Path, window: pd.DataFrame) -> RefusedTraffic:
+    """The refusals logged in ``folder`` (:class:`~mlops.prediction_log.RefusalLog`) since the window's first prediction."""
+    since = str(window["timestamp"].min()) if "timestamp" in window and len(window) else None
+    refusals = read_refusals(folder, since)
+    counts: dict[str, int] = {}
+    for entry in refusals:
+        for column in entry.get("columns") or []:
+            counts[str(column)] = counts.get(str(column), 0) + 1
+    answered = int(window["request_id"].nunique()) if "request_id" in window else len(window)
+    by_column = dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+    return RefusedTraffic(len(refusals), by_column, since, answered)
+
+
 def log_monitoring_run(
     summary: DriftSummary,
     *,
@@ -822,13 +971,15 @@ def log_monitoring_run(
     artifacts: Sequence[str | Path] = (),
     tags: dict[str, str] | None = None,
     shadow: ShadowComparison | None = None,
+    refused: RefusedTraffic | None = None,
 ) -> str:
     """Record one monitoring check as an MLflow run linked to the model version it watched.
 
     ``quality`` is logged as ``window_<metric>`` beside ``window_labeled_rows``, the
     number of labeled rows it was computed on (a score on 5 rows is not one on 5,000),
     and ``window_invalid_labels``, the labels left out. A ``shadow`` comparison adds
-    :meth:`ShadowComparison.metrics` and the tag ``mlops.shadow.version``.
+    :meth:`ShadowComparison.metrics` and the tag ``mlops.shadow.version``; ``refused`` traffic
+    adds ``refused_requests`` and ``refused_share`` (and ``refused/summary.json`` per column).
     """
     import mlflow
 
@@ -842,7 +993,9 @@ def log_monitoring_run(
     }
     if shadow is not None:
         run_tags |= {"mlops.shadow.version": shadow.shadow_version, "mlops.shadow.champion_version": shadow.champion_version}
-    with mlflow.start_run(experiment_id=experiment_id, run_name="monitoring", tags=run_tags) as run:
+    drift = f"drift {summary.drift_share:.0%}" if summary.drift_detected else f"no drift ({summary.drift_share:.0%})"
+    run_name = " · ".join(part for part in ("check", f"v{model_version}" if model_version else "", drift) if part)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=run_tags) as run:
         mlflow.log_params({"drift_share_threshold": summary.threshold, "window_rows": summary.current_rows})
         mlflow.log_metrics({"drift_share": summary.drift_share, "drifted_columns": len(summary.drifted_columns)})
         mlflow.log_metrics({f"window_{name}": value for name, value in (quality or {}).items()})
@@ -851,6 +1004,9 @@ def log_monitoring_run(
         if shadow is not None:
             mlflow.log_metrics(shadow.metrics())
             mlflow.log_dict(shadow.to_dict(), "shadow/comparison.json")
+        if refused is not None:
+            mlflow.log_metrics({"refused_requests": refused.requests, "refused_share": refused.share})
+            mlflow.log_dict(refused.to_dict(), "refused/summary.json")
         mlflow.log_dict(summary.to_dict(), "drift/summary.json")
         for path in artifacts:
             mlflow.log_artifact(str(path), artifact_path="drift")
@@ -864,5 +1020,9 @@ def _monitoring_experiment(name: str, artifact_dir: Path) -> str:
     existing = mlflow.get_experiment_by_name(name)
     if existing is not None:
         return existing.experiment_id
+    from mlops.tracking import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
+
     artifact_dir.mkdir(parents=True, exist_ok=True)
-    return mlflow.create_experiment(name, artifact_location=artifact_dir.resolve().as_uri())
+    return mlflow.create_experiment(
+        name, artifact_location=artifact_dir.resolve().as_uri(), tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND}
+    )

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlops import processes
 from mlops.config import Settings
 from mlops.environment import tool_variables
 from mlops.errors import ServiceUnavailable
@@ -28,20 +27,18 @@ __all__ = ["LocalPrefectServer", "find_local_server", "start_local_server"]
 
 @dataclass
 class LocalPrefectServer:
-    """A ``prefect server start`` process and its API URL."""
+    """A ``prefect server start`` process (pid and start time: :mod:`mlops.processes`) and its API URL."""
 
     api_url: str
     process: subprocess.Popen[bytes] | None = None
+    started: str | None = None
 
     def stop(self, timeout: float = 20.0) -> None:
-        if self.process is None or self.process.poll() is not None:
+        """Stop the server's whole tree (SIGTERM, SIGKILL after ``timeout``), only while it is still ours."""
+        if self.process is None:
             return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        processes.stop_tree(self.process.pid, self.started, processes.descendants(self.process.pid), timeout=timeout)
+        self.process.wait()
 
 
 def start_local_server(settings: Settings, port: int, timeout: float = 120.0) -> LocalPrefectServer:
@@ -51,15 +48,19 @@ def start_local_server(settings: Settings, port: int, timeout: float = 120.0) ->
     command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     env = {**os.environ, **tool_variables(settings)}
     env.pop("PREFECT_API_URL", None)
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    server = LocalPrefectServer(f"http://127.0.0.1:{port}/api", process)
-    if not _wait_healthy(server, timeout):
+    env["PREFECT_UI_API_URL"] = f"http://127.0.0.1:{port}/api"  # the UI's own API calls: 4200 unless told
+    process = processes.start(command, log_path=log_path, env=env)
+    server = LocalPrefectServer(f"http://127.0.0.1:{port}/api", process, processes.process_start(process.pid))
+    try:
+        healthy = _wait_healthy(server, timeout)
+    except BaseException:  # Ctrl-C or SIGTERM while it starts: it must not outlive the command
+        server.stop()
+        raise
+    if not healthy:
         server.stop()
         raise ServiceUnavailable(f"The local Prefect server did not start within {timeout:g} s; see {log_path}.")
-    _record_path(settings).write_text(json.dumps({"api_url": server.api_url, "pid": process.pid}) + "\n")
+    record = {"api_url": server.api_url, "pid": process.pid, "started": server.started}
+    _record_path(settings).write_text(json.dumps(record) + "\n")
     return server
 
 
@@ -76,17 +77,13 @@ def find_local_server(settings: Settings) -> LocalPrefectServer | None:
 def _wait_healthy(server: LocalPrefectServer, timeout: float) -> bool:
     import httpx
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.process is not None and server.process.poll() is not None:
-            return False
+    def answers() -> bool:
         try:
-            if httpx.get(f"{server.api_url}/health", timeout=2.0).status_code == 200:
-                return True
+            return httpx.get(f"{server.api_url}/health", timeout=2.0).status_code == 200
         except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    return False
+            return False
+
+    return processes.wait_healthy(answers, server.process, timeout, interval=0.5)
 
 
 def _record_path(settings: Settings) -> Path:

@@ -39,6 +39,7 @@ class MonitoringOutcome:
     mlflow_run_id: str | None = None
     labels: monitoring.LabeledWindow | None = None
     shadow: monitoring.ShadowComparison | None = None
+    refused: monitoring.RefusedTraffic | None = None
 
 
 @dataclass(frozen=True)

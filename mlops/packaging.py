@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops.config import Settings
+from mlops.contract import contract_file
 from mlops.project import entry_point
 from mlops.serving import import_model, resolve_alias
 
@@ -119,13 +120,13 @@ def _stage_sources(settings: Settings, folder: Path) -> Path:
     contract = _contract_in_image(settings)
     if contract is not None:
         (folder / contract).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(settings.data.contract, folder / contract)
+        shutil.copyfile(contract_file(settings.data.contract), folder / contract)
     return folder
 
 
 def _contract_in_image(settings: Settings) -> str | None:
     """Where the image keeps the data contract: its path in the project, else ``data/contracts/<file>``."""
-    path = Path(settings.data.contract)
+    path = contract_file(settings.data.contract)
     if not path.is_file():
         return None
     try:
@@ -144,7 +145,8 @@ def _build_context(bento: Any, model_tag: str, folder: Path) -> Path:
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(bento.path, folder)
     model = bentoml.models.get(model_tag)
-    shutil.copytree(model.path, folder / "models" / model.tag.name / model.tag.version)
-    (folder / "models" / model.tag.name / "latest").write_text(model.tag.version, encoding="utf-8")
+    version = str(model.tag.version)  # a stored model's tag always has one
+    shutil.copytree(model.path, folder / "models" / model.tag.name / version)
+    (folder / "models" / model.tag.name / "latest").write_text(version, encoding="utf-8")
     bentoml.container.get_containerfile(str(bento.tag), output_path=str(folder / "Dockerfile"))
     return folder

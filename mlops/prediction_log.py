@@ -32,16 +32,19 @@ import queue
 import re
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["BULK_ROWS", "METADATA_COLUMNS", "PredictionLogWriter", "RequestIndex", "read_prediction_log"]
+__all__ = [
+    "BULK_ROWS", "METADATA_COLUMNS", "PredictionLogWriter", "RefusalLog", "RequestIndex", "read_prediction_log",
+    "read_refusals",
+]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +53,7 @@ METADATA_COLUMNS = ("timestamp", "request_id", "record", "model_name", "model_ve
 
 _FILE_GLOB = "predictions-*.jsonl"
 _BULK_GLOB = "predictions-*.parquet"
+_REFUSED_GLOB = "refused-*.jsonl"
 BULK_ROWS = 256  # a request this large is written as Parquet, not JSON lines
 
 
@@ -114,11 +118,20 @@ class PredictionLogWriter:
     writing happen on the writer thread, so a 10,000-row request pays nothing per row
     here. ``max_queued`` bounds the records waiting; past it a request's records are
     dropped and counted in ``dropped``.
+
+    Records written and dropped, and writes that failed, are counted (``written``,
+    ``dropped``, ``failures``) and handed to ``count(kind, n)`` (the service exports them to
+    Prometheus). A folder that cannot be written is one warning when it starts failing and
+    one when it works again, never a line per request.
     """
 
     folder: Path
     max_queued: int = 100_000
+    count: Callable[[str, int], None] | None = None
     dropped: int = 0
+    written: int = 0
+    failures: int = 0
+    _failing: bool = field(default=False, init=False, repr=False)
     _queue: queue.Queue[_Batch | None] = field(init=False, repr=False)
     _thread: threading.Thread = field(init=False, repr=False)
     _queued: int = field(default=0, init=False, repr=False)
@@ -126,7 +139,10 @@ class PredictionLogWriter:
 
     def __post_init__(self) -> None:
         self.folder = Path(self.folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # serve anyway: the writes fail, are counted, and say why once
+            self._failed(exc, 0)
         self._queue = queue.Queue()
         self._thread = threading.Thread(target=self._drain, name="prediction-log", daemon=True)
         self._thread.start()
@@ -143,12 +159,15 @@ class PredictionLogWriter:
         """Queue one line per record; never blocks and never raises on a full queue."""
         if not hasattr(predictions, "__len__"):
             predictions = list(predictions)  # an array stays an array: no object per record
-        timestamp = datetime.now(timezone.utc).isoformat()
+        count = len(predictions)  # type: ignore[arg-type]  # a list or an array by now
+        timestamp = datetime.now(UTC).isoformat()
         with self._lock:
-            if self._queued + len(predictions) > self.max_queued:
-                self.dropped += len(predictions)
-                return
-            self._queued += len(predictions)
+            full = self._queued + count > self.max_queued
+            if not full:
+                self._queued += count
+        if full:
+            self._drop(count)
+            return
         self._queue.put(_Batch(timestamp, request_id, model_name, model_version, inputs, predictions))
 
     def close(self, timeout: float = 5.0) -> None:
@@ -169,23 +188,27 @@ class PredictionLogWriter:
     def _write(self, batches: list[_Batch]) -> None:
         """Append the JSON lines and write the bulk files; a request that cannot be encoded
         (a value of an unknown type) is dropped and counted alone, not with its neighbours."""
-        day = datetime.now(timezone.utc).strftime("%Y%m%d")
+        day = datetime.now(UTC).strftime("%Y%m%d")
         small = [batch for batch in batches if len(batch.predictions) < BULK_ROWS]
         bulk = [batch for batch in batches if len(batch.predictions) >= BULK_ROWS]
         try:
             encoded = [lines for lines in map(self._encoded, small) if lines]
+            records = sum(map(len, encoded))
             try:
                 if encoded:
+                    self.folder.mkdir(parents=True, exist_ok=True)  # a folder removed meanwhile comes back
                     with open(self.folder / f"predictions-{day}.jsonl", "ab") as handle:
                         handle.write(b"\n".join(line for lines in encoded for line in lines) + b"\n")
-            except OSError:
-                self.dropped += sum(map(len, encoded))
+                    self._wrote(records)
+            except OSError as exc:
+                self._failed(exc, records)
             tables = [table for table in map(self._table, bulk) if table is not None]
             try:
                 if tables:
                     self._write_bulk(tables, day)
-            except (OSError, TypeError, ValueError, ImportError):
-                self.dropped += sum(table.num_rows for table in tables)
+                    self._wrote(sum(table.num_rows for table in tables))
+            except (OSError, TypeError, ValueError, ImportError) as exc:
+                self._failed(exc, sum(table.num_rows for table in tables))
         finally:
             with self._lock:
                 self._queued -= sum(len(batch.predictions) for batch in batches)
@@ -194,15 +217,46 @@ class PredictionLogWriter:
         try:
             return batch.lines()
         except (TypeError, ValueError):
-            self.dropped += len(batch.predictions)
+            self._drop(len(batch.predictions))
             return []
 
     def _table(self, batch: _Batch) -> Any:
         try:
             return batch.table()
         except (TypeError, ValueError, ImportError):  # pyarrow's type errors are both
-            self.dropped += len(batch.predictions)
+            self._drop(len(batch.predictions))
             return None
+
+    def _drop(self, records: int) -> None:
+        self.dropped += records
+        self._count("dropped", records)
+
+    def _wrote(self, records: int) -> None:
+        self.written += records
+        self._count("written", records)
+        if self._failing:
+            self._failing = False
+            logger.warning("The prediction log in %s is written again (%d records dropped so far).", self.folder, self.dropped)
+
+    def _failed(self, exc: BaseException, records: int) -> None:
+        """One failed write: its records dropped and counted; a warning only when the failures start."""
+        self.failures += 1
+        self._count("failures", 1)
+        self._drop(records)
+        if not self._failing:
+            self._failing = True
+            logger.warning(
+                "Cannot write the prediction log in %s (%s: %s): answers are served but not logged, and their records "
+                "counted in mlops_prediction_log_dropped_total, until the folder is writable again.",
+                self.folder, type(exc).__name__, exc,
+            )
+
+    def _count(self, kind: str, n: int) -> None:
+        if self.count is not None and n:
+            try:
+                self.count(kind, n)
+            except Exception:  # a metric must never stop the log
+                logger.debug("Could not count %s prediction-log records", kind, exc_info=True)
 
     def _write_bulk(self, tables: list[Any], day: str) -> None:
         import uuid
@@ -211,7 +265,7 @@ class PredictionLogWriter:
         import pyarrow.parquet as pq
 
         table = pa.concat_tables(tables, promote_options="permissive")
-        stamp = datetime.now(timezone.utc).strftime("%H%M%S")
+        stamp = datetime.now(UTC).strftime("%H%M%S")
         path = self.folder / f"predictions-{day}-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
         partial = path.with_suffix(".parquet.partial")  # readers never see half a file
         pq.write_table(table, partial)  # Arrow and Parquet work without the GIL
@@ -221,6 +275,62 @@ class PredictionLogWriter:
 # A line as _Batch.lines writes it starts with these keys: the id is read, the inputs are not parsed.
 _LINE_HEAD = re.compile(rb'\{"timestamp":"[^"]*","request_id":"([^"\\]*)"')
 _READ_BYTES = 8 * 1024 * 1024  # a day's file is read in blocks, never whole
+
+
+@dataclass
+class RefusalLog:
+    """The scoring requests the request check refused (422), one JSON line each beside the predictions.
+
+    Refused records never reach the prediction log, so without this a window of clean
+    logged predictions hides the traffic the contract turned away (:func:`read_refusals`,
+    monitoring's "refused at serving"). A line is ~200 bytes, written as the 422 is sent;
+    past ``max_bytes`` in a day's file (``refused-YYYYMMDD.jsonl``) lines are only counted
+    in the server's metrics, so a flood of bad requests cannot fill the disk.
+    """
+
+    folder: Path
+    max_bytes: int = 10 * 1024 * 1024
+    _full_day: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.folder = Path(self.folder)
+
+    def log(self, path: str, columns: list[str], message: str) -> bool:
+        """Append one refusal; False when it was not written (the day's file is full, the disk refused)."""
+        now = datetime.now(UTC)
+        day = now.strftime("%Y%m%d")
+        if self._full_day == day:
+            return False
+        line = json.dumps({"timestamp": now.isoformat(), "path": path, "columns": columns, "message": message[:300]})
+        target = self.folder / f"refused-{day}.jsonl"
+        try:
+            if target.is_file() and target.stat().st_size >= self.max_bytes:
+                self._full_day = day
+                return False
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with open(target, "a", encoding="utf-8") as handle:
+                handle.write(line + "\n")
+        except OSError as exc:
+            logger.debug("Could not log a refused request in %s: %s", self.folder, exc)
+            return False
+        return True
+
+
+def read_refusals(folder: str | Path, since: str | None = None) -> list[dict[str, Any]]:
+    """The refusals :class:`RefusalLog` wrote in ``folder``, oldest first; only those at or after ``since`` (ISO time)."""
+    found: list[dict[str, Any]] = []
+    for path in sorted(Path(folder).glob(_REFUSED_GLOB)):
+        if since is not None and path.stem.removeprefix("refused-") < since[:10].replace("-", ""):
+            continue  # a day before the window
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut by a crash
+                if isinstance(entry, dict) and (since is None or str(entry.get("timestamp", "")) >= since):
+                    found.append(entry)
+    return found
 
 
 class RequestIndex:

@@ -118,7 +118,8 @@ def _import(point: EntryPoint) -> ModuleType:
             sys.path.insert(0, str(point.root))  # the project's own helper modules import as in its tests
         _forget_other_project(point.module.split(".")[0], point.root)
     spec = importlib.util.spec_from_file_location(name, point.path)
-    assert spec is not None and spec.loader is not None
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"{point.path}: not a Python file that can be imported; name a .py file in mlops.yaml's project section.")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
@@ -148,7 +149,8 @@ def _line_in(path: Path, exc: BaseException) -> int | str:
     """The line of ``path`` the failure passed through last (the user's line, not the library's)."""
     real = os.path.realpath(path)
     frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if os.path.realpath(frame.filename) == real]
-    return frames[-1].lineno if frames else "?"
+    line = frames[-1].lineno if frames else None
+    return line if line is not None else "?"
 
 
 def failing_project_line(settings: Settings, exc: BaseException) -> traceback.FrameSummary | None:

@@ -6,7 +6,9 @@ rename); the proxy notices on its next request, so requests already forwarded fi
 the old process while new ones go to the new one. ``GET /-/proxy`` reports the upstream
 and the requests in flight per upstream, which is how the deployer knows when the old
 process is drained. Every other path is forwarded as is (``/predict``, ``/readyz``,
-``/metrics``…). Bodies are small (the service refuses large ones with 413), so
+``/metrics``…). With ``replicas`` in the upstream file (``serving.instances`` > 1) requests
+are spread round robin over the instances, and a request whose connection fails (a
+killed instance) is sent again to the next one. Bodies are small (the service refuses large ones with 413), so
 requests and responses are buffered rather than streamed.
 
 **Shadow mode.** When the upstream file also names a ``shadow`` server (``mlops deploy
@@ -73,11 +75,11 @@ class _TooLarge(Exception):
     pass
 
 
-def write_upstream(path: Path, url: str | None, shadow: str | None = None) -> None:
-    """Point the proxy at ``url`` (None: answer 503) and copies at ``shadow``, with an atomic rename."""
+def write_upstream(path: Path, url: str | None, shadow: str | None = None, replicas: list[str] | None = None) -> None:
+    """Point the proxy at ``url`` and ``replicas`` (None: answer 503) and copies at ``shadow``, with an atomic rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps({"upstream": url, "shadow": shadow}), encoding="utf-8")
+    temporary.write_text(json.dumps({"upstream": url, "replicas": replicas or [], "shadow": shadow}), encoding="utf-8")
     os.replace(temporary, path)
 
 
@@ -106,6 +108,9 @@ class SwapProxy:
     ) -> None:
         self.upstream_file = upstream_file
         self.upstream: str | None = None
+        self.upstreams: list[str] = []  # the upstream, then its replicas: the instances requests are spread over
+        self._next = 0
+        self._failed_at: dict[str, float] = {}  # an instance whose connection failed lately is tried last
         self.shadow: str | None = None
         self.in_flight: Counter[str] = Counter()
         self.max_bytes = int(os.environ.get("MLOPS_MAX_REQUEST_BYTES", _DEFAULT_MAX_BYTES))
@@ -123,23 +128,32 @@ class SwapProxy:
             status = {
                 "pid": os.getpid(),  # the deployer's proof that this proxy is the one it started
                 "upstream": self.upstream,
+                "upstreams": self.upstreams,
                 "in_flight": {k: v for k, v in self.in_flight.items() if v},
                 "shadow": self._copies.status(),
             }
             return await _answer(send, 200, status)
-        upstream = self.upstream
-        if upstream is None:
+        if not self.upstreams:
             return await _answer(send, 503, {"error": "No model version is deployed yet; run `mlops deploy`."})
+        order = self._order()
         # Counted before the first await, so the deployer never stops a process that
         # a request has already been routed to.
-        self.in_flight[upstream] += 1
+        self.in_flight[order[0]] += 1
         try:
-            await self._forward(upstream, scope, receive, send)
+            await self._forward(order, scope, receive, send)
         finally:
-            self.in_flight[upstream] -= 1
-            await self._retire(upstream)
+            self.in_flight[order[0]] -= 1
+            await self._retire(order[0])
 
-    async def _forward(self, upstream: str, scope: Scope, receive: Receive, send: Send) -> None:
+    def _order(self) -> list[str]:
+        """The instances to try, round robin; those whose connection failed in the last second go last."""
+        self._next = (self._next + 1) % len(self.upstreams)
+        turn = self.upstreams[self._next :] + self.upstreams[: self._next]
+        now = asyncio.get_running_loop().time()
+        recent = {url for url, when in self._failed_at.items() if now - when < 1.0}
+        return [url for url in turn if url not in recent] + [url for url in turn if url in recent]
+
+    async def _forward(self, order: list[str], scope: Scope, receive: Receive, send: Send) -> None:
         import aiohttp
 
         # Bounded before it is buffered: one huge body must not take the endpoint down.
@@ -151,34 +165,48 @@ class SwapProxy:
             return
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         headers = [(k, v) for k, v in headers if k.lower() not in _DROP_REQUEST]
-        target = upstream + (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+        path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
         if scope["query_string"]:
-            target += "?" + scope["query_string"].decode("latin-1")
-        try:
-            session = self._session(upstream)
-            async with session.request(scope["method"], target, headers=headers, data=body) as response:
-                content = await response.read()
-                kept = [(k, v) for k, v in response.headers.items() if k.lower() not in _DROP_RESPONSE]
-                status = response.status
-                request_id = response.headers.get("x-request-id")
-        except aiohttp.ClientError as exc:
-            return await _answer(send, 502, {"error": f"The model server at {upstream} failed: {exc!r}"})
+            path += "?" + scope["query_string"].decode("latin-1")
+        # A connection that fails (a killed instance, a stale pooled connection) is tried again on the
+        # next instance, and once more on the same one when it is alone: the client never sees it.
+        attempts = order + order[:1] if len(order) == 1 else order
+        for index, upstream in enumerate(attempts):
+            if index:
+                self.in_flight[upstream] += 1
+            try:
+                session = self._session(upstream)
+                async with session.request(scope["method"], upstream + path, headers=headers, data=body) as response:
+                    content = await response.read()
+                    kept = [(k, v) for k, v in response.headers.items() if k.lower() not in _DROP_RESPONSE]
+                    status = response.status
+                    request_id = response.headers.get("x-request-id")
+                break
+            except aiohttp.ClientConnectionError as exc:
+                self._failed_at[upstream] = asyncio.get_running_loop().time()
+                if index == len(attempts) - 1:
+                    return await _answer(send, 502, {"error": f"The model server at {upstream} failed: {exc!r}"})
+            except aiohttp.ClientError as exc:
+                return await _answer(send, 502, {"error": f"The model server at {upstream} failed: {exc!r}"})
+            finally:
+                if index:
+                    self.in_flight[upstream] -= 1
         raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in kept]
         raw.append((b"content-length", str(len(content)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": raw})
         await send({"type": "http.response.body", "body": content})
         # After the client has its answer: the copy costs it nothing but a queue append.
         kind = _SHADOWED.get(scope["path"])
-        if self.shadow is not None and kind and status == 200 and request_id and scope["method"] == "POST":
-            if not any(name.lower() == "content-encoding" for name, _ in headers):  # raw JSON or Arrow only
-                self._copies.put(kind, request_id, body)
+        shadowed = self.shadow is not None and kind and status == 200 and request_id and scope["method"] == "POST"
+        if kind and request_id and shadowed and not any(name.lower() == "content-encoding" for name, _ in headers):  # raw JSON or Arrow only
+            self._copies.put(kind, request_id, body)
 
     def _refresh(self) -> None:
         # A stat per request (microseconds) is what makes the swap take effect at once.
         try:
             stat = self.upstream_file.stat()
         except FileNotFoundError:
-            self.upstream, self._stamp = None, None
+            self.upstream, self.upstreams, self._stamp = None, [], None
             self._set_shadow(None)
             return
         stamp = (stat.st_mtime_ns, stat.st_ino)
@@ -186,6 +214,7 @@ class SwapProxy:
             self._stamp = stamp
             pointed = json.loads(self.upstream_file.read_text(encoding="utf-8"))
             self.upstream = pointed["upstream"]
+            self.upstreams = [url for url in [self.upstream, *pointed.get("replicas", [])] if url]
             self._set_shadow(pointed.get("shadow"))  # files written before shadow mode have no key
 
     def _set_shadow(self, url: str | None) -> None:
@@ -204,7 +233,7 @@ class SwapProxy:
 
     async def _retire(self, upstream: str) -> None:
         """Close a replaced upstream's connections once its last request is answered."""
-        if upstream != self.upstream and not self.in_flight[upstream] and upstream in self._sessions:
+        if upstream not in self.upstreams and not self.in_flight[upstream] and upstream in self._sessions:
             await self._sessions.pop(upstream).close()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -260,12 +289,13 @@ class _ShadowCopies:
         loop = asyncio.get_running_loop()
         self.queue.append((kind, request_id, body, loop.time()))
         self.queued_bytes += len(body)
-        if self._task is None or self._task.done():
-            self._wake, self._full = asyncio.Event(), asyncio.Event()
+        wake, full = self._wake, self._full
+        if self._task is None or self._task.done() or wake is None or full is None:
+            wake, full = self._wake, self._full = asyncio.Event(), asyncio.Event()
             self._task = loop.create_task(self._send_forever())
-        self._wake.set()
+        wake.set()
         if len(self.queue) >= self.batch:
-            self._full.set()
+            full.set()
 
     def status(self) -> dict[str, Any] | None:
         if self.url is None:
@@ -280,7 +310,8 @@ class _ShadowCopies:
             await self._session.close()
 
     async def _send_forever(self) -> None:
-        assert self._wake is not None and self._full is not None
+        if self._wake is None or self._full is None:
+            raise RuntimeError("the shadow sender runs only once put() has started it")
         loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
@@ -288,7 +319,7 @@ class _ShadowCopies:
             if len(self.queue) < self.batch and waited < self.linger:
                 try:  # let copies gather: one call scores them all
                     await asyncio.wait_for(self._full.wait(), self.linger - waited)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             url, taken = self.url, self._take()
             self._full.clear()

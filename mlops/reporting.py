@@ -1,18 +1,34 @@
 """Human-readable summaries of what the flows did, for the terminal.
 
 Takes the flows' outcome objects by their named fields (duck-typed), so the
-library never imports ``flows``.
+library never imports ``flows``. :func:`find_reports` lists the reports people open
+(drift, validation, model cards) from the file names alone, so ``mlops report``
+needs neither MLflow nor pandas.
 """
 
 from __future__ import annotations
 
+import re
 import sys
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["print_demo", "print_monitoring", "print_schedules", "print_training", "print_versions"]
+__all__ = [
+    "ReportFile",
+    "find_reports",
+    "model_card_of",
+    "print_demo",
+    "print_monitoring",
+    "print_reports",
+    "print_schedules",
+    "print_training",
+    "print_versions",
+]
 
 
 def print_training(outcome: Any, console: Console | None = None) -> None:
@@ -37,6 +53,8 @@ def print_monitoring(outcome: Any, console: Console | None = None) -> None:
     console.print(drift.summary())
     console.print(f"  drift report: {drift.report_path}")
     console.print(f"  drift summary: {outcome.summary_path}")
+    if getattr(outcome, "refused", None) is not None:
+        console.print(f"  {outcome.refused.summary()}", style="yellow" if outcome.refused.requests else None)
     if getattr(outcome, "labels", None) is not None:
         console.print(f"  labels: {outcome.labels.summary()}")
     for name, value in getattr(outcome, "quality", {}).items():
@@ -165,3 +183,110 @@ def print_versions(name: str, versions: Any, metric: str, console: Console | Non
             version.tags.get("mlops.trigger", ""), gate, version.created,
         )
     console.print(table)
+
+
+@dataclass(frozen=True)
+class ReportFile:
+    """One report on disk: what it is about, where, when it was written, and (model cards) the version."""
+
+    kind: str  # drift | validation | model card
+    path: Path
+    modified: datetime
+    version: str | None = None
+
+
+# The flows' file names (mlops.tasks): drift-*, validation-*, contract-current-* (the current batch's contract check).
+_KINDS = (("drift-", "drift"), ("validation-", "validation"), ("contract-current-", "validation"))
+_CARD_HEADING = re.compile(r"^#\s+.*\bv(\d+)\s*$")
+
+
+def find_reports(reports_dir: Path, artifacts_dir: Path | None = None) -> list[ReportFile]:
+    """The HTML reports in ``reports_dir`` and the model cards under ``artifacts_dir``, newest first.
+
+    Model cards are the training runs' ``model_card.md`` artifacts (a local MLflow
+    artifact store); the version is read from the card's heading (``# name vN``).
+    """
+    found = [
+        ReportFile(kind, path, _modified(path))
+        for path in (reports_dir.glob("*.html") if reports_dir.is_dir() else ())
+        for kind in [next((kind for prefix, kind in _KINDS if path.name.startswith(prefix)), "report")]
+    ]
+    if artifacts_dir is not None and artifacts_dir.is_dir():
+        found += [ReportFile("model card", path, _modified(path), _card_version(path))
+                  for path in artifacts_dir.rglob("model_card.md")]
+    return sorted(found, key=lambda report: report.modified, reverse=True)
+
+
+def model_card_of(reports: list[ReportFile], version: str) -> ReportFile | None:
+    """The newest model card of ``version`` among ``reports``."""
+    return next((r for r in reports if r.kind == "model card" and r.version == str(version).lstrip("v")), None)
+
+
+def print_reports(reports: list[ReportFile], console: Console | None = None) -> None:
+    """``mlops report``: one row per report, newest first."""
+    # Piped output gets room for whole paths rather than an 80-column guess.
+    console = console or Console(width=None if sys.stdout.isatty() else 240)
+    table = Table(title="Reports, newest first")
+    for column in ("written", "kind", "path"):
+        table.add_column(column, no_wrap=column != "path", overflow="fold")
+    for report in reports:
+        kind = f"{report.kind} v{report.version}" if report.version else report.kind
+        table.add_row(report.modified.strftime("%Y-%m-%d %H:%M:%S"), kind, str(report.path))
+    console.print(table)
+
+
+def _modified(path: Path) -> datetime:
+    return datetime.fromtimestamp(path.stat().st_mtime)
+
+
+def _card_version(path: Path) -> str | None:
+    with path.open(encoding="utf-8", errors="replace") as card:
+        match = _CARD_HEADING.match(card.readline().strip())
+    return match.group(1) if match else None
+
+
+def print_status(status: Any, console: Console | None = None) -> None:
+    """``mlops status``: one grid, a row per part, what needs attention in red."""
+    from rich.markup import escape as e  # names and reasons are text, never markup
+
+    console = console or Console(width=None if sys.stdout.isatty() else 200)
+    grid = Table(title=f"{e(status.model)}: status", show_header=False, box=None, padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column()
+    serving = status.serving
+    if serving is None:
+        grid.add_row("serving", "nothing deployed (`mlops deploy`)")
+    else:
+        health = "[green]healthy[/]" if serving.healthy else ("[yellow]answering, not every part up[/]" if serving.ready else "[red]DOWN[/]")
+        refused = ", ".join(f"{count} × {code}" for code, count in serving.refused_last_hour.items()) or "none"
+        grid.add_row("serving", f"v{e(serving.version)} ({e(serving.alias)}) at {e(serving.url)} since {e(serving.since)}: {health}")
+        grid.add_row("", f"last hour: {serving.answered_last_hour} records answered; refused: {refused}")
+    if not status.aliases:
+        grid.add_row("registry", "no alias set (`mlops train`)")
+    for index, alias in enumerate(status.aliases):
+        details = e(" · ".join(part for part in (alias.gate, alias.trigger, f"created {alias.created}") if part))
+        grid.add_row("registry" if index == 0 else "", f"{e(alias.alias)} v{e(alias.version)}: {details}")
+    monitoring = status.monitoring
+    if monitoring is None:
+        grid.add_row("monitoring", "no check yet (`mlops monitor`)")
+    else:
+        share = f"{monitoring.drift_share:.0%} of columns drifted" if monitoring.drift_share is not None else "drift not measured"
+        limit = f" (threshold {monitoring.threshold:.0%})" if monitoring.threshold is not None else ""
+        columns = e(", ".join(monitoring.drifted_columns[:4])) + (", …" if len(monitoring.drifted_columns) > 4 else "")
+        grid.add_row("monitoring", f"{monitoring.at}: {share}{limit}" + (f": {columns}" if columns else ""))
+        if monitoring.quality:
+            grid.add_row("", ", ".join(f"{name} {value:.3f}" for name, value in monitoring.quality.items()))
+        if monitoring.refused_requests:
+            grid.add_row("", f"[yellow]{monitoring.refused_requests} requests refused at serving (422)[/] in the window")
+        decision = "[yellow]retrain[/]: " + e("; ".join(monitoring.reasons)) if monitoring.retrain else "no retrain"
+        grid.add_row("", decision + (f"  report: {e(monitoring.report)}" if monitoring.report else ""))
+    if status.schedules is None:
+        grid.add_row("schedules", "no schedule server runs (`mlops schedule`)")
+    elif not status.schedules:
+        grid.add_row("schedules", "the schedule server has no scheduled flow (`mlops schedule`)")
+    for index, row in enumerate(status.schedules or []):
+        paused = " [yellow](paused)[/]" if row.get("paused") == "True" else ""
+        grid.add_row("schedules" if index == 0 else "", f"{e(row['deployment'])}: {e(row['schedule'])}; next {e(row['next_run'])}{paused}")
+    for problem in status.problems:
+        grid.add_row("[red]problem[/]", e(problem))
+    console.print(grid)

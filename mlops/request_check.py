@@ -15,8 +15,10 @@ A refused request raises :class:`RequestRefused` (``status`` 400 or 422) whose
 message names each failing column once, with up to three record indexes, e.g.
 ``records[3].garden: 'west' is not one of ['east', 'north', 'south']``. The work is
 a few array operations per column, whatever the number of records, so a
-10,000-record request costs milliseconds and a body of 200,000 bad records costs no
-more than a good one.
+10,000-record request costs milliseconds and a body of bad records costs no more than
+a good one. The work is bounded before that, too: :class:`BodyLimits` counts a JSON
+body's objects, nesting and values on its bytes before it is parsed, and more records
+(or Arrow rows) than ``max_records`` are a 413 before any record is looked at.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ARROW_STREAM",
+    "BodyLimits",
     "Checked",
     "FeatureSpec",
     "RequestCheck",
@@ -139,6 +142,7 @@ class RequestCheck:
     features: tuple[FeatureSpec, ...]
     task: str | None = None
     source: str = "the model's signature"
+    max_records: int | None = None  # serving.max_records: more is refused before any per-record work
 
     @property
     def names(self) -> list[str]:
@@ -148,7 +152,7 @@ class RequestCheck:
         """Check the JSON records of one request; the frame the model scores, or :class:`RequestRefused`."""
         import pandas as pd
 
-        rows = _record_list(records)
+        rows = _record_list(records, self.max_records)
         try:
             frame = pd.DataFrame.from_records(rows, columns=self.names)
         except OverflowError:  # an integer too large for a float (10**400): keep the values as they are
@@ -157,7 +161,7 @@ class RequestCheck:
 
     def arrow(self, body: bytes) -> Checked:
         """Check an Arrow IPC stream (one column per feature); same checks, same frame."""
-        return self.frame(_arrow_frame(body, self.features), where="rows")
+        return self.frame(_arrow_frame(body, self.features, self.max_records), where="rows")
 
     def frame(self, frame: pd.DataFrame, where: str = "rows") -> Checked:
         """Check a frame holding (at least) every feature column; ``where`` names rows in messages."""
@@ -296,11 +300,13 @@ def _from_contract(column: ColumnContract) -> FeatureSpec:
 # --- The shape of a request ------------------------------------------------------------
 
 
-def _record_list(records: Any) -> list[dict[str, Any]]:
+def _record_list(records: Any, max_records: int | None = None) -> list[dict[str, Any]]:
     if records is None:
         raise RequestRefused(f"{_SHAPE}; 'records' is missing.", status=400)
     if not isinstance(records, list):
         raise RequestRefused(f"{_SHAPE}; 'records' is {_json_type(records)}, not a list.", status=400)
+    if max_records is not None and len(records) > max_records:
+        raise RequestRefused(_too_many(len(records), max_records, "records"), status=413)
     if not records:
         raise RequestRefused("'records' is empty: send at least one record.")
     if set(map(type, records)) != {dict}:
@@ -310,17 +316,113 @@ def _record_list(records: Any) -> list[dict[str, Any]]:
     return records
 
 
+@dataclass(frozen=True)
+class BodyLimits:
+    """How much structure a JSON body may hold, checked on its bytes before it is parsed.
+
+    Parsing is the costly part of a hostile body: 32 MiB of ``{},`` become 11 million
+    Python dicts (gigabytes, tens of seconds) before any check sees them. Counting
+    brackets and commas costs a few milliseconds per megabyte; a body over a limit is
+    refused with 413, so any body within ``serving.max_request_bytes`` parses into
+    at most ``max_objects`` objects and lists and ``max_values`` values::
+
+        BodyLimits(max_items=10_000, max_depth=32, max_values=2_000_000).check(body)
+
+    Objects and lists may number twice ``max_items`` plus ``max_depth``: the records
+    (or labels), the body, and as many again for nested values (a record's extra keys
+    may hold lists).
+    """
+
+    max_items: int  # records (or labels) per request
+    max_depth: int  # nesting of objects and lists (a record in the body is at depth 3)
+    max_values: int  # values and keys, as commas count them
+    what: str = "records"  # what the endpoint takes, for the message
+
+    @property
+    def max_objects(self) -> int:
+        return 2 * self.max_items + self.max_depth
+
+    def check(self, body: bytes) -> None:
+        """Refuse (:class:`RequestRefused`, 413) a body over a limit; strings are not counted."""
+        problem = self._problem(body.translate(None, _NOT_BRACKETS), body.count(b","))
+        if problem and b'"' in body:  # brackets and commas inside strings are text, not structure
+            problem = self._problem(*_structure_outside_strings(body))
+        if problem:
+            raise RequestRefused(problem, status=413)
+
+    def _problem(self, brackets: bytes, commas: int) -> str | None:
+        opened = brackets.count(b"{") + brackets.count(b"[")
+        if opened > self.max_objects:
+            return (
+                f"The body holds {opened} JSON objects and lists, over the limit of {self.max_objects}: send at most "
+                f"{self.max_items} {self.what} per request, each an object of plain values."
+            )
+        depth = _depth(brackets)
+        if depth > self.max_depth:
+            return f"The body nests objects and lists {depth} deep, over the limit of {self.max_depth} (serving.max_json_depth)."
+        if commas + 1 > self.max_values:
+            return (
+                f"The body holds about {commas + 1} JSON values, over the limit of {self.max_values} "
+                "(serving.max_json_values): split it into smaller requests."
+            )
+        return None
+
+
+_NOT_BRACKETS = bytes(code for code in range(256) if code not in b"[]{}")
+
+
+def _structure_outside_strings(body: bytes) -> tuple[bytes, int]:
+    """The brackets and the number of commas outside JSON strings, in a few array passes.
+
+    Escaped backslashes and quotes are blanked first; then every byte after an odd
+    number of quotes is inside a string.
+    """
+    import numpy as np
+
+    text = body.replace(b"\\\\", b"__").replace(b'\\"', b"__") if b"\\" in body else body
+    codes = np.frombuffer(text, dtype=np.uint8)
+    inside = np.bitwise_xor.accumulate(codes == ord('"'))
+    outside = codes[~inside]
+    return outside.tobytes().translate(None, _NOT_BRACKETS), int(np.count_nonzero(outside == ord(",")))
+
+
+def _depth(brackets: bytes) -> int:
+    """The deepest nesting of a run of brackets (``[{}]`` is 2)."""
+    import numpy as np
+
+    if not brackets:
+        return 0
+    codes = np.frombuffer(brackets, dtype=np.uint8)
+    steps = np.where((codes == ord("[")) | (codes == ord("{")), np.int8(1), np.int8(-1))
+    return int(np.cumsum(steps, dtype=np.int32).max())
+
+
 def _json_type(value: Any) -> str:
     names = {type(None): "null", bool: "a boolean", str: "a string", list: "a list", dict: "an object"}
     return names.get(type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)
 
 
-def _arrow_frame(body: bytes, features: tuple[FeatureSpec, ...]) -> pd.DataFrame:
-    """The feature columns of an Arrow IPC stream as pandas columns; types checked on the schema."""
+def _too_many(count: int | str, limit: int, what: str) -> str:
+    return f"The request has {count} {what}, over the limit of {limit} (serving.max_records): split it into smaller requests."
+
+
+def _arrow_frame(body: bytes, features: tuple[FeatureSpec, ...], max_rows: int | None = None) -> pd.DataFrame:
+    """The feature columns of an Arrow IPC stream as pandas columns; types checked on the schema.
+
+    Rows are counted batch by batch before any value is converted: a few bytes of
+    Arrow can declare a billion null or dictionary-encoded rows.
+    """
     import pyarrow as pa
 
     try:
-        table = pa.ipc.open_stream(body).read_all()
+        reader = pa.ipc.open_stream(body)
+        batches, rows = [], 0
+        for batch in reader:
+            rows += batch.num_rows
+            if max_rows is not None and rows > max_rows:
+                raise RequestRefused(_too_many(f"more than {max_rows}", max_rows, "rows"), status=413)
+            batches.append(batch)
+        table = pa.Table.from_batches(batches, schema=reader.schema)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise RequestRefused(
             f"The body is not an Arrow IPC stream ({exc}); send one with content-type {ARROW_STREAM}.", status=400
@@ -402,15 +504,18 @@ def _check_numbers(
         refused |= fractional.any(axis=0)
     for position in np.flatnonzero(refused):
         problems[names[position]] = _number_problem(
-            features[position], array[:, position], *(
-                mask[:, position] if mask is not None else None for mask in (nulls, infinite, fractional, outside)
-            ), where,
+            features[position], array[:, position], _column(nulls, position), _column(infinite, position),
+            _column(fractional, position), outside[:, position], where,
         )  # fmt: skip
     if plan.warns:
         with np.errstate(invalid="ignore"):
             counts = ((array < plan.warn_low) | (array > plan.warn_high)).sum(axis=0)
         warnings.update({names[position]: int(counts[position]) for position in np.flatnonzero(counts)})
     return frame
+
+
+def _column(mask: np.ndarray | None, position: Any) -> np.ndarray | None:
+    return None if mask is None else mask[:, position]
 
 
 @dataclass(frozen=True)
@@ -540,7 +645,6 @@ def _isin(values: pd.Series, categories: tuple[Any, ...]) -> np.ndarray:
 def _typed(values: pd.Series, feature: FeatureSpec, nulls: np.ndarray) -> pd.Series:
     """Text as objects with NaN for missing; bools as bool, or objects with NaN when some are missing."""
     import numpy as np
-
     import pandas as pd
 
     if not nulls.any():

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from mlops.errors import DataError
@@ -33,7 +33,7 @@ from mlops.errors import DataError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from mlops.config import MonitoringConfig
+    from mlops.config import MonitoringConfig, Settings
     from mlops.contract import ColumnContract, Contract
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "combine_with_labeled",
     "split_recent",
     "decide_retrain",
+    "record_trigger",
     "retrain_history",
     "watched_metric",
 ]
@@ -114,8 +115,8 @@ def decide_retrain(
         return RetrainDecision(False, triggers, brake)
     if drifted and labeled_rows == 0 and not policy.retrain_without_labels and ":" not in policy.retrain_data:
         return RetrainDecision(False, triggers, NO_LABELS)
-    brake = _brake(window_rows, history, policy, now or datetime.now(timezone.utc))
-    return RetrainDecision(brake is None, triggers, brake)
+    held = _brake(window_rows, history, policy, now or datetime.now(UTC))
+    return RetrainDecision(held is None, triggers, held)
 
 
 def _triggers(drift_share: float, quality: float | None, policy: MonitoringConfig, metric: str) -> tuple[str, ...]:
@@ -152,6 +153,17 @@ def _brake(window_rows: int, history: RetrainHistory, policy: MonitoringConfig, 
     return None
 
 
+def record_trigger(settings: Settings, decision: RetrainDecision, monitoring_run_id: str | None = None) -> dict:
+    """Audit a retrain about to start: why (its triggers), against which champion, from which monitoring run."""
+    from mlops import audit, tracking
+
+    champion = tracking.champion_version(settings.model.name)
+    return audit.record(
+        settings, "retrain", version=champion, run_id=monitoring_run_id or None, reason=decision.explain(),
+        triggers=list(decision.triggers),
+    )
+
+
 def retrain_history(now: datetime | None = None, exclude_flow_run: str | None = None) -> RetrainHistory:
     """Read retrain flow runs (tag :data:`RETRAIN_TAG`) from the Prefect API in use.
 
@@ -161,7 +173,7 @@ def retrain_history(now: datetime | None = None, exclude_flow_run: str | None = 
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
     from prefect.client.schemas.sorting import FlowRunSort
 
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     flow_filter = FlowRunFilter(tags=FlowRunFilterTags(all_=[RETRAIN_TAG]))
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(flow_run_filter=flow_filter, sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=200)
@@ -177,7 +189,7 @@ def retrain_history(now: datetime | None = None, exclude_flow_run: str | None = 
 
 def _started(run) -> datetime:
     stamp = run.start_time or run.expected_start_time or run.created
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
 
 def split_recent(

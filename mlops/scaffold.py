@@ -43,15 +43,16 @@ def init_project(directory: str | Path, data: str | Path | None = None, target: 
     ``target`` is the column to predict (required with ``data``). Nothing is written when
     the folder holds files, the data cannot be read, or the target is not a column of it.
     """
-    from mlops import contract, data as tables
+    from mlops import contract
+    from mlops import data as tables
     from mlops.config import SAMPLE_DATASET, dataset_name
 
     root = Path(directory).resolve()
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise ConfigError(f"{directory} exists and is not an empty folder: nothing written. Choose a new folder.")
-    if data is not None and target is None:
-        raise ConfigError("--data needs --target: the column to predict.")
     if data is not None:
+        if target is None:
+            raise ConfigError("--data needs --target: the column to predict.")
         frame = tables.load_table(data)  # unreadable: a DataError naming the file, before anything is written
         if target not in frame.columns:
             raise ConfigError(f"{target!r} is not a column of {data}; its columns: {', '.join(map(str, frame.columns[:20]))}.")

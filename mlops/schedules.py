@@ -21,7 +21,10 @@ from mlops.config import Settings, load_settings
 from mlops.prediction_log import read_prediction_log
 from mlops.project import load_flow
 
-__all__ = ["TRAINING_DEPLOYMENT", "MONITORING_DEPLOYMENT", "deployments", "scheduled_monitoring", "scheduled_training"]
+__all__ = [
+    "TRAINING_DEPLOYMENT", "MONITORING_DEPLOYMENT", "deployments", "record_schedule", "scheduled_monitoring",
+    "scheduled_training",
+]
 
 TRAINING_DEPLOYMENT = "scheduled-training"
 MONITORING_DEPLOYMENT = "scheduled-monitoring"
@@ -60,6 +63,7 @@ def deployments(settings: Settings, config: str | None) -> list:
     """The two deployments, parameterised by where to find the settings, not by the settings."""
     parameters = {"config": config, "state_dir": str(settings.state_dir), "project": str(settings.project.root)}
     interval = timedelta(minutes=settings.schedules.monitoring_interval_minutes)
+    record_schedule(settings)
     return [
         scheduled_training.to_deployment(
             name=TRAINING_DEPLOYMENT, cron=settings.schedules.training_cron, parameters=parameters, tags=["mlops"]
@@ -75,11 +79,40 @@ def deployments(settings: Settings, config: str | None) -> list:
     ]
 
 
+def record_schedule(settings: Settings) -> dict | None:
+    """Audit the schedules when they are new or differ from the last audited ones; None when unchanged."""
+    from mlops import audit
+
+    schedule = {
+        "training_cron": settings.schedules.training_cron,
+        "monitoring_interval_minutes": settings.schedules.monitoring_interval_minutes,
+    }
+    last = audit.read_audit(settings, limit=1, kinds=("schedule",))
+    before = last[0].get("schedule") if last else None
+    if before == schedule:
+        return None
+    described = _described(schedule)
+    reason = f"created: {described}" if before is None else f"changed to {described} (was {_described(before)})"
+    return audit.record(settings, "schedule", reason=reason, schedule=schedule, previous=before)
+
+
+def _described(schedule: dict) -> str:
+    return (
+        f"training '{schedule.get('training_cron')}' (cron, UTC), "
+        f"monitoring every {schedule.get('monitoring_interval_minutes')} min"
+    )
+
+
 def list_schedules() -> list[dict[str, str]]:
     """Each scheduled deployment with its schedule and next run, read from the Prefect API."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter
-    from prefect.client.schemas.filters import FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort
 
@@ -95,7 +128,8 @@ def list_schedules() -> list[dict[str, str]]:
                 limit=1,
             )
             schedules = ", ".join(_describe(item.schedule) for item in deployment.schedules) or "none"
-            next_run = upcoming[0].expected_start_time.isoformat(timespec="seconds") if upcoming else "–"
+            expected = upcoming[0].expected_start_time if upcoming else None
+            next_run = expected.isoformat(timespec="seconds") if expected else "–"
             rows.append({"deployment": deployment.name, "schedule": schedules, "paused": str(deployment.paused), "next_run": next_run})
     return rows
 

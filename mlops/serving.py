@@ -14,23 +14,25 @@ The service loads the model with :func:`load_served_model`, which refuses at sta
 what it could not serve (no signature, a contract that does not fit it, a classifier
 without ``predict_proba``, ...) and builds the model's one request check
 (:mod:`mlops.request_check`); :func:`start_server` then fails with that reason, read
-from the server log (:func:`startup_error`). The server is a process group (BentoML's
-arbiter plus its workers), so it stops as one.
+from the server log (:func:`startup_error`). The server is a process tree (BentoML's arbiter plus its
+workers, each in a session of its own), started and stopped as one by :mod:`mlops.processes`.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import signal
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlops import processes
 from mlops.config import Settings
 from mlops.environment import tool_variables
 from mlops.errors import RegistryError, ServingError
@@ -41,12 +43,17 @@ if TYPE_CHECKING:
 __all__ = [
     "ServedModel",
     "ServerProcess",
+    "discard_model",
+    "files_sha256",
     "free_port",
     "import_model",
     "load_served_model",
+    "remove_server_home",
     "resolve_alias",
     "start_server",
+    "stale_metrics_dirs",
     "startup_error",
+    "store_home",
     "wait_until_ready",
 ]
 
@@ -72,31 +79,104 @@ def resolve_alias(model_name: str, alias: str) -> str:
         raise
 
 
+# The sha256 of the MLflow artifact's files, recorded on the BentoML model when it is imported.
+CHECKSUM_LABEL = "mlflow_sha256"
+_MLFLOW_MODEL_FOLDER = "mlflow_model"  # where bentoml.mlflow keeps the artifact inside a BentoML model
+# Written by MLflow's models:/ download beside the artifact's files (the name and version), not one of them.
+_NOT_ARTIFACT = {"registered_model_meta"}
+
+
 def import_model(model_name: str, version: str) -> str:
     """Copy ``models:/{model_name}/{version}`` into the BentoML store as
-    ``{model_name}:v{version}-{run id prefix}``.
+    ``{model_name}:v{version}-{run id prefix}``, verified against the MLflow artifact.
 
     The run id in the tag keeps versions of two registries apart when one process
-    imports from both (tests, notebooks). Reuses the stored model when the tag exists.
-    Labels record where it came from: ``mlflow_model``, ``mlflow_version`` and
-    ``mlflow_run_id``. Returns the tag.
+    imports from both (tests, notebooks). Labels record where it came from:
+    ``mlflow_model``, ``mlflow_version``, ``mlflow_run_id`` and ``mlflow_sha256``, the
+    checksum of the artifact's files. A stored model is reused only while both its label
+    and its own files match the artifact as it is now; otherwise (the artifact was
+    repaired or replaced, the stored copy damaged) it is deleted and imported again. An
+    import that fails leaves nothing in the store. Returns the tag.
     """
     import bentoml
     from bentoml.exceptions import NotFound
 
     run_id = _run_id(model_name, version)
     tag = f"{model_name}:v{version}-{run_id[:8]}" if run_id else f"{model_name}:v{version}"
-    try:
-        return str(bentoml.models.get(tag).tag)
-    except NotFound:
-        pass
-    labels = {"mlflow_model": model_name, "mlflow_version": str(version), "mlflow_run_id": run_id}
     uri = f"models:/{model_name}/{version}"
-    bento_model = bentoml.mlflow.import_model(tag, uri, labels=labels, metadata={"mlflow_model_uri": uri})
+    with tempfile.TemporaryDirectory(prefix="mlops-import-") as folder:
+        artifact = _download_model(uri, Path(folder))
+        digest = files_sha256(artifact)
+        try:
+            stored = bentoml.models.get(tag)
+        except NotFound:
+            stored = None
+        if stored is not None and _verified(stored, digest):
+            return str(stored.tag)
+        discard_model(tag)  # stale or damaged: a fresh copy replaces it
+        labels = {"mlflow_model": model_name, "mlflow_version": str(version), "mlflow_run_id": run_id, CHECKSUM_LABEL: digest}
+        try:
+            bento_model = bentoml.mlflow.import_model(tag, str(artifact), labels=labels, metadata={"mlflow_model_uri": uri})
+        except Exception as exc:  # an artifact BentoML cannot read (no MLmodel, a broken one, ...)
+            discard_model(tag)
+            raise ServingError(
+                f"Version {version} of {model_name!r} cannot be imported into the BentoML store "
+                f"({type(exc).__name__}: {exc}). Repair its artifact in the MLflow store, or train again."
+            ) from None
+    if not _verified(bento_model, digest):
+        discard_model(tag)
+        raise ServingError(f"The BentoML copy of {uri} does not match the artifact's checksum; nothing was kept. Try again.")
     return str(bento_model.tag)
 
 
-def _store_home(tag: str, settings: Settings) -> str:
+def discard_model(tag: str) -> bool:
+    """Delete ``tag`` from the BentoML store (a rejected or corrupt import); False when it was not there."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    try:
+        bentoml.models.delete(tag)
+    except NotFound:
+        return False
+    return True
+
+
+def files_sha256(folder: Path) -> str:
+    """One sha256 over the model files under ``folder``: relative paths and contents, in sorted order."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(item for item in folder.rglob("*") if item.is_file() and item.name not in _NOT_ARTIFACT):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _verified(bento_model: Any, digest: str) -> bool:
+    """The stored model was imported from this artifact (its label) and its files are still that artifact."""
+    if bento_model.info.labels.get(CHECKSUM_LABEL) != digest:
+        return False
+    return files_sha256(Path(bento_model.path_of(_MLFLOW_MODEL_FOLDER))) == digest
+
+
+def _download_model(uri: str, folder: Path) -> Path:
+    """The registered model's files, downloaded to ``folder``; a missing artifact is a :class:`RegistryError`."""
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(folder)))
+    except (MlflowException, OSError) as exc:
+        raise RegistryError(
+            f"The artifact of {uri} cannot be read from the MLflow store ({type(exc).__name__}: {exc}). "
+            "Restore it, or train again."
+        ) from None
+
+
+def store_home(tag: str, settings: Settings) -> str:
     """The BentoML home whose store holds ``tag`` (default: the settings' own).
 
     BentoML fixes its home once per process, at first use, so a process that served
@@ -109,6 +189,58 @@ def _store_home(tag: str, settings: Settings) -> str:
         return str(Path(bentoml.models.get(tag).path).parents[2])
     except BentoMLException:
         return str(settings.bentoml_home)
+
+
+_SERVERS_DIR = "servers"
+_PROMETHEUS_DIR = "prometheus_multiproc_dir"  # BentoML's name, under its home
+_PROMETHEUS_FILE = re.compile(r"_(\d+)\.db$")  # prometheus_client's files: <kind>_<pid>.db
+
+
+def _server_home(settings: Settings, tag: str, port: int | None) -> Path:
+    """A BentoML home of the server's own: the store's models (a link) and a Prometheus folder no one else clears.
+
+    BentoML empties ``$BENTOML_HOME/prometheus_multiproc_dir`` whenever a server starts, so
+    servers sharing a home zero each other's ``/metrics`` counters for good. Each server gets
+    ``<bentoml home>/servers/<port>``, made fresh here and removed when it stops (after a
+    kill: by the next start, or ``mlops doctor``, see :func:`stale_metrics_dirs`).
+    """
+    stale_metrics_dirs(settings, remove=True)
+    home = settings.bentoml_home / _SERVERS_DIR / str(port or os.getpid())
+    shutil.rmtree(home, ignore_errors=True)  # a server stopped on this port: the port was free
+    home.mkdir(parents=True)
+    models = Path(store_home(tag, settings)) / "models"
+    models.mkdir(parents=True, exist_ok=True)  # a dangling link would stop BentoML before it can say the model is missing
+    (home / "models").symlink_to(models, target_is_directory=True)
+    return home
+
+
+def remove_server_home(bentoml_home: Path, port: int) -> None:
+    """Remove a stopped server's own home (:func:`_server_home`): its metrics die with it."""
+    shutil.rmtree(Path(bentoml_home) / _SERVERS_DIR / str(port), ignore_errors=True)
+
+
+def stale_metrics_dirs(settings: Settings, *, remove: bool) -> list[Path]:
+    """Servers' own homes whose processes are all gone (a killed server); removed when ``remove``.
+
+    A home is in use while any process that wrote its Prometheus files runs, or while it is
+    younger than the start-up timeout (a server still starting has written none yet).
+    """
+    root = settings.bentoml_home / _SERVERS_DIR
+    grace = settings.serving.startup_timeout_seconds + 30
+    stale = []
+    for home in sorted(root.iterdir()) if root.is_dir() else []:
+        files = (home / _PROMETHEUS_DIR).glob("*.db")
+        pids = {int(match.group(1)) for path in files if (match := _PROMETHEUS_FILE.search(path.name))}
+        try:
+            young = time.time() - home.stat().st_mtime < grace
+        except FileNotFoundError:
+            continue
+        if any(processes.is_ours(pid, None) for pid in pids) or (young and not pids):
+            continue
+        stale.append(home)
+        if remove:
+            shutil.rmtree(home, ignore_errors=True)
+    return stale
 
 
 @dataclass(frozen=True)
@@ -203,25 +335,27 @@ def _run_id(model_name: str, version: str) -> str:
 
 @dataclass
 class ServerProcess:
-    """A running ``bentoml serve``; stop it with :meth:`stop` or a ``with`` block."""
+    """A running ``bentoml serve``; stop it with :meth:`stop` or a ``with`` block.
+
+    ``started`` is the arbiter's start time and ``family`` its workers when it became
+    ready (:mod:`mlops.processes`): workers run in sessions of their own and outlive an
+    arbiter killed with SIGKILL, so they are stopped by their recorded pids too.
+    """
 
     url: str
     port: int
     process: subprocess.Popen[bytes]
     model_tag: str
     log_path: Path
+    started: str | None = None
+    family: list[processes.Member] = field(default_factory=list)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM the process group, wait up to ``timeout``, then SIGKILL what is left."""
-        if self.process.poll() is None:
-            _signal_group(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        # Workers can outlive the arbiter; the group outlives neither.
-        _signal_group(self.process.pid, signal.SIGKILL)
+        """SIGTERM the whole tree, wait up to ``timeout``, then SIGKILL what is left of it."""
+        family = [*self.family, *processes.descendants(self.process.pid)]
+        processes.stop_tree(self.process.pid, self.started, family, timeout=timeout)
         self.process.wait()
+        remove_server_home(self.log_path.parents[1] / "bentoml", self.port)
 
     def __enter__(self) -> ServerProcess:
         return self
@@ -260,28 +394,28 @@ def start_server(
     if nice:
         command = ["nice", "-n", str(nice), *command]  # set before exec: every worker inherits it
     command += ["--working-dir", str(service.root)]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=service.root,
-            env=_server_env(settings, tag, predictions_dir),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = ServerProcess(f"http://{_client_host(host)}:{port}", port, process, tag, log_path)
+    process = processes.start(command, log_path=log_path, env=_server_env(settings, tag, predictions_dir, port), cwd=service.root)
+    url = f"http://{client_host(host)}:{port}"
+    server = ServerProcess(url, port, process, tag, log_path, processes.process_start(process.pid))
     try:
         wait_until_ready(server.url, settings.serving.startup_timeout_seconds, process=process, log_path=log_path)
+        server.family = processes.descendants(process.pid)
     except ServingError as exc:
         server.stop()
         if isinstance(exc, _StartupFailed):  # the reason is in the message: the log has the details
+            discard_model(tag)  # the service refused this import: the next one starts from the artifact again
             raise ServingError(f"{exc} Server log: {log_path}") from None
         raise ServingError(f"{exc} Server log {log_path}:\n{_tail(log_path)}") from None
+    except BaseException:  # Ctrl-C or SIGTERM during the wait: nothing of it may be left serving
+        with processes.interrupts_deferred():
+            server.stop()
+        raise
     return server
 
 
-def _server_env(settings: Settings, tag: str, predictions_dir: Path | None = None) -> dict[str, str]:
+def _server_env(
+    settings: Settings, tag: str, predictions_dir: Path | None = None, port: int | None = None
+) -> dict[str, str]:
     return {
         **os.environ,
         **tool_variables(settings),
@@ -289,12 +423,19 @@ def _server_env(settings: Settings, tag: str, predictions_dir: Path | None = Non
         "MLOPS_PREDICTIONS_DIR": str(predictions_dir or settings.predictions_dir),
         "MLOPS_LABELS_DIR": str(settings.labels_dir),
         "MLOPS_CONTRACT": str(settings.data.contract),
-        "BENTOML_HOME": _store_home(tag, settings),
+        "BENTOML_HOME": str(_server_home(settings, tag, port)),
         "MLOPS_API_KEY_ENV": settings.serving.api_key_env,
         "MLOPS_MAX_REQUEST_BYTES": str(settings.serving.max_request_bytes),
         "MLOPS_BATCH_MAX_SIZE": str(settings.serving.batch_max_size),
         "MLOPS_BATCH_MAX_LATENCY_MS": str(settings.serving.batch_max_latency_ms),
         "MLOPS_ACCESS_LOG": "true" if settings.serving.access_log else "false",
+        "MLOPS_MAX_RECORDS": str(settings.serving.max_records),
+        "MLOPS_MAX_JSON_DEPTH": str(settings.serving.max_json_depth),
+        "MLOPS_MAX_JSON_VALUES": str(settings.serving.max_json_values),
+        "MLOPS_LOG_MAX_BYTES": str(settings.serving.log_max_bytes),
+        "MLOPS_LOG_BACKUPS": str(settings.serving.log_backups),
+        # The server log is a file people tail: JSON lines only when asked (logs.format: json).
+        "MLOPS_SERVER_LOG_FORMAT": "json" if settings.logs.format == "json" else "text",
     }
 
 
@@ -361,15 +502,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _client_host(host: str) -> str:
-    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-
-
-def _signal_group(pid: int, signum: int) -> None:
-    try:
-        os.killpg(pid, signum)
-    except ProcessLookupError:
-        pass
+def client_host(host: str) -> str:
+    """The address a client on this machine reaches a server bound to ``host`` at (loopback for the wildcards)."""
+    # The wildcards are compared here, never bound.
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104  # nosec B104
 
 
 def _tail(path: Path) -> str:

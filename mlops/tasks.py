@@ -12,24 +12,26 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prefect import get_run_logger, runtime, tags, task
-from prefect.context import FlowRunContext, TaskRunContext
 from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext, TaskRunContext
 from prefect.states import Failed, State
 
-from mlops import alerts, contract, data, labels, monitoring, packaging, retraining, scoring, tracking, training, validation
+from mlops import alerts, contract, data, labels, monitoring, packaging, retraining, run_artifacts, scoring, tracking, training, validation
 from mlops.config import Settings
+from mlops.environment import tracking_faults
 from mlops.errors import DataError, ServingError, ValidationFailed
+from mlops.outcomes import MonitoringOutcome, ScoringOutcome, TrainingOutcome
 from mlops.prediction_log import METADATA_COLUMNS
 from mlops.training import DataSplit
 
 __all__ = [
     "compare_with_shadow",
+    "count_refused",
     "complete_summary",
     "decide_retrain",
     "deploy_model",
@@ -42,6 +44,9 @@ __all__ = [
     "measure_quality",
     "package_model",
     "predict",
+    "publish_monitoring",
+    "publish_scoring",
+    "publish_training",
     "record_check",
     "redeploy",
     "register_model",
@@ -130,7 +135,9 @@ def train_candidates(
     result = training.search_candidates(split, settings.model, candidates, columns)
     logger = _logger()
     best = result.best
-    logger.info("%s trials; best %s: %s", len(result.trials), best.params["estimator"], best.metrics)
+    others = ", ".join(f"{name} {value:.4f}" for name, value in best.metrics.items() if name != result.metric)
+    logger.info("%s trials; best %s: holdout %s %.4f (%s)", len(result.trials), best.params["estimator"], result.metric,
+                best.metrics.get(result.metric, float("nan")), others)  # fmt: skip
     return result
 
 
@@ -151,10 +158,11 @@ def register_model(
     data_path = Path(data_path or settings.data.training)
     tags = tags or {"trigger": "manual", "data_fingerprint": data.data_fingerprint(frame)}
     manifest = training.split_manifest(frame, split, settings.model.seed)
-    return tracking.log_and_register(
-        result.best, split, frame, settings, data_path=data_path, tags=tags, trials=result.trials, manifest=manifest,
-        reports=[report] if report else [],
-    )
+    with tracking_faults(settings):  # the server stopped answering: exit 4, the version left incomplete
+        return tracking.log_and_register(
+            result.best, split, frame, settings, data_path=data_path, tags=tags, trials=result.trials,
+            manifest=manifest, reports=[report] if report else [],
+        )
 
 
 @task(cache_policy=NO_CACHE)
@@ -179,16 +187,18 @@ def gate(
 
     Wraps :func:`mlops.tracking.gate_challenger`; ``recent`` is the set it judges on when given.
     """
-    decision = tracking.gate_challenger(registered, split, settings, recent, promote=promote)
+    with tracking_faults(settings):
+        decision = tracking.gate_challenger(registered, split, settings, recent, promote=promote)
     verdict = "promoted to champion" if decision.promoted else "waits for approval" if decision.waiting else "kept as challenger"
-    _logger().info("Version %s %s: %s", registered.version, verdict, decision.reason)
+    _logger().info("Version %s %s: %s", registered.version, verdict, decision.reason, extra={"model_version": registered.version})
     return decision
 
 
 @task(cache_policy=NO_CACHE)
 def write_model_card(registered, decision, settings: Settings, facts: dict[str, str]) -> None:
     """The version's model card (what, on which data, the gate's decision) as an MLflow artifact."""
-    tracking.log_model_card(registered, tracking.model_card(registered, decision, settings, facts))
+    with tracking_faults(settings):
+        tracking.log_model_card(registered, tracking.model_card(registered, decision, settings, facts))
 
 
 @task(cache_policy=NO_CACHE)
@@ -197,7 +207,7 @@ def validate_batch(frame, settings: Settings, data_path: Path) -> tuple[validati
     return _check(frame, settings, "batch", Path(data_path), "validation-scoring")
 
 
-def _check(frame, settings: Settings, scope: str, source: Path, report_name: str) -> tuple[validation.ValidationResult, Path]:
+def _check(frame, settings: Settings, scope: Literal["training", "batch"], source: Path, report_name: str) -> tuple[validation.ValidationResult, Path]:
     """The contract in ``scope``, its report named after the flow run; warnings are logged."""
     stamp = runtime.flow_run.id or "local"
     result, report = contract.check_with_report(
@@ -214,6 +224,27 @@ def predict(model, frame, terms: contract.Contract, output_path: Path) -> Path:
     written = scoring.write_scores(scoring.score_frame(model, frame, terms), output_path)
     _logger().info("Scored %s rows into %s", len(frame), written)
     return written
+
+
+@task(cache_policy=NO_CACHE)
+def publish_training(outcome: TrainingOutcome, settings: Settings) -> None:
+    """The run's Prefect artifacts: its MLflow run (a link), the version, the gate's decision, the report.
+
+    Wraps :func:`mlops.run_artifacts.publish_training`; outside a flow run nothing is published.
+    """
+    run_artifacts.publish_training(outcome, settings)
+
+
+@task(cache_policy=NO_CACHE)
+def publish_monitoring(outcome: MonitoringOutcome, settings: Settings) -> None:
+    """The run's Prefect artifacts: drift and quality, the retrain decision, the reports, its MLflow run."""
+    run_artifacts.publish_monitoring(outcome, settings)
+
+
+@task(cache_policy=NO_CACHE)
+def publish_scoring(outcome: ScoringOutcome) -> None:
+    """The run's Prefect artifact: rows scored, by which version, into which file."""
+    run_artifacts.publish_scoring(outcome)
 
 
 @task(cache_policy=NO_CACHE)
@@ -289,7 +320,17 @@ def compare_with_shadow(current, labeled, settings: Settings) -> monitoring.Shad
 
 
 @task(cache_policy=NO_CACHE)
-def record_check(drift, quality, labeled, settings: Settings, reports: list[Path], shadow=None) -> str:
+def count_refused(current, settings: Settings, current_path: Path | None) -> monitoring.RefusedTraffic | None:
+    """The requests the served contract refused (422) since the window began (None: the data is a given file)."""
+    if current_path is not None:
+        return None
+    refused = monitoring.refused_traffic(settings.predictions_dir, current)
+    (_logger().warning if refused.requests else _logger().info)("Refused at serving: %s", refused.summary())
+    return refused
+
+
+@task(cache_policy=NO_CACHE)
+def record_check(drift, quality, labeled, settings: Settings, reports: list[Path], shadow=None, refused=None) -> str:
     """The check as an MLflow run of the ``<experiment>-monitoring`` experiment, linked to the champion."""
     return monitoring.log_monitoring_run(
         drift,
@@ -301,8 +342,9 @@ def record_check(drift, quality, labeled, settings: Settings, reports: list[Path
         labeled_rows=labeled.labeled_rows if labeled is not None else None,
         invalid_labels=labeled.invalid if labeled is not None else 0,
         artifacts=[path for path in reports if path and Path(path).is_file()],
-        tags={"mlops.flow_run_id": str(runtime.flow_run.id or "")},
+        tags={"mlops.flow_run_id": str(runtime.flow_run.id or ""), **tracking.prefect_tags()},
         shadow=shadow,
+        refused=refused,
     )
 
 
@@ -328,7 +370,7 @@ def validate_current(current, settings: Settings, current_path: Path | None):
     """The same contract as training, in batch scope: skew shows up as named violations."""
     inputs = current.drop(columns=[column for column in METADATA_COLUMNS if column in current.columns])
     source = str(current_path) if current_path is not None else f"logged predictions in {settings.predictions_dir}"
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     result, report = contract.check_with_report(
         inputs, settings.data.contract, scope="batch", source=source,
         report_path=settings.reports_dir / f"contract-current-{stamp}.html",
@@ -341,7 +383,7 @@ def validate_current(current, settings: Settings, current_path: Path | None):
 @task(cache_policy=NO_CACHE)
 def measure_drift(reference, current, settings: Settings, feature_columns: list[str], categorical: list[str]):
     """Evidently's drift tests per feature; the report and a JSON summary. Wraps :func:`mlops.monitoring.compute_drift`."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     report = settings.reports_dir / f"drift-{stamp}.html"
     summary = monitoring.compute_drift(
         reference,
@@ -363,7 +405,10 @@ def package_model(settings: Settings, alias: str | None = None) -> packaging.Pac
     Wraps :func:`mlops.packaging.package`.
     """
     built = packaging.package(settings, alias)
-    _logger().info("Built Bento %s (v%s); Docker context %s", built.bento_tag, built.version, built.build_context)
+    _logger().info(
+        "Built Bento %s (v%s); Docker context %s", built.bento_tag, built.version, built.build_context,
+        extra={"model_version": built.version},
+    )  # fmt: skip
     return built
 
 
@@ -376,7 +421,7 @@ def deploy_model(settings: Settings, alias: str | None = None):
     from mlops import deployment
 
     state = deployment.deploy(settings, alias or settings.serving.alias)
-    _logger().info("Serving v%s at %s", state.backend.version, state.url)
+    _logger().info("Serving v%s at %s", state.backend.version, state.url, extra={"model_version": state.backend.version})
     return state
 
 
@@ -390,7 +435,7 @@ def send_alert(settings: Settings, event: str, message: str, details: dict[str, 
 
 
 def retrain(
-    settings: Settings, decision, decide_again, monitoring_run_id: str, labeled, labels_source: str, training_flow: Callable[..., Any]
+    settings: Settings, decision, decide_again, monitoring_run_id: str, labeled, labels_source: str, training_flow: Any
 ) -> tuple:
     """Run ``training_flow`` (the project's) as a child run, unless another retrain holds the lock.
 
@@ -408,6 +453,7 @@ def retrain(
                 return decision, None
             reason = "drift" if any(t.startswith("drift") for t in decision.triggers) else "quality"
             _logger().warning("Retraining (%s)", decision.explain())
+            retraining.record_trigger(settings, decision, monitoring_run_id)  # the audit log's retrain line
             fingerprint = tracking.reference_fingerprint(settings.model.name) or ""
             data_path, recent_path, lineage = retrain_data(settings, labeled, fingerprint, labels_source)
             lineage |= {"monitoring_run_id": monitoring_run_id, "monitoring_flow_run_id": str(runtime.flow_run.id or "")}
@@ -459,14 +505,18 @@ def redeploy(settings: Settings) -> str | None:
         _logger().error("New champion not deployed: %s", exc)
         alerts.send_alert(settings.alerts, "deployment_rolled_back", str(exc).splitlines()[0])
         return None
-    _logger().info("Deployed v%s at %s (replaced v%s)", state.backend.version, state.url, state.replaced_version)
+    _logger().info(
+        "Deployed v%s at %s (replaced v%s)", state.backend.version, state.url, state.replaced_version,
+        extra={"model_version": state.backend.version},
+    )  # fmt: skip
     return state.backend.version
 
 
 def complete_summary(
-    path: Path, settings: Settings, current_path: Path | None, quality, decision, labeled, shadow=None
+    path: Path, settings: Settings, current_path: Path | None, quality, decision, labeled, shadow=None, refused=None
 ) -> None:
-    """Add the window, the quality (and the labels it rests on), the shadow comparison and the decision to the saved summary."""
+    """Add the window, the traffic refused at serving, the quality (and the labels it rests on), the shadow
+    comparison and the decision to the saved summary."""
     import json
 
     summary = json.loads(path.read_text(encoding="utf-8"))
@@ -480,6 +530,7 @@ def complete_summary(
     summary["quality_metric"] = retraining.watched_metric(window, settings.model.task)
     summary["labels"] = labeled.to_dict() if labeled is not None else None
     summary["shadow"] = shadow.to_dict() if shadow is not None else None
+    summary["refused"] = refused.to_dict() if refused is not None else None
     summary["decision"] = {"retrain": decision.retrain, "triggers": list(decision.triggers), "blocked_by": decision.blocked_by}
     path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 
@@ -530,7 +581,7 @@ def retrain_data(
     lineage |= {"labeled_train_rows": str(combined.added), "recent_eval_rows": str(recent.added if recent else 0)}
     if combined.added:
         lineage |= {"reference_rows": str(len(reference)), "labeled_weight": f"{policy.labeled_weight:g}"}
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     parquet = settings.data.training.suffix.lower() in (".parquet", ".pq")
     suffix = ".parquet" if parquet else ".csv"
     folder = settings.state_dir / "retrain"

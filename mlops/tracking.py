@@ -12,27 +12,37 @@ tags for both outcomes.
 
 Every alias move (gate, ``mlops promote``, ``mlops rollback``) happens under one
 lock, :func:`registry_lock`, and is recorded (who, when, why) as version tags and
-in ``<state_dir>/registry-audit.jsonl``.
+in the audit log ``<state_dir>/audit.jsonl`` (:mod:`mlops.audit`).
 
 MLflow is reached through ``MLFLOW_TRACKING_URI`` (set by
 :func:`mlops.environment.tool_environment`).
+
+A version is created tagged ``mlops.status=incomplete`` and becomes ``complete`` when the
+gate has judged it, before any alias moves to it: a training stopped in between (its
+tracking server died) leaves a version nothing promotes or serves, and a run left RUNNING;
+:func:`clean_leftovers` (``mlops doctor``, and every training) finds and cleans both. The
+first use of a new SQLite store is serialized by :func:`ensure_store`.
 """
 
 from __future__ import annotations
 
-import getpass
 import json
+import logging
 import math
+import os
+import socket
 import subprocess
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlops.contract import contract_file, contract_files
 from mlops.errors import RegistryError
 
 if TYPE_CHECKING:
@@ -47,18 +57,22 @@ __all__ = [
     "CHAMPION",
     "PREVIOUS",
     "EvaluationSet",
+    "Leftovers",
     "PromotionDecision",
     "RegisteredVersion",
     "VersionSummary",
     "apply_promotion",
     "champion_version",
+    "clean_leftovers",
     "decide_promotion",
     "ensure_experiment",
+    "ensure_store",
     "gate_challenger",
     "list_versions",
     "log_and_register",
     "log_model_card",
     "model_card",
+    "prefect_tags",
     "promote_version",
     "read_audit",
     "reference_fingerprint",
@@ -72,9 +86,19 @@ __all__ = [
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 TAG_PREFIX = "mlops."
 REFERENCE_ROWS = 200_000  # rows of training data kept as the monitoring reference
-AUDIT_FILE = "registry-audit.jsonl"
+AUDIT_FILE = "audit.jsonl"  # mlops.audit.AUDIT_FILE: every audited change, alias moves among them
 LOCK_FILE = "registry.lock"
 LOCK_TIMEOUT_SECONDS = 600.0
+STORE_LOCK_FILE = "mlflow-store.lock"
+# A version is created ``incomplete`` and becomes ``complete`` once the gate has judged it:
+# a training stopped in between (the tracking server died) leaves it out of gates, aliases
+# and deployment, and :func:`clean_leftovers` finds it.
+STATUS_TAG = TAG_PREFIX + "status"
+INCOMPLETE, COMPLETE = "incomplete", "complete"
+NOTE_TAG = "mlflow.note.content"  # the run's description in the MLflow UI
+GATE_HEADING = "Gate:"
+# How a training's trigger (tag ``mlops.trigger``) reads in a run name.
+TRIGGER_WORDS = {"manual": "manual", "schedule": "scheduled", "drift": "drift retrain", "quality": "quality retrain"}
 
 
 @dataclass(frozen=True)
@@ -132,7 +156,46 @@ class VersionSummary:
     created: str
 
 
+@dataclass(frozen=True)
+class Leftovers:
+    """What trainings that stopped half-way left behind: version numbers and run ids."""
+
+    versions: list[str] = field(default_factory=list)  # incomplete, their aliases removed
+    runs: list[str] = field(default_factory=list)  # left RUNNING by a process that is gone, ended FAILED
+
+
 # --- Logging a training run ------------------------------------------------------------
+
+
+def ensure_store(settings: Settings) -> None:
+    """Create (and migrate) the default SQLite store once, under a lock.
+
+    Why: MLflow migrates a new SQLite file on first use, and two processes doing it at once
+    fail ("duplicate column name"); two first ``mlops train`` on a fresh state folder must
+    both work. A marker beside the file makes later calls free.
+    """
+    uri = settings.mlflow_tracking_uri
+    if not uri.startswith("sqlite:///"):
+        return
+    database = Path(uri.removeprefix("sqlite:///"))
+    marker = database.with_name(database.name + ".ready")
+    if marker.is_file() and database.is_file():
+        return
+    from filelock import FileLock
+    from mlflow import MlflowClient
+
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(settings.state_dir / STORE_LOCK_FILE), timeout=LOCK_TIMEOUT_SECONDS):
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client.search_experiments(max_results=1)
+        client.search_registered_models(max_results=1)
+        marker.touch()
+
+
+# MLflow 3's UI opens an experiment in its GenAI view unless the experiment says it is model training.
+EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+# The UI's own switch between its GenAI and its model-training views, as a URL parameter.
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
 
 
 def ensure_experiment(settings: Settings) -> str:
@@ -144,7 +207,8 @@ def ensure_experiment(settings: Settings) -> str:
         return experiment.experiment_id
     settings.mlflow_artifact_dir.mkdir(parents=True, exist_ok=True)
     return mlflow.create_experiment(
-        settings.model.experiment, artifact_location=settings.mlflow_artifact_dir.resolve().as_uri()
+        settings.model.experiment, artifact_location=settings.mlflow_artifact_dir.resolve().as_uri(),
+        tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND},
     )
 
 
@@ -166,21 +230,47 @@ def log_and_register(
     """
     import mlflow
 
+    ensure_store(settings)
+    clean_leftovers(settings)
     experiment_id = ensure_experiment(settings)
     run_tags = _run_tags({"task": settings.model.task, "contract_version": _contract_version(settings), **tags})
-    with warnings.catch_warnings(), mlflow.start_run(experiment_id=experiment_id, tags=run_tags) as run:
+    candidate, trigger = str(trained.params.get("estimator", "")), tags.get("trigger", "")
+    description = _run_description(data_path, frame, trigger, candidate, trained.metrics, settings.model.metric)
+    run_tags |= {TAG_PREFIX + "trial": "false", NOTE_TAG: description}
+    run_name = _run_name("train", candidate, trigger)  # renamed with its version once registered
+    with warnings.catch_warnings(), mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=run_tags) as run:
         # Hints about integer outputs and ambiguous local sources say nothing actionable here.
         warnings.simplefilter("ignore", UserWarning)
         mlflow.log_params(trained.params)
         mlflow.log_metrics({f"holdout_{name}": value for name, value in trained.metrics.items()})
+        mlflow.log_metrics(trained.cv_metrics)
         _log_trials(trials, settings.model.metric, experiment_id, run_tags)
         _log_data(frame, split, settings, data_path, manifest)
         for report in reports:
             mlflow.log_artifact(str(report), artifact_path="validation")
         _log_plots(trained.pipeline, split, settings)
-        version = _log_model(trained.pipeline, split, settings)
-    mlflow.MlflowClient().set_registered_model_alias(settings.model.name, CHALLENGER, version)
+        version = _log_model(trained.pipeline, split, settings, run.info.run_id, description)
+    client = mlflow.MlflowClient()
+    client.set_tag(run.info.run_id, "mlflow.runName", _run_name(f"train v{version}", candidate, trigger))
+    client.set_registered_model_alias(settings.model.name, CHALLENGER, version)
     return RegisteredVersion(settings.model.name, version, run.info.run_id, dict(trained.metrics))
+
+
+def _run_name(head: str, candidate: str, trigger: str) -> str:
+    """``train v3 · logistic_regression · drift retrain``: what the run is, readable in the runs list."""
+    return " · ".join(part for part in (head, candidate, TRIGGER_WORDS.get(trigger, trigger)) if part)
+
+
+def _run_description(
+    data_path: Path, frame: pd.DataFrame, trigger: str, candidate: str, metrics: dict[str, float], metric: str
+) -> str:
+    """The run's (and its version's) description: on which data, why, and what won."""
+    lines = [f"Trained on `{data_path}` ({len(frame)} rows)."]
+    if trigger:
+        lines.append(f"Trigger: {TRIGGER_WORDS.get(trigger, trigger)}.")
+    if metric in metrics:
+        lines.append(f"Best candidate: {candidate} (holdout {metric} {metrics[metric]:.4f}).")
+    return "\n".join(lines)
 
 
 def tag_version(registered: RegisteredVersion, tags: dict[str, str]) -> None:
@@ -200,8 +290,8 @@ def reference_fingerprint(name: str, alias: str = CHAMPION) -> str | None:
     if version is None:
         return None
     client = mlflow.MlflowClient()
-    run = client.get_run(client.get_model_version(name, version).run_id)
-    return run.data.tags.get(TAG_PREFIX + "data_fingerprint")
+    run_id = client.get_model_version(name, version).run_id
+    return client.get_run(run_id).data.tags.get(TAG_PREFIX + "data_fingerprint") if run_id else None
 
 
 def reference_snapshot(name: str, alias: str = CHAMPION) -> pd.DataFrame | None:
@@ -228,12 +318,14 @@ def _log_trials(trials: Sequence[Trial], metric: str, experiment_id: str, tags: 
     """One nested child run per trial, so the MLflow UI groups them under the parent."""
     import mlflow
 
-    for number, trial in enumerate(trials):
-        name = f"{trial.candidate}-{number}"
+    tags = {key: value for key, value in tags.items() if key != NOTE_TAG} | {TAG_PREFIX + "trial": "true"}
+    for number, trial in enumerate(trials, start=1):
+        name = f"trial {number} · {trial.candidate}"
         with mlflow.start_run(experiment_id=experiment_id, run_name=name, nested=True, tags=tags):
-            mlflow.set_tag(TAG_PREFIX + "trial", "true")
-            params = {name.removeprefix("model__"): value for name, value in trial.params.items()}
-            mlflow.log_params({"estimator": trial.candidate, **params})
+            params = trial.run_params or {
+                "estimator": trial.candidate, **{f"model.{key.removeprefix('model__')}": value for key, value in trial.params.items()}
+            }
+            mlflow.log_params(params)
             mlflow.log_metrics({f"cv_{metric}": trial.cv_score, f"cv_{metric}_std": trial.cv_std})
 
 
@@ -241,11 +333,11 @@ def _log_data(frame, split: DataSplit, settings: Settings, data_path: Path, mani
     """The dataset as a run input, the suite, and the split manifest (which row went where)."""
     import mlflow
 
-    dataset = mlflow.data.from_pandas(frame, source=str(data_path), targets=settings.data.target, name="train")
+    # mlflow.data exports from_pandas lazily, out of mypy's sight
+    dataset = mlflow.data.from_pandas(frame, source=str(data_path), targets=settings.data.target, name="train")  # type: ignore[attr-defined]
     mlflow.log_input(dataset, context="training")
-    for contract_file in (settings.data.contract, settings.data.suite):
-        if contract_file.is_file():
-            mlflow.log_artifact(str(contract_file), artifact_path="contract")
+    for path in contract_files(settings):
+        mlflow.log_artifact(str(path), artifact_path="contract")
     # The snapshot monitoring compares the served traffic with (bounded for large data).
     snapshot = frame if len(frame) <= REFERENCE_ROWS else frame.sample(n=REFERENCE_ROWS, random_state=0)
     with tempfile.TemporaryDirectory() as folder:
@@ -287,8 +379,15 @@ def _log_plots(pipeline: Any, split: DataSplit, settings: Settings) -> None:
         mlflow.log_figure(figure, "plots/roc_curve.png")
 
 
-def _log_model(pipeline: Any, split: DataSplit, settings: Settings) -> str:
+def _log_model(pipeline: Any, split: DataSplit, settings: Settings, run_id: str, description: str) -> str:
+    """Log the model and register it as a new version, described and tagged ``incomplete`` from its creation.
+
+    Registered through the client rather than ``log_model(registered_model_name=...)``: that path
+    prints "Registered model … already exists" and "Created version …" to stderr on every training;
+    here the same news goes to our logger.
+    """
     import mlflow
+    from mlflow.exceptions import MlflowException
     from mlflow.models import infer_signature
 
     example = _input_example(split.x_holdout)
@@ -297,12 +396,29 @@ def _log_model(pipeline: Any, split: DataSplit, settings: Settings) -> str:
         name="model",
         signature=infer_signature(example, pipeline.predict(example)),
         input_example=example,
-        registered_model_name=settings.model.name,
         serialization_format="skops",
         skops_trusted_types=_trusted_types(pipeline),
         pip_requirements=_pip_requirements(),
     )
-    return str(info.registered_model_version)
+    client, name = mlflow.MlflowClient(), settings.model.name
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code not in {"RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"}:
+            raise
+    version = client.create_model_version(
+        name, info.model_uri, run_id, tags={STATUS_TAG: INCOMPLETE}, description=description,
+        model_id=info.model_id,  # a tracking server checks the source against it (SQLite does not)
+    )
+    _logger().info(
+        "Registered version %s of model '%s' from run %s", version.version, name, run_id,
+        extra={"model_version": str(version.version)},
+    )  # fmt: skip
+    return str(version.version)
+
+
+def _logger() -> logging.Logger:
+    return logging.getLogger(__name__)
 
 
 def _input_example(features: pd.DataFrame) -> pd.DataFrame:
@@ -339,7 +455,7 @@ Task: {settings.model.task}; target `{settings.data.target}`; run `{registered.r
 
 ## Limitations
 - Scored on one hash-based holdout of the training file; no calibration or fairness analysis.
-- Valid only for data that passes the expectation suite `{settings.data.suite.name}`.
+- Valid only for data that passes the expectation suite `{contract_file(settings.data.suite).name}`.
 - The holdout is small, so differences below the promotion margin ({settings.model.promotion_margin:g}) are noise.
 """
 
@@ -400,12 +516,12 @@ def decide_promotion(
     if recent is None or not len(recent.features) or current == challenger.version:
         return decision
     mine = _score(challenger.name, challenger.version, recent.features, recent.labels, settings)
-    theirs = _score(challenger.name, current, recent.features, recent.labels, settings) if champion_metrics is not None else None
+    theirs = _score(challenger.name, current, recent.features, recent.labels, settings) if champion_metrics is not None and current else None
     rows = len(recent.features)
     if not _finite(mine.get(decision.metric)) or (theirs is not None and not _finite(theirs.get(decision.metric))):
         note = f"{decision.metric} cannot be computed on the {rows} recent rows (one class?): judged on the holdout"
         return replace(decision, reason=f"{decision.reason}; {note}", recent_rows=rows)
-    failures = _floor_failures(challenger.metrics, settings.model.floors)
+    failures = _floor_failures(challenger.metrics, _floors(settings))
     return _judge_recent(decision, mine, theirs, rows, failures)
 
 
@@ -447,7 +563,7 @@ def _judge(
 
     metric, margin = settings.model.metric, settings.model.promotion_margin
     score = metrics[metric]
-    failures = _floor_failures(metrics, settings.model.floors)
+    failures = _floor_failures(metrics, _floors(settings))
     champion_score = champion_metrics[metric] if champion_metrics is not None else None
     if current == version:
         reasons, beats = [f"v{version} is already the champion"], False
@@ -462,8 +578,12 @@ def _judge(
         ]
     promoted = beats and not failures
     reason = "; ".join(reasons + failures)
-    floors = dict(settings.model.floors)
+    floors = _floors(settings)
     return PromotionDecision(promoted, version, current, metric, score, champion_score, reason, False, margin, floors)
+
+
+def _floors(settings: Settings) -> dict[str, float]:
+    return {str(name): limit for name, limit in settings.model.floors.items()}
 
 
 def _floor_failures(metrics: dict[str, float], floors: dict[str, float]) -> list[str]:
@@ -527,8 +647,26 @@ def apply_promotion(decision: PromotionDecision, name: str) -> None:
         tags["gate.recent_champion_score"] = f"{decision.recent_champion_score:.6f}"
     for key, value in tags.items():
         client.set_model_version_tag(name, decision.challenger_version, TAG_PREFIX + key, value)
+    _describe_decision(client, name, decision)
+    client.set_model_version_tag(name, decision.challenger_version, STATUS_TAG, COMPLETE)  # before any alias
     if decision.promoted:
         _move_aliases(name, decision.challenger_version, decision.champion_version)
+
+
+def _describe_decision(client: Any, name: str, decision: PromotionDecision) -> None:
+    """The gate's verdict appended to the version's description and its run's note (replaced if judged again)."""
+    verdict = "promoted to champion" if decision.promoted else "waits for approval" if decision.waiting else "rejected"
+    line = f"{GATE_HEADING} {verdict}: {decision.reason}."
+    version = client.get_model_version(name, decision.challenger_version)
+    client.update_model_version(name, decision.challenger_version, description=_with_gate(version.description, line))
+    if version.run_id:
+        note = client.get_run(version.run_id).data.tags.get(NOTE_TAG, "")
+        client.set_tag(version.run_id, NOTE_TAG, _with_gate(note, line))
+
+
+def _with_gate(text: str | None, line: str) -> str:
+    kept = [kept for kept in (text or "").splitlines() if not kept.startswith(GATE_HEADING)]
+    return "\n".join([*kept, line])
 
 
 def _move_aliases(name: str, new: str, old: str | None) -> None:
@@ -627,14 +765,14 @@ def _manual_decision(
     try:
         metrics = _rescore(name, version, split, settings)
         rescore_champion = compare and current is not None and current != version
-        champion_metrics = _rescore(name, current, split, settings) if rescore_champion else None
+        champion_metrics = _rescore(name, current, split, settings) if rescore_champion and current else None
     except RegistryError as exc:
         if not force:
             raise
         return PromotionDecision(False, version, current, metric, float("nan"), None, str(exc))
     if compare or current == version:
         return _judge(version, metrics, current, champion_metrics, settings)
-    failures = _floor_failures(metrics, settings.model.floors)
+    failures = _floor_failures(metrics, _floors(settings))
     reason = "; ".join([f"rollback from v{current} ({metric} {metrics[metric]:.4f} on the holdout)", *failures])
     return PromotionDecision(not failures, version, current, metric, metrics[metric], None, reason)
 
@@ -652,40 +790,26 @@ def _move(settings: Settings, kind: str, decision: PromotionDecision, *, force: 
 
 
 def _record_move(settings: Settings, kind: str, decision: PromotionDecision, *, reason: str) -> None:
-    """Who, when and why, on the new champion's tags and as one line of the audit log."""
+    """Who, when and why, on the new champion's tags and as one line of the audit log (:mod:`mlops.audit`)."""
     import mlflow
 
-    entry = {
-        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "by": _user(),
-        "kind": kind,
-        "model": settings.model.name,
-        "champion": decision.challenger_version,
-        "previous": decision.champion_version,
-        "forced": decision.forced,
-        "reason": reason,
-    }
+    from mlops import audit
+
+    entry = audit.record(
+        settings, kind, version=decision.challenger_version, reason=reason,
+        champion=decision.challenger_version, previous=decision.champion_version, forced=decision.forced,
+    )
     client = mlflow.MlflowClient()
     for key in ("at", "by", "kind", "reason", "forced"):
         tag = f"{TAG_PREFIX}promotion.{key}"
         client.set_model_version_tag(settings.model.name, decision.challenger_version, tag, str(entry[key]))
-    with (settings.state_dir / AUDIT_FILE).open("a", encoding="utf-8") as log:
-        log.write(json.dumps(entry) + "\n")
 
 
 def read_audit(settings: Settings) -> list[dict[str, Any]]:
-    """Every recorded alias move, oldest first."""
-    path = settings.state_dir / AUDIT_FILE
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    """Every recorded alias move (gate, promote, rollback), oldest first."""
+    from mlops import audit
 
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
+    return audit.read_audit(settings, kinds=("gate", "promote", "rollback"))[::-1]
 
 
 def _require_version(name: str, version: str) -> None:
@@ -693,11 +817,16 @@ def _require_version(name: str, version: str) -> None:
     from mlflow.exceptions import MlflowException
 
     try:
-        mlflow.MlflowClient().get_model_version(name, version)
+        found = mlflow.MlflowClient().get_model_version(name, version)
     except MlflowException:
         raise RegistryError(
             f"Model '{name}' has no version '{version}'. See `mlops compare` for the versions."
         ) from None
+    if found.tags.get(STATUS_TAG) == INCOMPLETE:
+        raise RegistryError(
+            f"Version {version} of '{name}' is incomplete: its training stopped before the gate judged it. "
+            "Train again (`mlops train`); `mlops doctor` lists and cleans such versions."
+        )
 
 
 # --- Comparing versions ----------------------------------------------------------------
@@ -721,13 +850,76 @@ def _summary(client: Any, version: Any, aliases: list[str]) -> VersionSummary:
     run = client.get_run(version.run_id)
     metrics = {k.removeprefix("holdout_"): value for k, value in run.data.metrics.items() if k.startswith("holdout_")}
     run_tags = {key: value for key, value in run.data.tags.items() if key.startswith(TAG_PREFIX)}
-    created = datetime.fromtimestamp(version.creation_timestamp / 1000, timezone.utc).isoformat(timespec="seconds")
+    created = datetime.fromtimestamp(version.creation_timestamp / 1000, UTC).isoformat(timespec="seconds")
     return VersionSummary(str(version.version), aliases, metrics, run_tags | dict(version.tags), version.run_id, created)
 
 
 def summaries_as_dicts(summaries: Sequence[VersionSummary]) -> list[dict[str, Any]]:
     """JSON-ready form for ``mlops compare --json``."""
     return [asdict(summary) for summary in summaries]
+
+
+# --- Leftovers of stopped trainings ----------------------------------------------------
+
+
+def clean_leftovers(settings: Settings, *, dry_run: bool = False) -> Leftovers:
+    """Find (and, unless ``dry_run``, clean) what trainings stopped half-way left in the registry.
+
+    A run still RUNNING whose process (``mlops.pid`` on ``mlops.host``) is gone is ended
+    FAILED; a version still ``mlops.status=incomplete`` whose training process is gone loses
+    its aliases, so nothing serves or gates it. Runs and versions of a training still going
+    (here or on another host) are left alone. ``mlops doctor`` shows it; ``mlops train`` runs it.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(settings.model.experiment)
+    running = [] if experiment is None else client.search_runs(
+        [experiment.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000
+    )
+    dead_runs = [run.info.run_id for run in running if _process_gone(run.data.tags)]
+    versions: list[Any] = []
+    aliases: dict[str, Any] = {}
+    try:
+        versions = list(client.search_model_versions(f"name='{settings.model.name}'"))
+        aliases = client.get_registered_model(settings.model.name).aliases
+    except MlflowException:  # nothing registered yet
+        pass
+    leftovers = []
+    for version in versions:
+        if version.tags.get(STATUS_TAG) != INCOMPLETE:
+            continue
+        try:
+            run = client.get_run(version.run_id or "")
+        except MlflowException:
+            leftovers.append(str(version.version))
+            continue
+        if run.info.run_id in dead_runs or _process_gone(run.data.tags):
+            leftovers.append(str(version.version))
+    if not dry_run:
+        for run_id in dead_runs:
+            client.set_terminated(run_id, "FAILED")
+        for alias, number in aliases.items():
+            if str(number) in leftovers:
+                client.delete_registered_model_alias(settings.model.name, alias)
+    return Leftovers(sorted(leftovers, key=int), dead_runs)
+
+
+def _process_gone(tags: dict[str, str]) -> bool:
+    """Whether the process that tagged a run (``mlops.pid`` on ``mlops.host``) has ended, as far as this host can tell."""
+    pid, host = tags.get(TAG_PREFIX + "pid"), tags.get(TAG_PREFIX + "host")
+    if pid is None or host != socket.gethostname():
+        return False  # not ours, or another machine's: it may still be running
+    if int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 # --- Helpers ---------------------------------------------------------------------------
@@ -750,14 +942,34 @@ def _contract_version(settings: Settings) -> str:
     """The expectation suite's content hash, until a data contract carries its own version."""
     import hashlib
 
-    suite = settings.data.suite
+    suite = contract_file(settings.data.suite)
     return hashlib.sha256(suite.read_bytes()).hexdigest()[:12] if suite.is_file() else ""
 
 
 def _run_tags(tags: dict[str, str]) -> dict[str, str]:
     commit = _git_commit()
     base = {TAG_PREFIX + "git_commit": commit} if commit else {}
-    return base | {TAG_PREFIX + key: str(value) for key, value in tags.items()}
+    # Which process runs it: a run left RUNNING by a process that is gone is ended by clean_leftovers.
+    base |= {TAG_PREFIX + "pid": str(os.getpid()), TAG_PREFIX + "host": socket.gethostname()}
+    return base | prefect_tags() | {TAG_PREFIX + key: str(value) for key, value in tags.items()}
+
+
+def prefect_tags() -> dict[str, str]:
+    """``prefect.flow_run_id`` and ``prefect.flow_run_url`` of the Prefect flow run this runs in; none outside one.
+
+    Why: from an MLflow run, one click back to the flow run's logs. Prefect is not imported
+    here when nothing imported it yet: then there is no flow run to name.
+    """
+    if "prefect" not in sys.modules:
+        return {}
+    from prefect import runtime
+
+    flow_run_id = runtime.flow_run.id
+    if not flow_run_id:
+        return {}
+    tags = {"prefect.flow_run_id": str(flow_run_id)}
+    url = str(runtime.flow_run.ui_url or "")
+    return tags | ({"prefect.flow_run_url": url} if url.startswith(("http://", "https://")) else {})
 
 
 def _git_commit() -> str | None:

@@ -18,11 +18,11 @@ of it; a :class:`~sklearn.pipeline.Pipeline` is used as given.
 
 from __future__ import annotations
 
-import importlib
-import math
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mlops.config import BUILTIN_ESTIMATORS, estimator_class
 from mlops.errors import ConfigError, DataError
 from mlops.metrics import LOWER_IS_BETTER, higher_is_better, score_model
 
@@ -102,6 +102,9 @@ class Trial:
     params: dict[str, Any]
     cv_score: float
     cv_std: float
+    # The flat run params, named as the parent run's (``estimator``, ``model.C``, ...), so
+    # parent and trials line up in MLflow's Compare view.
+    run_params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,9 @@ class TrainedModel:
     pipeline: Pipeline
     metrics: dict[str, float]
     params: dict[str, Any]
+    # The winning trial's cross-validated score (``cv_<metric>``, ``cv_<metric>_std``), logged on
+    # the parent under the trials' keys.
+    cv_metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -285,14 +291,9 @@ def split_manifest(frame: pd.DataFrame, split: DataSplit, seed: int) -> pd.DataF
 
 # --- Candidates and preprocessing ------------------------------------------------------
 
-_BUILTIN = {
-    ("classification", "logistic_regression"): ("sklearn.linear_model:LogisticRegression", {"max_iter": 1000}),
-    ("classification", "random_forest"): ("sklearn.ensemble:RandomForestClassifier", {"n_estimators": 100}),
-    ("regression", "ridge"): ("sklearn.linear_model:Ridge", {}),
-    ("regression", "random_forest"): ("sklearn.ensemble:RandomForestRegressor", {"n_estimators": 100}),
-}
+# The built-in estimators are config.BUILTIN_ESTIMATORS (one registry for config and training).
 # The default search per built-in: small, so `mlops train` stays around a second.
-_DEFAULT_SPACES = {
+_DEFAULT_SPACES: dict[str, dict[str, list[Any]]] = {
     "logistic_regression": {"C": [0.1, 1.0, 10.0]},
     "random_forest": {"max_depth": [None, 8]},
     "ridge": {"alpha": [0.1, 1.0, 10.0]},
@@ -312,15 +313,14 @@ def candidates_from_config(config: ModelConfig) -> list[Candidate]:
 
 def _make_estimator(spec: str, params: dict[str, Any], config: ModelConfig) -> Any:
     """A built-in name or ``module:Class`` path; seeded when the estimator takes a seed."""
-    path, defaults = _BUILTIN.get((config.task, spec), (spec, {}))
+    builtins = BUILTIN_ESTIMATORS[config.task]
+    path, defaults = builtins.get(spec, (spec, {}))
     if ":" not in path:
-        builtins = sorted(name for task, name in _BUILTIN if task == config.task)
-        raise ConfigError(f"Unknown estimator '{spec}' for {config.task}. Use one of {builtins} or 'module:Class'.")
-    module_name, _, class_name = path.partition(":")
+        raise ConfigError(f"Unknown estimator '{spec}' for {config.task}. Use one of {sorted(builtins)} or 'module:Class'.")
+    cls = estimator_class(path, config.trusted_packages)  # allow-listed and checked before it is called
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
         estimator = cls(**{**defaults, **params})
-    except (ImportError, AttributeError, TypeError) as exc:
+    except TypeError as exc:
         raise ConfigError(f"Cannot build estimator '{spec}': {exc}. Check model.candidates in the config.") from None
     if "random_state" in estimator.get_params():
         estimator.set_params(random_state=config.seed)
@@ -397,15 +397,27 @@ def search_candidates(
         raise ConfigError("No candidates to train. Add model.candidates to the config or pass some.")
     trials: list[Trial] = []
     fitted = []
-    for candidate in candidates:
+    for number, candidate in enumerate(candidates, 1):
+        _logger().info("searching candidate %d/%d: %s (%d-fold cross-validation)", number, len(candidates),
+                       candidate.name, config.search.cv_folds)  # fmt: skip
         search = _search(candidate, split, config, columns)
-        trials += _trials(candidate.name, search)
-        fitted.append((search.best_score_, candidate, search))
-    _, candidate, search = max(fitted, key=lambda item: item[0])
+        found = _trials(candidate.name, search, split, config)
+        trials += found
+        fitted.append((search.best_score_, candidate, search, found[search.best_index_]))
+        leader = max(fitted, key=lambda item: item[0])
+        _logger().info("candidate %d/%d %s: %d trials, best cv %s %.4f; best so far: %s %.4f", number, len(candidates),
+                       candidate.name, len(found), config.metric, found[search.best_index_].cv_score, leader[1].name,
+                       leader[3].cv_score)  # fmt: skip
+    _, candidate, search, best_trial = max(fitted, key=lambda item: item[0])
     params = _params(candidate.name, search.best_estimator_, split, config)
     metrics = evaluate(search.best_estimator_, split.x_holdout, split.y_holdout, config.task, config.positive_label)
-    best = TrainedModel(search.best_estimator_, metrics, params)
+    cv_metrics = {f"cv_{config.metric}": best_trial.cv_score, f"cv_{config.metric}_std": best_trial.cv_std}
+    best = TrainedModel(search.best_estimator_, metrics, params, cv_metrics)
     return SearchResult(best, tuple(trials), config.metric)
+
+
+def _logger() -> logging.Logger:
+    return logging.getLogger(__name__)
 
 
 def _search(candidate: Candidate, split: DataSplit, config: ModelConfig, columns) -> Any:
@@ -472,20 +484,28 @@ def _step_param(pipeline: Pipeline, name: str) -> str:
     return name if "__" in name or "model" not in pipeline.named_steps else f"model__{name}"
 
 
-def _trials(candidate: str, search: Any) -> list[Trial]:
+def _trials(candidate: str, search: Any, split: DataSplit, config: ModelConfig) -> list[Trial]:
+    from sklearn.base import clone
+
     results = search.cv_results_
     scoring = getattr(search.scoring, "__name__", str(search.scoring))
     lower = str(scoring).startswith("neg_") or scoring.removesuffix("_scorer") in LOWER_IS_BETTER
     sign = -1.0 if lower else 1.0
     return [
-        Trial(candidate, dict(params), sign * float(mean), float(std))
+        Trial(candidate, dict(params), sign * float(mean), float(std),
+              _params(candidate, clone(search.estimator).set_params(**params), split, config))
         for params, mean, std in zip(results["params"], results["mean_test_score"], results["std_test_score"])
     ]
 
 
 def _params(candidate: str, pipeline: Pipeline, split: DataSplit, config: ModelConfig) -> dict[str, Any]:
-    """Flat, readable run params: the candidate, the split, and the final estimator's settings."""
+    """Flat, readable run params: the candidate, the split, and the final estimator's settings.
+
+    A setting scikit-learn marks ``'deprecated'`` (a placeholder default, e.g. LogisticRegression's
+    ``penalty``) is left out: it says nothing about the model and reads as a choice in the UI.
+    """
     estimator = pipeline.steps[-1][1]
+    settings = {name: value for name, value in estimator.get_params().items() if not _deprecated(value)}
     return {
         "estimator": candidate,
         "estimator_class": type(estimator).__name__,
@@ -494,8 +514,16 @@ def _params(candidate: str, pipeline: Pipeline, split: DataSplit, config: ModelC
         "test_size": config.test_size,
         "train_rows": len(split.x_train),
         "holdout_rows": len(split.x_holdout),
-        **{f"model.{name}": value for name, value in estimator.get_params().items()},
+        **{f"model.{name}": value for name, value in settings.items()},
     }
+
+
+def _deprecated(value: Any) -> bool:
+    """scikit-learn's placeholder for a deprecated parameter: the string or a sentinel that prints as it."""
+    try:
+        return str(value) == "deprecated"
+    except Exception:  # noqa: BLE001 (an estimator's odd __str__ is no reason to fail a training)
+        return False
 
 
 def evaluate(

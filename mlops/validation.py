@@ -25,8 +25,8 @@ import html
 import json
 import math
 import sys
-from dataclasses import dataclass, replace
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,10 +39,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MIN_ROWS",
+    "CheckedExpectation",
     "FailedExpectation",
     "ValidationResult",
     "draft_suite",
     "failure_from_result",
+    "checked_expectations",
     "require_valid",
     "validate_file",
     "validate_frame",
@@ -90,8 +92,27 @@ class FailedExpectation:
 
 
 @dataclass(frozen=True)
+class CheckedExpectation:
+    """One expectation that was evaluated, failed or not: the report lists every check, not only failures."""
+
+    expectation: str
+    column: str | None
+    severity: str  # block | warn
+    details: str  # what is expected, as a failure's details show it
+
+    @property
+    def key(self) -> tuple[str, str | None]:
+        """What a failure of this check shares with it: the expectation and its column."""
+        return self.expectation, self.column
+
+
+@dataclass(frozen=True)
 class ValidationResult:
-    """The outcome of one validation run, free of GX objects so it can be logged and compared."""
+    """The outcome of one validation run, free of GX objects so it can be logged and compared.
+
+    ``checks`` are the expectations evaluated (empty when the run did not record them,
+    as a chunked validation does); the passed ones are those no failure names.
+    """
 
     success: bool
     suite_name: str
@@ -100,6 +121,13 @@ class ValidationResult:
     failures: tuple[FailedExpectation, ...]
     data_path: str | None = None
     suite_path: str | None = None
+    checks: tuple[CheckedExpectation, ...] = field(default=(), compare=False, repr=False)
+
+    @property
+    def passed(self) -> tuple[CheckedExpectation, ...]:
+        """The recorded checks that no failure names."""
+        failed = {(failure.expectation, failure.column) for failure in self.failures}
+        return tuple(check for check in self.checks if check.key not in failed)
 
     @property
     def blocking(self) -> tuple[FailedExpectation, ...]:
@@ -142,6 +170,7 @@ def validate_frame(frame: pd.DataFrame, suite: str | Path | Mapping[str, Any]) -
     batch = _ephemeral_batch(frame)
     outcome = batch.validate(loaded, result_format=dict(_RESULT_FORMAT))
     failures = [_failure(item, set(map(str, frame.columns))) for item in outcome.results if not item.success]
+    configs = [item.expectation_config for item in outcome.results]
     return ValidationResult(
         success=not any(failure.severity == "block" for failure in failures),
         suite_name=loaded.name,
@@ -149,6 +178,9 @@ def validate_frame(frame: pd.DataFrame, suite: str | Path | Mapping[str, Any]) -
         evaluated=int(outcome.statistics["evaluated_expectations"]),
         failures=tuple(sorted(failures, key=lambda failure: (failure.column is not None, failure.column or ""))),
         suite_path=None if isinstance(suite, Mapping) else str(suite),
+        checks=checked_expectations(
+            {"type": c.type, "kwargs": dict(c.kwargs), "severity": str(c.severity.value)} for c in configs
+        ),
     )
 
 
@@ -165,8 +197,21 @@ def require_valid(result: ValidationResult) -> None:
         raise ValidationFailed(result.summary(), result)
 
 
+def checked_expectations(expectations: Iterable[Mapping[str, Any]]) -> tuple[CheckedExpectation, ...]:
+    """The checks of a suite's expectations (GX-shaped dicts: ``type``, ``kwargs``, ``severity``), for the report."""
+    return tuple(
+        CheckedExpectation(
+            expectation=item["type"],
+            column=(item.get("kwargs") or {}).get("column"),
+            severity="block" if item.get("severity", "critical") == "critical" else "warn",
+            details=_details(dict(item.get("kwargs") or {}), {}, None),
+        )
+        for item in expectations
+    )
+
+
 def write_html_report(result: ValidationResult, path: str | Path) -> Path:
-    """Write a small self-contained HTML page, for people who read reports in a browser."""
+    """Write a self-contained HTML page listing every check: failures first and open, passed ones folded."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(_render_html(result), encoding="utf-8")
@@ -207,9 +252,11 @@ def draft_suite(
     return {"name": name, "id": None, "expectations": expectations, "meta": meta, "notes": notes}
 
 
-def write_suite(suite: dict[str, Any], path: str | Path) -> Path:
+def write_suite(suite: dict[str, Any], path: str | Path | None) -> Path:
     """Write a suite as pretty, key-sorted JSON, so regenerating it gives a readable diff."""
-    path = Path(path)
+    from mlops.contract import contract_file
+
+    path = contract_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(suite, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return path
@@ -405,28 +452,49 @@ def _gx_version() -> str:
 # --- HTML ------------------------------------------------------------------------------
 
 _HTML_COLUMNS = ("Severity", "Expectation", "Column", "Failing rows", "Sample values", "Details")
+_PASSED_COLUMNS = ("Severity", "Expectation", "Column", "Expected")
 _STYLE = (
     "body{font-family:system-ui,sans-serif;margin:2rem;color:#222}"
-    "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}"
-    ".pass{color:#1a7f37}.fail{color:#cf222e}"
+    "table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}"
+    ".pass{color:#1a7f37}.fail{color:#cf222e}summary{cursor:pointer;font-weight:600;margin:.8rem 0}"
 )
 
 
 def _render_html(result: ValidationResult) -> str:
+    """Every check with its outcome: failures first and open (blocking, then warnings), passed ones folded."""
     e = html.escape
     status = '<span class="pass">PASSED</span>' if result.success else '<span class="fail">FAILED</span>'
-    header = "".join(f"<th>{name}</th>" for name in _HTML_COLUMNS)
-    rows = "".join(_html_row(failure) for failure in result.failures)
-    table = f"<table><tr>{header}</tr>{rows}</table>" if result.failures else "<p>Every expectation was met.</p>"
+    failed = result.blocking + result.warnings
+    passed = result.passed
+    sections = []
+    if failed:
+        header = "".join(f"<th>{name}</th>" for name in _HTML_COLUMNS)
+        rows = "".join(_html_row(failure) for failure in failed)
+        sections.append(f'<details open><summary class="fail">Failed: {len(failed)} check(s)</summary>'
+                        f"<table><tr>{header}</tr>{rows}</table></details>")
+    if passed:
+        header = "".join(f"<th>{name}</th>" for name in _PASSED_COLUMNS)
+        rows = "".join(_passed_row(check) for check in passed)
+        sections.append(f'<details><summary class="pass">Passed: {len(passed)} check(s)</summary>'
+                        f"<table><tr>{header}</tr>{rows}</table></details>")
+    elif not result.checks and result.evaluated > len(failed):
+        sections.append(f"<p>{result.evaluated - len(failed)} check(s) passed (not listed: this run did not "
+                        "record them one by one).</p>")
+    met = max(result.evaluated - len(failed), 0) if not result.checks else len(passed)
     return (
         f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>Validation: {e(result.suite_name)}</title>'
         f"<style>{_STYLE}</style></head><body>"
         f"<h1>Validation {status}</h1>"
         f"<p>Suite <b>{e(result.suite_name)}</b> on {e(result.data_path or 'a data frame')}: "
-        f"{result.rows} rows, {result.evaluated} expectations, {len(result.failures)} failed "
+        f"{result.rows} rows, {result.evaluated} expectations: {met} passed, {len(failed)} failed "
         f"({len(result.blocking)} blocking, {len(result.warnings)} warnings).</p>"
-        f"{table}{_html_fix(result)}</body></html>\n"
+        f"{''.join(sections)}{_html_fix(result)}</body></html>\n"
     )
+
+
+def _passed_row(check: CheckedExpectation) -> str:
+    cells = (check.severity, check.expectation, check.column or "", check.details)
+    return "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in cells) + "</tr>"
 
 
 def _html_fix(result: ValidationResult) -> str:

@@ -6,6 +6,7 @@ as a user runs it: a script in a project folder, with no setup of its own.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -35,7 +36,7 @@ def _user_env(**extra: str) -> dict[str, str]:
 def test_public_api__all_names_exactly_what_is_documented():
     assert set(mlops.__all__) == PUBLIC
     assert all(getattr(mlops, name) is not None for name in mlops.__all__)
-    assert STAGES <= set(tasks.__all__)
+    assert set(tasks.__all__) >= STAGES
     assert all(hasattr(tasks, name) for name in tasks.__all__)
 
 
@@ -161,4 +162,9 @@ def test_project__a_crash_in_the_projects_flow_names_its_line_and_exits_2(tmp_pa
     line = flow_file.read_text().splitlines().index("    frame = frame.drop(columns=['no such col'])") + 1
     result = subprocess.run([str(MLOPS), "train"], cwd=project, capture_output=True, text=True, env=_user_env(), timeout=300)
     assert result.returncode == 2
-    assert f"error: {flow_file}:{line}: KeyError" in result.stderr
+    lines = [json.loads(each) for each in result.stderr.splitlines() if each.strip()]  # JSON: stderr is not a terminal
+    errors = [each["message"] for each in lines if each["logger"] == "mlops.cli" and each["level"] == "error"]
+    assert [error.startswith(f"{flow_file}:{line}: KeyError") for error in errors] == [True], result.stderr
+    text = subprocess.run([str(MLOPS), "--log-format", "text", "train"], cwd=project, capture_output=True, text=True,
+                          env=_user_env(), timeout=300)  # fmt: skip
+    assert f"error: {flow_file}:{line}: KeyError" in text.stderr and "Traceback" not in text.stderr, text.stderr

@@ -224,7 +224,7 @@ def test_compare_promote_rollback__as_a_user_runs_them(tool_env, settings):
     assert "champion → v1" in rolled.stdout
     promoted = run_mlops("promote", "2", "--reason", "fixed", state_dir=settings.state_dir)
     assert promoted.returncode == 0 and "champion → v2" in promoted.stdout, promoted.stderr
-    audit = [json.loads(line) for line in (settings.state_dir / "registry-audit.jsonl").read_text().splitlines()]
+    audit = [json.loads(line) for line in (settings.state_dir / "audit.jsonl").read_text().splitlines()]
     assert [(e["kind"], e["champion"], e["reason"]) for e in audit][-2:] == [
         ("rollback", "1", "latency regression"), ("promote", "2", "fixed")
     ]

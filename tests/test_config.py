@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from mlops.config import load_settings
 from mlops.errors import ConfigError
@@ -69,5 +70,5 @@ def test_load_settings__missing_explicit_file_is_a_config_error(tmp_path):
 
 def test_load_settings__settings_are_frozen(tmp_path):
     settings = load_settings(state_dir=tmp_path)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         settings.state_dir = Path("/elsewhere")  # type: ignore[misc]

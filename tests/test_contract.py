@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 
 from mlops.contract import (
-    Contract,
     contract_diff,
     contract_files,
     draft_contract,

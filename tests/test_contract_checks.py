@@ -18,7 +18,7 @@ import pytest
 
 from mlops.contract import _parse_numbers, load_contract, to_suite
 from mlops.contract_checks import check_frame
-from mlops.data import FastReadRefused, iter_table, iter_table_fast, load_table
+from mlops.data import FastReadRefused, iter_table_fast, load_table
 from mlops.errors import DataError
 from mlops.validation import validate_frame
 

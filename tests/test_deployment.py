@@ -18,14 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from registered import features as _features
+from registered import register as _register
+from registered import register_unloadable
+from registered import set_champion as _set_champion
 
+from mlops import audit
 from mlops.config import Settings, load_settings
 from mlops.deployment import deploy, deployment_status, read_events, smoke_test, stop_deployment
 from mlops.environment import tool_environment
 from mlops.errors import ServingError
 from mlops.serving import free_port
-from registered import TRAIN_CSV, features as _features, register as _register, register_unloadable
-from registered import set_champion as _set_champion
 
 REPO = Path(__file__).resolve().parents[1]
 MLOPS = Path(sys.executable).with_name("mlops")
@@ -116,6 +119,8 @@ def test_deploy__serves_the_champion_behind_the_proxy(registry: Registry):
     assert _predict(state.url)["model_version"] == registry.good
     assert deployment_status(registry.settings).healthy
     assert read_events(registry.settings)[-1]["event"] == "deployed"
+    (audited,) = audit.read_audit(registry.settings, kinds=("deploy",))  # one audit line per deployment
+    assert (audited["version"], audited["alias"], audited["replaced"]) == (registry.good, "champion", None)
     assert (registry.settings.state_dir / "deploy" / "state.json").is_file()
     print(f"deployment ready in {state.backend.ready_seconds} s")  # measured, never asserted
 
@@ -144,6 +149,8 @@ def test_deploy__broken_version_is_rejected_and_rolled_back(registry: Registry):
     assert (event["event"], event["version"], event["restored"]) == ("rejected", registry.broken, registry.good)
     tags = MlflowClient().get_model_version(settings.model.name, registry.broken).tags
     assert tags["mlops.deploy.status"] == "rejected"
+    rolled = audit.read_audit(settings, limit=1)[0]  # the automatic alias roll-back is audited
+    assert (rolled["kind"], rolled["version"], rolled["rejected"]) == ("deploy_rollback", registry.good, registry.broken)
 
 
 @pytest.mark.slow

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from datasets import write
+
 from mlops.config import Settings, load_settings
 from mlops.contract import draft_contract, write_contract
 from mlops.data import load_table

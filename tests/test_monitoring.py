@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from datasets import build
 
 from mlops.data import load_table
 from mlops.errors import DataError
 from mlops.monitoring import (
-    join_labels,
-    log_monitoring_run,
-    window_quality,
     ColumnDrift,
     DriftSummary,
     compute_drift,
+    join_labels,
     load_current_window,
+    log_monitoring_run,
     save_summary,
+    window_quality,
 )
 from mlops.prediction_log import PredictionLogWriter, read_prediction_log
 
@@ -81,6 +84,34 @@ def test_compute_drift__html_report_written(shifted: DriftSummary) -> None:
     assert report.is_file()
     assert report.stat().st_size > 100_000
     assert "<html" in report.read_text(encoding="utf-8")[:2000].lower()
+
+
+def test_compute_drift__report_lists_drifted_columns_first_under_a_summary(tmp_path: Path) -> None:
+    # Given wines whose alcohol shifted, with columns derived from it (a ratio, a text category)
+    train, current, _ = build("wines")
+    for frame in (train, current):
+        frame["alcohol per hue"] = frame["alcohol"] / frame["hue"]
+        frame["strength"] = np.where(frame["alcohol"] > 13.0, "strong", "light")
+    columns = ["malic_acid", "ash", "alcohol", "magnesium", "alcohol per hue", "hue", "strength"]
+    # When the drift report is written
+    summary = compute_drift(train, current, threshold=THRESHOLD, columns=columns, categorical=["strength"],
+                            report_path=tmp_path / "drift.html")
+    # Then some columns drifted and some did not
+    drifted, steady = list(summary.drifted_columns), [c for c in columns if c not in summary.drifted_columns]
+    assert "alcohol" in drifted and "magnesium" in steady and summary.drift_detected
+    page = Path(str(summary.report_path)).read_text(encoding="utf-8")
+    start, end = page.index('<section id="mlops-drift-summary">'), page.index("</section>")
+    block, dashboard = page[start:end], page[:start] + page[end:]
+    # the summary opens the page's body, drifted columns first, with their scores and the threshold rule
+    assert page.index("<body>") + len("<body>") == start
+    assert max(block.index(f"<td>{c}</td>") for c in drifted) < min(block.index(f"<td>{c}</td>") for c in steady)
+    assert f"Share of drifted columns {summary.drift_share:.2f} ≥ threshold 0.30: a retrain is due." in block
+    # Evidently's column table lists the drifted columns before any other
+    listed = re.findall(r'"column_name": "([^"]+)"', dashboard)
+    assert sorted(listed) == sorted(columns)
+    assert set(listed[: len(drifted)]) == set(drifted)
+    # and the page needs no network: no script or stylesheet is fetched
+    assert not re.search(r"<script[^>]*\bsrc=|<link[^>]*\bhref=", page)
 
 
 def test_compute_drift__sample_of_reference_has_no_drift(train, features) -> None:
@@ -300,3 +331,38 @@ def test_prediction_log__bulk_requests_go_to_parquet_and_read_back_in_order(tmp_
     assert logged.loc[logged["request_id"] == "bulk", "record"].tolist() == list(range(BULK_ROWS))
     pd.testing.assert_frame_equal(logged.loc[2 : BULK_ROWS + 1, features].reset_index(drop=True), bulk)
     assert read_prediction_log(tmp_path / "log", last=1)["request_id"].tolist() == ["last"]
+
+
+# --- Refused at serving -------------------------------------------------------------------
+
+
+def test_refused_traffic__counts_the_422s_since_the_window_began_per_column(tmp_path):
+    import pandas as pd
+
+    from mlops.monitoring import refused_traffic
+    from mlops.prediction_log import RefusalLog, read_refusals
+
+    log = RefusalLog(tmp_path)
+    assert log.log("/predict", ["mean_area"], "1 feature(s) refused: records[0].mean_area: 1e6 is outside [0, 2737]")
+    since = pd.Timestamp.now(tz="UTC").isoformat()
+    for columns in (["mean_area", "garden"], ["garden"], []):
+        assert log.log("/predict", columns, "refused")
+    window = pd.DataFrame({"timestamp": [since, since], "request_id": ["a", "b"], "x": [1.0, 2.0]})
+
+    refused = refused_traffic(tmp_path, window)
+
+    assert len(read_refusals(tmp_path)) == 4, "the one before the window is in the log, not in the count"
+    assert refused.requests == 3 and refused.by_column == {"garden": 2, "mean_area": 1}
+    assert refused.share == 3 / 5  # 2 requests answered in the window
+    assert refused.summary().startswith("3 requests refused at serving (422, 60% of the traffic) since ")
+    assert refused.summary().endswith(": garden 2, mean_area 1")
+    assert refused_traffic(tmp_path / "none", window).summary().startswith("no request refused at serving")
+
+
+def test_refusal_log__a_flood_of_bad_requests_stops_at_the_daily_cap(tmp_path):
+    from mlops.prediction_log import RefusalLog
+
+    log = RefusalLog(tmp_path, max_bytes=2048)
+    written = sum(log.log("/predict", ["x"], "y" * 200) for _ in range(100))
+    files = list(tmp_path.glob("refused-*.jsonl"))
+    assert 5 < written < 100 and len(files) == 1 and files[0].stat().st_size < 2048 + 400

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from datasets import DATASETS, build
 from sklearn import metrics
 
-from datasets import DATASETS, build
 from mlops.contract import draft_contract, validate_with_contract, write_contract
 from mlops.data import load_table
 from mlops.errors import DataError

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from mlops import audit
 from mlops.data import load_table
 from mlops.prediction_log import PredictionLogWriter
 
@@ -53,6 +56,8 @@ def test_monitoring_flow__repeated_drift_retrains_once_then_cools_down_and_alert
     assert first.decision.retrain and first.retrain is not None
     assert not second.decision.retrain and "cooldown" in second.decision.blocked_by
     assert len(_retrain_runs()) == before + 1, "exactly one retrain despite two detections"
+    (audited,) = audit.read_audit(settings, kinds=("retrain",))  # one audit line: the retrain that ran
+    assert (audited["version"], audited["run_id"]) == ("1", first.mlflow_run_id) and audited["reason"].startswith("retrain: drift")
     events = [alert["event"] for alert in received]
     assert events.count("drift_detected") == 2
     assert "gate_rejected" in events  # same data, same model: the gate keeps the champion
@@ -112,13 +117,21 @@ def test_monitoring_flow__retrain_data_from_a_user_function(tool_env, settings):
 
 def test_monitoring_flow__no_drift_no_retrain(tool_env, settings):
     from flows.monitoring import monitoring_flow
+    from mlops.prediction_log import RefusalLog
 
     rows = load_table(settings.data.training).sample(n=150, random_state=2)
     _log(settings, rows.drop(columns=["target"]), rows["target"].tolist())
+    RefusalLog(settings.predictions_dir).log("/predict", ["mean_area"], "records[0].mean_area: 1e6 is outside [0, 2737]")
     outcome = monitoring_flow(settings)
     assert not outcome.drift.drift_detected
     assert outcome.decision.triggers == () and outcome.retrain is None
     assert outcome.validation.success and not outcome.validation.failures, "log metadata is not a contract column"
+    # The 422 never reached the window: it is counted beside it, in the summary and on the MLflow run.
+    assert outcome.refused.requests == 1 and outcome.refused.by_column == {"mean_area": 1}
+    assert json.loads(outcome.summary_path.read_text())["refused"]["requests"] == 1
+    from mlflow.tracking import MlflowClient
+
+    assert MlflowClient().get_run(outcome.mlflow_run_id).data.metrics["refused_requests"] == 1
 
 
 # --- Every task and dataset kind (tests/datasets.py) ---------------------------------------
@@ -130,6 +143,7 @@ def dataset_settings(request, tmp_path, monkeypatch, mlflow_db_template):
     import shutil
 
     from datasets import write
+
     from mlops.config import load_settings
     from mlops.contract import draft_contract, write_contract
     from mlops.environment import tool_environment
@@ -167,13 +181,12 @@ def _register_champion(settings, contract):
     import mlflow
     import skops.io
     from mlflow.models import infer_signature
+    from registered import set_champion, use_experiment
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
-    from registered import set_champion, use_experiment
 
     train = load_table(settings.data.training)
     x = _inputs(train, contract)

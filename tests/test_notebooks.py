@@ -164,8 +164,9 @@ def test_walkthrough_notebook__runs_top_to_bottom_on_the_bundled_project(state_d
 @pytest.mark.parametrize("name", ["prices", "flowers"])
 def test_walkthrough_notebook__runs_unchanged_in_a_new_project(name, state_dir, tmp_path):
     """``mlops init`` on a user's table: regression (no current batch) and multi-class (with one)."""
-    import mlops
     from datasets import write
+
+    import mlops
 
     train_path, current_path, spec = write(name, tmp_path / "input")
     project = mlops.init_project(tmp_path / "project", train_path, spec.target)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from mlops.config import Settings
 from mlops.packaging import PINNED_DISTRIBUTIONS, Package, package, pinned_requirements
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,9 +17,10 @@ HADOLINT = Path(sys.executable).with_name("hadolint")
 
 @pytest.fixture(scope="module")
 def packaged(tmp_path_factory: pytest.TempPathFactory) -> Package:
+    from registered import features, register, set_champion
+
     from mlops.config import load_settings
     from mlops.environment import tool_environment
-    from registered import features, register, set_champion
 
     settings = load_settings(state_dir=tmp_path_factory.mktemp("packaging") / "state")
     with tool_environment(settings):

@@ -25,8 +25,8 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-
 from datasets import DATASETS, DatasetSpec, build, write
+
 from mlops.contract import draft_contract, load_contract
 from mlops.data import load_table
 from mlops.errors import DataError

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-
 from datasets import build
+
 from mlops.contract import Contract, draft_contract, write_contract
 from mlops.errors import ServingError
 from mlops.request_check import FeatureSpec, RequestCheck, RequestRefused, check_from_signature, request_check

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from mlops.config import MonitoringConfig
 from mlops.retraining import RETRAIN_TAG, RetrainHistory, decide_retrain, retrain_history, watched_metric
 
-NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 POLICY = MonitoringConfig(drift_share_threshold=0.3, min_rows=30, cooldown_minutes=60, max_retrains_per_day=3)
 
 
@@ -118,7 +118,7 @@ def test_retrain_history__counts_tagged_flow_runs_from_prefect():
         history = retrain_history()
     assert history.started_last_day == 2
     assert history.active == 0
-    assert datetime.now(timezone.utc) - history.last_started < timedelta(minutes=5)
+    assert datetime.now(UTC) - history.last_started < timedelta(minutes=5)
 
 
 def test_decide_retrain__drift_without_labeled_rows_does_not_retrain_unless_allowed():

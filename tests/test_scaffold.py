@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from datasets import write
 
 REPO = Path(__file__).resolve().parents[1]

@@ -21,14 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from test_request_check import as_json_records, fitted, model_arguments, save_model, typed_features
 
 from mlops.config import Settings, load_settings
 from mlops.environment import tool_environment
 from mlops.errors import RegistryError, ServingError
 from mlops.prediction_log import read_prediction_log
-from mlops.serving import ServerProcess, free_port, import_model, load_served_model, resolve_alias, start_server
-from mlops.serving import startup_error
-from test_request_check import as_json_records, fitted, model_arguments, save_model, typed_features
+from mlops.serving import ServerProcess, free_port, import_model, load_served_model, resolve_alias, start_server, startup_error
 
 TRAIN_CSV = Path(__file__).resolve().parents[1] / "data" / "train.csv"
 
@@ -267,15 +266,21 @@ def test_predict__bad_record_is_422_naming_the_field(server: ServerProcess, chan
 
 
 @pytest.mark.slow
-def test_predict__value_outside_the_contract_range_is_422_naming_the_field(server: ServerProcess):
+def test_predict__value_outside_the_contract_range_is_422_naming_the_field(server: ServerProcess, registry: Registry):
+    from mlops.prediction_log import read_refusals
+
     records = _records(0, 1)
     records[0]["mean_area"] = 1e6  # the contract allows 0 to ~2737
+    before = len(read_refusals(registry.settings.predictions_dir))
 
     response = _post(server, {"records": records})
 
     assert response.status_code == 422
     assert response.json()["error"].startswith("1 feature(s) refused: records[0].mean_area: 1000000.0 is outside [")
     assert _post(server, {"records": _records(0, 1)}).status_code == 200
+    refusals = read_refusals(registry.settings.predictions_dir)  # what monitoring counts beside the logged window
+    assert len(refusals) == before + 1
+    assert refusals[-1]["path"] == "/predict" and refusals[-1]["columns"] == ["mean_area"]
 
 
 @pytest.mark.slow
@@ -443,7 +448,7 @@ class Served:
     server: ServerProcess
 
 
-def _serve_dataset(name: str, folder: Path) -> Iterator[Served]:
+def _serve_dataset(name: str, folder: Path, **config: dict) -> Iterator[Served]:
     import mlflow
     from mlflow import MlflowClient
 
@@ -453,7 +458,7 @@ def _serve_dataset(name: str, folder: Path) -> Iterator[Served]:
     contract_path = write_contract(contract, folder / f"{name}.yaml")
     settings = load_settings(
         state_dir=folder / "state", data={"training": str(TRAIN_CSV), "contract": str(contract_path)},
-        model={"name": f"{name}-model"},
+        model={"name": f"{name}-model"}, **config,
     )  # fmt: skip
     with tool_environment(settings):
         location = (settings.state_dir / "mlartifacts").as_uri()
@@ -475,7 +480,7 @@ def flowers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 @pytest.fixture(scope="module")
 def prices(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    yield from _serve_dataset("prices", tmp_path_factory.mktemp("prices"))
+    yield from _serve_dataset("prices", tmp_path_factory.mktemp("prices"), logs={"format": "json"})
 
 
 def _flowers_records(served: Served) -> list[dict]:
@@ -539,6 +544,19 @@ def test_flowers__a_bad_request_is_a_4xx_with_a_message_and_serving_goes_on(flow
     assert response.status_code == status, response.text
     assert message in response.json()["error"]
     assert _post(flowers.server, {"records": _flowers_records(flowers)}).status_code == 200
+
+
+@pytest.mark.slow
+def test_prices__with_json_logs_the_server_log_lines_name_the_version_and_the_request(prices: Served):
+    import httpx
+
+    httpx.post(f"{prices.server.url}/predict", json={"records": [{}]}, headers={"x-request-id": "client-42"}, timeout=30)
+    time.sleep(0.5)
+
+    lines = [json.loads(line) for line in prices.server.log_path.read_text(encoding="utf-8").splitlines() if line.startswith("{")]
+    refused = [line for line in lines if "POST /predict refused 422" in line["message"]]
+    assert len(refused) == 1 and refused[0]["request_id"] == "client-42" and refused[0]["level"] == "info"
+    assert {line.get("model_version") for line in lines} == {prices.version}, "every line names the version served"
 
 
 @pytest.mark.slow
@@ -682,7 +700,6 @@ def test_start_server__a_model_that_cannot_be_served_is_refused_with_the_reason(
 
 def test_load_served_model__a_classifier_without_predict_proba_is_refused(tmp_path: Path):
     from sklearn.svm import SVC
-
     from test_request_check import fit_pipeline
 
     _, features, _, contract = fitted("churn")

@@ -119,7 +119,7 @@ def test_log_and_register__trials_are_nested_child_runs_with_plots_manifest_and_
         [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{registered.run_id}'"
     )
     assert len(children) == len(result.trials) == 3
-    assert set(children["params.C"]) == {"0.1", "1.0", "10.0"} and children["metrics.cv_roc_auc"].notna().all()
+    assert set(children["params.model.C"]) == {"0.1", "1.0", "10.0"} and children["metrics.cv_roc_auc"].notna().all()
     assert {"mlops.trigger", "mlops.task", "mlops.contract_version"} <= set(run.data.tags)
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(registered.run_id, "plots")}
     assert artifacts == {"plots/confusion_matrix.png", "plots/roc_curve.png"}

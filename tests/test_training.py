@@ -115,6 +115,11 @@ def test_search_candidates__every_trial_is_kept_and_the_best_is_scored_on_the_ho
     best_trial = max(result.trials, key=lambda trial: trial.cv_score)
     assert result.best.params["model.C"] == best_trial.params["model__C"]
     assert result.best.metrics["roc_auc"] > 0.95 and result.metric == "roc_auc"
+    # params named alike for the parent run and its trials; sklearn's 'deprecated' placeholder left out
+    assert all(set(trial.run_params) == set(result.best.params) for trial in result.trials)
+    assert [trial.run_params["model.C"] for trial in result.trials] == [0.1, 1.0, 10.0]
+    assert "model.penalty" not in result.best.params
+    assert result.best.cv_metrics == {"cv_roc_auc": best_trial.cv_score, "cv_roc_auc_std": best_trial.cv_std}
 
 
 def test_search_candidates__python_declared_candidates_and_a_users_own_pipeline(settings):
@@ -228,3 +233,19 @@ def test_floors__a_minimum_for_scores_a_maximum_for_errors():
     failures = _floor_failures({"rmse": 80.0, "r2": 0.5, "mae": 10.0}, {"rmse": 70.0, "r2": 0.3, "mae": 20.0})
     assert failures == ["rmse 80.0000 is above the ceiling 70"]
     assert _floor_failures({"accuracy": 0.8}, {"accuracy": 0.9}) == ["accuracy 0.8000 is below the floor 0.9"]
+
+
+@pytest.mark.parametrize(("config", "estimator", "metric"), [((), "logistic_regression", "roc_auc"),
+                                                             (("--config", "examples/diabetes.yaml"), None, "rmse")])
+def test_show_config__prints_the_estimator_and_metric_training_uses(settings, config, estimator, metric):
+    """Not ``null``: the task's defaults; with candidates configured, no single estimator is used."""
+    import json
+
+    from click.testing import CliRunner
+
+    from mlops.cli import cli
+
+    result = CliRunner().invoke(cli, [*config, "--state-dir", str(settings.state_dir), "config"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)["model"]
+    assert (shown["estimator"], shown["primary_metric"]) == (estimator, metric)

@@ -1,32 +1,48 @@
 """An ASGI middleware in front of the prediction endpoints: API key, body size, client errors.
 
-The first two checks run before BentoML parses the body, so a refused request costs nothing:
+These checks run before BentoML parses the body, so a refused request costs next to nothing:
 
 * the API key, when the variable named by ``MLOPS_API_KEY_ENV`` (default
   ``MLOPS_API_KEY``) is set, is required on every path but health, metrics and
   documentation (``OPEN_PATHS``), as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``,
   compared in constant time (401 otherwise);
 * a body over ``MLOPS_MAX_REQUEST_BYTES`` is refused with 413, whether it announces its
-  length or arrives chunked.
+  length or arrives chunked;
+* on the JSON endpoints (``JSON_PATHS``), a body that is not ``application/json`` is
+  refused with 415 (BentoML would parse a multipart or form body as something else),
+  and a JSON body holding more objects, nesting or values than the limits
+  (:class:`mlops.request_check.BodyLimits`: ``MLOPS_MAX_RECORDS``,
+  ``MLOPS_MAX_JSON_DEPTH``, ``MLOPS_MAX_JSON_VALUES``) with 413, before it is parsed.
 
 Every client error (4xx) on those paths leaves as ``{"error": "..."}`` and is logged
 once, at INFO, in one line: BentoML answers its own 4xx as ``[{"error": ...}]`` (or
 pydantic's details) and logs each at ERROR with a traceback, which
-:func:`quiet_client_errors` turns off.
+:func:`quiet_client_errors` turns off; a ``refused`` callback, when given, is told each
+one (the service counts its 422s by column in ``/metrics``). :func:`rotate_logs` keeps the server log to a
+size (``serving.log_max_bytes``, ``serving.log_backups``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
+import logging.handlers
 import os
+import sys
 from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
 from typing import Any
 
+from mlops.logs import JsonLineFormatter, log_fields
 from mlops.proxy import read_limited_body
+from mlops.request_check import BodyLimits, RequestRefused
 
-__all__ = ["OPEN_PATHS", "RequestGuard", "quiet_client_errors"]
+__all__ = [
+    "JSON_PATHS", "LABELS_PER_REQUEST", "OPEN_PATHS", "RequestGuard", "body_limits", "max_records", "quiet_client_errors",
+    "rotate_logs",
+]  # fmt: skip
 
 logger = logging.getLogger("mlops.serving")
 
@@ -34,11 +50,17 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+Refused = Callable[[str, int, str], None]
 
 # Open by design: probes and scrapers carry no key. Everything else needs it.
 OPEN_PATHS = frozenset({"/", "/readyz", "/livez", "/healthz", "/metrics", "/docs", "/docs.json", "/schema.json"})
 _OPEN_PREFIXES = ("/static_content/", "/assets/")
 _DEFAULT_MAX_BYTES = 32 * 1024 * 1024
+# The endpoints whose body BentoML parses as JSON, and what each takes (a list of objects).
+JSON_PATHS = {"/predict": "records", "/predict_batched": "records", "/labels": "labels"}
+LABELS_PER_REQUEST = 100_000  # POST /labels: more is split, or sent as a file (mlops labels add)
+_INLINE_CHECK_BYTES = 1024 * 1024  # a smaller body is counted in about a millisecond, on the loop
+_JSON_TYPES = ("application/json", "text/json")  # and application/*+json; no content type is JSON to BentoML
 # BentoML's log_exception() logs every refused request here, with its traceback.
 _BENTOML_ERROR_LOGGER = "bentoml._internal.server.http_app"
 _MAX_LOGGED_CHARS = 300
@@ -47,26 +69,37 @@ _MAX_LOGGED_CHARS = 300
 class RequestGuard:
     """Refuse unauthenticated (401) or oversized (413) requests; answer and log client errors alike."""
 
-    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+    def __init__(self, app: Callable[..., Awaitable[None]], refused: Refused | None = None) -> None:
         self.app = app
+        self.refused = refused  # told (path, status, message) of every client error, for /metrics
         key = os.environ.get(os.environ.get("MLOPS_API_KEY_ENV", "MLOPS_API_KEY"), "")
         self.api_key = key.encode() or None
         self.max_bytes = int(os.environ.get("MLOPS_MAX_REQUEST_BYTES", _DEFAULT_MAX_BYTES))
+        self.limits = {path: body_limits(what) for path, what in JSON_PATHS.items()}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS or scope["path"].startswith(_OPEN_PREFIXES):
             return await self.app(scope, receive, send)
-        send = _client_errors(scope, send)
+        send = _client_errors(scope, send, self.refused)
         headers = {name.decode("latin-1").lower(): value for name, value in scope["headers"]}
         if self.api_key and not self._authorized(headers):
             return await _refuse(send, 401, "A valid API key is required: send 'Authorization: Bearer KEY'.")
         length = headers.get("content-length")
-        if length is not None and int(length) > self.max_bytes:
-            return await _refuse(send, 413, self._too_large())
-        if length is None:
+        if length is not None and not (length.isdigit() and int(length) <= self.max_bytes):
+            return await _refuse(send, 413 if length.isdigit() else 400, self._too_large(length))
+        limits = self.limits.get(scope["path"]) if scope.get("method") == "POST" else None
+        if limits is not None and not _is_json(headers.get("content-type")):
+            message = f"The body must be JSON: send it with 'Content-Type: application/json' (not {_shown(headers)})."
+            return await _refuse(send, 415, message)
+        if length is None or limits is not None:
             body = await read_limited_body(receive, self.max_bytes)
             if body is None:
                 return await _refuse(send, 413, self._too_large())
+            if limits is not None:
+                try:  # a large body's count takes up to a second: in a thread, the loop answers others meanwhile
+                    await asyncio.to_thread(limits.check, body) if len(body) > _INLINE_CHECK_BYTES else limits.check(body)
+                except RequestRefused as exc:
+                    return await _refuse(send, exc.status, str(exc))
             receive = _replay(body, receive)
         await self.app(scope, receive, send)
 
@@ -74,8 +107,39 @@ class RequestGuard:
         given = headers.get("x-api-key") or headers.get("authorization", b"").removeprefix(b"Bearer ")
         return hmac.compare_digest(given, self.api_key or b"")
 
-    def _too_large(self) -> str:
+    def _too_large(self, length: bytes | None = None) -> str:
+        if length is not None and not length.isdigit():
+            return f"The Content-Length header is not a number of bytes: {length[:20].decode('latin-1')!r}."
         return f"The request body is over {self.max_bytes} bytes; split it into smaller requests."
+
+
+def body_limits(what: str = "records") -> BodyLimits:
+    """The limits a JSON body of ``what`` (records or labels) is checked against, from the environment.
+
+    ``MLOPS_MAX_RECORDS`` records, or :data:`LABELS_PER_REQUEST` labels.
+    """
+    return BodyLimits(
+        max_items=LABELS_PER_REQUEST if what == "labels" else max_records(),
+        max_depth=int(os.environ.get("MLOPS_MAX_JSON_DEPTH", "32")),
+        max_values=int(os.environ.get("MLOPS_MAX_JSON_VALUES", "2000000")),
+        what=what,
+    )
+
+
+def max_records() -> int:
+    """``serving.max_records``, as the server was given it."""
+    return int(os.environ.get("MLOPS_MAX_RECORDS", "10000"))
+
+
+def _is_json(content_type: bytes | None) -> bool:
+    if content_type is None:
+        return True
+    media = content_type.split(b";")[0].strip().lower().decode("latin-1")
+    return media in _JSON_TYPES or (media.startswith("application/") and media.endswith("+json"))
+
+
+def _shown(headers: dict[str, bytes]) -> str:
+    return repr(headers.get("content-type", b"").decode("latin-1")[:60])
 
 
 def quiet_client_errors() -> None:
@@ -91,6 +155,83 @@ def quiet_client_errors() -> None:
         target.addFilter(_drop_client_error)
 
 
+def rotate_logs(**fields: str) -> Path | None:
+    """Send this worker's logs (BentoML's, uvicorn's, ours, the access log) to a size-rotated file.
+
+    :func:`mlops.serving.start_server` points the server's output at
+    ``state/logs/serve-PORT.log``, which nothing would ever cut: a fuzzer's refused
+    requests grew one to 63 MB in 13 minutes. Called once the service has started
+    (start-up errors stay in that file for ``start_server`` to read), this writes
+    every handler's lines to the same file through one
+    ``RotatingFileHandler`` (``MLOPS_LOG_MAX_BYTES``, ``MLOPS_LOG_BACKUPS``) and the
+    worker's own stdout and stderr after them. With ``MLOPS_SERVER_LOG_FORMAT=json``
+    (``logs.format: json``) every handler writes JSON lines (:mod:`mlops.logs`) carrying
+    ``fields`` (the model version) and the request id a line is about. The file, or None
+    when the output is not a file (a terminal).
+    """
+    try:
+        path = Path(os.readlink("/proc/self/fd/1"))
+    except OSError:
+        return None
+    if not path.is_file():
+        return None
+    target = _RotatingLog(
+        path, maxBytes=int(os.environ.get("MLOPS_LOG_MAX_BYTES", str(10 * 1024 * 1024))),
+        backupCount=int(os.environ.get("MLOPS_LOG_BACKUPS", "3")), encoding="utf-8",
+    )  # fmt: skip
+    logging.captureWarnings(True)  # warnings.warn prints to stderr otherwise
+    formatter = JsonLineFormatter(**fields) if os.environ.get("MLOPS_SERVER_LOG_FORMAT") == "json" else None
+    named = logging.root.manager.loggerDict.values()
+    loggers = [logging.getLogger(), *(item for item in named if isinstance(item, logging.Logger))]
+    for each in loggers:
+        for handler in list(each.handlers):
+            if type(handler) is logging.StreamHandler and getattr(handler.stream, "name", None) in ("<stdout>", "<stderr>"):
+                each.removeHandler(handler)
+                each.addHandler(_Into(target, handler, formatter))
+    target.point_output_here()
+    return path
+
+
+class _RotatingLog(logging.handlers.RotatingFileHandler):
+    """The rotated file; the worker's stdout and stderr follow it to each new file."""
+
+    def point_output_here(self) -> None:
+        if self.stream is None:
+            self.stream = self._open()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        for fd in (1, 2):
+            os.dup2(self.stream.fileno(), fd)
+
+    def doRollover(self) -> None:  # noqa: N802 (logging's naming)
+        super().doRollover()
+        self.point_output_here()
+
+
+class _Into(logging.Handler):
+    """One former console handler: its level, filters and format, written into the rotated file."""
+
+    def __init__(self, target: _RotatingLog, former: logging.Handler, formatter: logging.Formatter | None = None) -> None:
+        super().__init__(former.level)
+        self.target, self.filters, self.formatter = target, list(former.filters), formatter or former.formatter
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = logging.makeLogRecord({"msg": self.format(record), "levelno": record.levelno})
+        except Exception:
+            self.handleError(record)
+            return
+        self.target.handle(line)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    """A request header's value (the client's own request id, say), cut short; None when absent."""
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return value[:128].decode("latin-1")
+    return None
+
+
 def _drop_client_error(record: logging.LogRecord) -> bool:
     from bentoml.exceptions import BentoMLException
     from pydantic import ValidationError
@@ -101,8 +242,8 @@ def _drop_client_error(record: logging.LogRecord) -> bool:
     return not (isinstance(error, BentoMLException) and 400 <= int(error.error_code) < 500)
 
 
-def _client_errors(scope: Scope, send: Send) -> Send:
-    """``send``, but a 4xx answer is rewritten as ``{"error": message}`` and logged in one line."""
+def _client_errors(scope: Scope, send: Send, refused: Refused | None = None) -> Send:
+    """``send``, but a 4xx answer is rewritten as ``{"error": message}``, logged in one line and told to ``refused``."""
     held: dict[str, Any] = {}
 
     async def wrapped(message: Message) -> None:
@@ -116,7 +257,13 @@ def _client_errors(scope: Scope, send: Send) -> Send:
             return
         start = held.pop("start")
         text = _error_text(held.pop("body"), scope["path"])
-        logger.info("%s %s refused %d: %s", scope.get("method"), scope["path"], start["status"], text[:_MAX_LOGGED_CHARS])
+        with log_fields(request_id=_header(scope, b"x-request-id")):  # the client's id, not BentoML's trace
+            logger.info("%s %s refused %d: %s", scope.get("method"), scope["path"], start["status"], text[:_MAX_LOGGED_CHARS])
+        if refused is not None:
+            try:
+                refused(scope["path"], start["status"], text)
+            except Exception:  # a metric must never cost the client its answer
+                logger.exception("Could not count a refused request.")
         body = json.dumps({"error": text}).encode()
         headers = [(name, value) for name, value in start.get("headers", []) if name.lower() not in _BODY_HEADERS]
         headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
