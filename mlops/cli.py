@@ -256,10 +256,10 @@ def train(settings: Settings, data: str | None) -> None:
     training_flow = load_flow(settings, "training")
 
     from mlops import reporting
-    from mlops.environment import one_shot_flow_runs
+    from mlops.orchestration import command_flow_runs
     from mlops.progress import progress
 
-    with one_shot_flow_runs(), progress("training"):
+    with command_flow_runs(settings), progress("training"):
         outcome = training_flow(settings, data_path=Path(data) if data else None)
     reporting.print_training(outcome)
 
@@ -307,10 +307,10 @@ def score(settings: Settings, data: str, output: str | None) -> None:
     from mlops.project import load_flow
 
     scoring_flow = load_flow(settings, "scoring")
-    from mlops.environment import one_shot_flow_runs
+    from mlops.orchestration import command_flow_runs
     from mlops.progress import progress
 
-    with one_shot_flow_runs(), progress(f"scoring {Path(data).name}"):
+    with command_flow_runs(settings), progress(f"scoring {Path(data).name}"):
         outcome = scoring_flow(settings, data_path=Path(data), output_path=Path(output) if output else None)
     for warning in outcome.validation.warnings:
         click.echo(f"warning: {warning.describe()}")
@@ -461,10 +461,10 @@ def monitor(settings: Settings, current: str | None, labels: str | None) -> None
 
     monitoring_flow = load_flow(settings, "monitoring")
     from mlops import reporting
-    from mlops.environment import one_shot_flow_runs
+    from mlops.orchestration import command_flow_runs
     from mlops.progress import progress
 
-    with one_shot_flow_runs(), progress("monitoring"):
+    with command_flow_runs(settings), progress("monitoring"):
         outcome = monitoring_flow(
             settings, current_path=Path(current) if current else None, labels_path=Path(labels) if labels else None
         )
@@ -539,11 +539,11 @@ def demo(settings: Settings) -> None:
     """Run the whole loop: validate, train, serve, send traffic, detect drift, retrain."""
     from mlops import reporting
     from mlops.demo import run_demo
-    from mlops.environment import one_shot_flow_runs
+    from mlops.orchestration import command_flow_runs
 
     _interrupt_on_termination()
     try:
-        with one_shot_flow_runs():
+        with command_flow_runs(settings):
             summary = run_demo(settings)
     except KeyboardInterrupt:
         click.secho("demo interrupted; its deployment was stopped.", fg="yellow", err=True)

@@ -14,15 +14,20 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from mlops import processes
 from mlops.config import Settings
-from mlops.environment import tool_variables
+from mlops.environment import one_shot_flow_runs, tool_variables
 from mlops.errors import ServiceUnavailable
 
-__all__ = ["LocalPrefectServer", "find_local_server", "start_local_server"]
+__all__ = ["LocalPrefectServer", "command_flow_runs", "ensure_database", "find_local_server", "start_local_server"]
+
+DATABASE_LOCK_FILE = "prefect-db.lock"
+DATABASE_LOCK_TIMEOUT_SECONDS = 300.0
 
 
 @dataclass
@@ -41,6 +46,64 @@ class LocalPrefectServer:
         self.process.wait()
 
 
+@contextmanager
+def _first_start(settings: Settings) -> Iterator[None]:
+    """Hold the state folder's Prefect database lock while a server starts on a database not yet created.
+
+    Why: a Prefect server creates and migrates its SQLite file when it starts, and two
+    processes starting on a fresh state folder (two first ``mlops train``) both migrate it:
+    one fails ("duplicate column name"). A server answers its health check only once its
+    migrations and block registration are done, so holding a lock until then serializes
+    them. A marker beside the file makes later starts skip the lock.
+    """
+    database = settings.prefect_home / "prefect.db"
+    marker = database.with_name(database.name + ".ready")
+    configured = os.environ.get("PREFECT_API_DATABASE_CONNECTION_URL") or os.environ.get("PREFECT_SERVER_DATABASE_CONNECTION_URL")
+    if configured or (marker.is_file() and database.is_file()):
+        yield
+        return
+    from filelock import FileLock, Timeout
+
+    settings.prefect_home.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(str(settings.prefect_home / DATABASE_LOCK_FILE), timeout=DATABASE_LOCK_TIMEOUT_SECONDS):
+            yield
+            if database.is_file():
+                marker.touch()
+    except Timeout:
+        raise ServiceUnavailable(
+            f"Another process held {settings.prefect_home / DATABASE_LOCK_FILE} for over "
+            f"{DATABASE_LOCK_TIMEOUT_SECONDS:g} s while creating Prefect's database; if no mlops command runs, remove the file."
+        ) from None
+
+
+def ensure_database(settings: Settings) -> None:
+    """Start this process's ephemeral Prefect server now, one process at a time on a fresh state folder.
+
+    The flow runs of this process then use that server (Prefect keeps one per process).
+    Nothing to do when a Prefect server is configured (``prefect_api_url``). The CLI calls it
+    through :func:`command_flow_runs`; scripts on the Python API may call it before their
+    first flow run.
+    """
+    if settings.prefect_api_url or os.environ.get("PREFECT_API_URL"):
+        return
+    with _first_start(settings):
+        from prefect.server.api.server import SubprocessASGIServer
+
+        SubprocessASGIServer().start()
+
+
+@contextmanager
+def command_flow_runs(settings: Settings) -> Iterator[None]:
+    """The flow runs of one command: on a server started first (:func:`ensure_database`), without heartbeats.
+
+    Heartbeats: :func:`mlops.environment.one_shot_flow_runs`.
+    """
+    ensure_database(settings)
+    with one_shot_flow_runs():
+        yield
+
+
 def start_local_server(settings: Settings, port: int, timeout: float = 120.0) -> LocalPrefectServer:
     """Start a Prefect server on 127.0.0.1:``port`` and wait until its API answers."""
     log_path = settings.state_dir / "logs" / "prefect-server.log"
@@ -49,13 +112,14 @@ def start_local_server(settings: Settings, port: int, timeout: float = 120.0) ->
     env = {**os.environ, **tool_variables(settings)}
     env.pop("PREFECT_API_URL", None)
     env["PREFECT_UI_API_URL"] = f"http://127.0.0.1:{port}/api"  # the UI's own API calls: 4200 unless told
-    process = processes.start(command, log_path=log_path, env=env)
-    server = LocalPrefectServer(f"http://127.0.0.1:{port}/api", process, processes.process_start(process.pid))
-    try:
-        healthy = _wait_healthy(server, timeout)
-    except BaseException:  # Ctrl-C or SIGTERM while it starts: it must not outlive the command
-        server.stop()
-        raise
+    with _first_start(settings):
+        process = processes.start(command, log_path=log_path, env=env)
+        server = LocalPrefectServer(f"http://127.0.0.1:{port}/api", process, processes.process_start(process.pid))
+        try:
+            healthy = _wait_healthy(server, timeout)
+        except BaseException:  # Ctrl-C or SIGTERM while it starts: it must not outlive the command
+            server.stop()
+            raise
     if not healthy:
         server.stop()
         raise ServiceUnavailable(f"The local Prefect server did not start within {timeout:g} s; see {log_path}.")

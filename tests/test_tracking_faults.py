@@ -177,3 +177,5 @@ def test_train__two_first_trainings_at_once_both_succeed(tmp_path: Path):
     for code, _stdout, stderr in results:
         assert code == 0, stderr[-3000:]
         assert "duplicate column" not in stderr
+    # Prefect's database was created once, under the state folder's lock (mlops.orchestration.ensure_database).
+    assert (state / "prefect" / "prefect.db.ready").is_file()
