@@ -28,11 +28,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+import numpy as np
+import pandas as pd
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+from prefect.client.schemas.sorting import FlowRunSort
+
+from mlops import audit, tracking
 from mlops.errors import DataError
+from mlops.metrics import higher_is_better
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from mlops.config import MonitoringConfig, Settings
     from mlops.contract import ColumnContract, Contract
 
@@ -120,8 +126,6 @@ def decide_retrain(
 
 
 def _triggers(drift_share: float, quality: float | None, policy: MonitoringConfig, metric: str) -> tuple[str, ...]:
-    from mlops.metrics import higher_is_better
-
     fired = []
     if drift_share >= policy.drift_share_threshold:
         fired.append(f"drift share {drift_share:.2f} ≥ {policy.drift_share_threshold:.2f}")
@@ -134,7 +138,6 @@ def _triggers(drift_share: float, quality: float | None, policy: MonitoringConfi
 
 def _worse(value: float, floor: float, metric: str) -> bool:
     # Error metrics go the other way: their "floor" is a ceiling.
-    from mlops.metrics import higher_is_better
 
     return value < floor if higher_is_better(metric) else value > floor
 
@@ -155,8 +158,6 @@ def _brake(window_rows: int, history: RetrainHistory, policy: MonitoringConfig, 
 
 def record_trigger(settings: Settings, decision: RetrainDecision, monitoring_run_id: str | None = None) -> dict:
     """Audit a retrain about to start: why (its triggers), against which champion, from which monitoring run."""
-    from mlops import audit, tracking
-
     champion = tracking.champion_version(settings.model.name)
     return audit.record(
         settings, "retrain", version=champion, run_id=monitoring_run_id or None, reason=decision.explain(),
@@ -169,10 +170,6 @@ def retrain_history(now: datetime | None = None, exclude_flow_run: str | None = 
 
     ``exclude_flow_run`` leaves out the caller's own flow run.
     """
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
-    from prefect.client.schemas.sorting import FlowRunSort
-
     now = now or datetime.now(UTC)
     flow_filter = FlowRunFilter(tags=FlowRunFilterTags(all_=[RETRAIN_TAG]))
     with get_client(sync_client=True) as client:
@@ -235,8 +232,6 @@ def combine_with_labeled(reference: pd.DataFrame, labeled: pd.DataFrame, contrac
     :class:`~mlops.errors.DataError` naming it and the fix. The target takes the labels
     (``labeled["label"]``, already in the target's type).
     """
-    import pandas as pd
-
     specs = {column.name: column for column in contract.columns}
     rows = pd.DataFrame({name: _logged_values(labeled, name, contract.target) for name in reference.columns})
     refused = _refused(rows, [specs[name] for name in rows.columns if name in specs and specs[name].role == "feature"])
@@ -259,9 +254,6 @@ def _logged_values(labeled: pd.DataFrame, name: str, target: str) -> list:
 
 def _refused(rows: pd.DataFrame, features: list[ColumnContract]) -> pd.Series:
     """Rows with a feature value the contract blocks: the gate would refuse the whole file for them."""
-    import numpy as np
-    import pandas as pd
-
     refused = pd.Series(False, index=rows.index)
     for spec in features:
         values = rows[spec.name]
@@ -323,8 +315,6 @@ def _made_up(spec: ColumnContract, reference: pd.Series, labeled: pd.DataFrame) 
             return (labeled["request_id"].astype(str) + "#" + labeled["record"].astype(str)).tolist()
         return [f"logged-{index}" for index in range(rows)]
     if spec.type in ("int", "float"):
-        import pandas as pd
-
         numbers = pd.to_numeric(reference, errors="coerce")
         start = int(numbers.max()) + 1 if numbers.notna().any() else 0  # after every training id
         start = max(start, math.ceil(spec.min)) if spec.min is not None else start
@@ -335,8 +325,6 @@ def _made_up(spec: ColumnContract, reference: pd.Series, labeled: pd.DataFrame) 
 
 
 def _integral(values: pd.Series) -> bool:
-    import pandas as pd
-
     numbers = pd.to_numeric(values, errors="coerce")
     present = numbers[values.notna()]
     return bool(present.notna().all() and (present % 1 == 0).all())
