@@ -23,9 +23,12 @@ task's default is watched (:func:`watched_metric`: accuracy, or rmse for regress
 
 from __future__ import annotations
 
+import importlib
+import logging
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -35,6 +38,8 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 from prefect.client.schemas.sorting import FlowRunSort
 
 from mlops import audit, tracking
+from mlops.contract import load_contract
+from mlops.data import load_table
 from mlops.errors import DataError
 from mlops.metrics import higher_is_better
 
@@ -52,9 +57,12 @@ __all__ = [
     "split_recent",
     "decide_retrain",
     "record_trigger",
+    "retrain_data",
     "retrain_history",
     "watched_metric",
 ]
+
+logger = logging.getLogger(__name__)
 
 RETRAIN_TAG = "retrain"
 NO_LABELS = "drift detected, no new labeled rows: a retrain would reproduce the champion"
@@ -328,3 +336,63 @@ def _integral(values: pd.Series) -> bool:
     numbers = pd.to_numeric(values, errors="coerce")
     present = numbers[values.notna()]
     return bool(present.notna().all() and (present % 1 == 0).all())
+
+
+def retrain_data(
+    settings: Settings, labeled: pd.DataFrame, reference_fingerprint: str, labels_source: str
+) -> tuple[Path | None, Path | None, dict]:
+    """The training data, the recent evaluation set and the lineage of a retrain, as ``monitoring.retrain_data`` says.
+
+    ``reference``: the training file. ``reference+labeled``: the labeled window rows are
+    ordered by time and the newest ``monitoring.recent_eval_share`` held out as the recent
+    evaluation set (never trained on; the gate judges on it); the training file plus the
+    rest (the newest ``monitoring.labeled_share`` and ``monitoring.labeled_rows`` of them, each
+    weighing ``monitoring.labeled_weight`` in the fit) is written with exactly the training
+    file's columns and the labels in the target's type (:func:`mlops.retraining.combine_with_labeled`),
+    so it passes the same gate; rows the contract would refuse are left out, with a warning.
+    ``module:function``: the user's function, called with the settings and the labeled window
+    rows, returns the path of a data file (validated like any training data).
+    """
+    choice, policy = settings.monitoring.retrain_data, settings.monitoring
+    lineage = {"reference_fingerprint": reference_fingerprint, "retrain_data": choice,
+               "labels_source": labels_source, "labels_count": str(len(labeled))}
+    if "timestamp" in labeled and len(labeled):
+        times = labeled["timestamp"].astype(str)
+        lineage |= {"window_start": times.min(), "window_end": times.max()}
+    if ":" in choice:
+        module, function = choice.split(":")
+        return Path(getattr(importlib.import_module(module), function)(settings, labeled)), None, lineage
+    if choice == "reference" or labeled.empty:
+        return None, None, lineage
+    reference = load_table(settings.data.training)
+    terms = load_contract(settings.data.contract)
+    train_rows, recent_rows = split_recent(
+        labeled, policy.recent_eval_share, policy.labeled_rows, policy.labeled_share
+    )
+    try:
+        combined = combine_with_labeled(reference, train_rows, terms)
+        recent = combine_with_labeled(reference.iloc[0:0], recent_rows, terms) if len(recent_rows) else None
+    except DataError as exc:
+        logger.warning("Retraining on %s alone: %s", settings.data.training, exc)
+        return None, None, lineage
+    if combined.refused:
+        logger.warning("%d labeled rows left out of the retraining data: values the data contract blocks "
+                       "(a range, a category, a null)", combined.refused)
+    lineage |= {"labeled_train_rows": str(combined.added), "recent_eval_rows": str(recent.added if recent else 0)}
+    if combined.added:
+        lineage |= {"reference_rows": str(len(reference)), "labeled_weight": f"{policy.labeled_weight:g}"}
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    parquet = settings.data.training.suffix.lower() in (".parquet", ".pq")
+    suffix = ".parquet" if parquet else ".csv"
+    folder = settings.state_dir / "retrain"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = _write(combined.frame, folder / f"train-plus-labeled-{stamp}{suffix}") if combined.added else None
+    recent_path = _write(recent.frame, folder / f"recent-eval-{stamp}{suffix}") if recent and recent.added else None
+    logger.info("Retraining on %s: %d training rows + %d labeled rows; recent evaluation set %s (%d rows)",
+                path, len(reference), combined.added, recent_path, recent.added if recent else 0)
+    return path, recent_path, lineage
+
+
+def _write(frame, path: Path) -> Path:
+    frame.to_parquet(path, index=False) if path.suffix == ".parquet" else frame.to_csv(path, index=False)
+    return path

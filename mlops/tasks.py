@@ -11,7 +11,6 @@ inside a task, which would log a traceback for a data problem.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +28,7 @@ from mlops import alerts, contract, data, deployment, labels, monitoring, packag
 from mlops.config import Settings
 from mlops.deployment import shadow_predictions_dir
 from mlops.environment import tracking_faults
-from mlops.errors import DataError, ServingError, ValidationFailed
+from mlops.errors import ServingError, ValidationFailed
 from mlops.outcomes import MonitoringOutcome, ScoringOutcome, TrainingOutcome
 from mlops.prediction_log import METADATA_COLUMNS, read_prediction_log
 from mlops.training import DataSplit
@@ -56,7 +55,6 @@ __all__ = [
     "register_model",
     "retrain",
     "save_check_summary",
-    "retrain_data",
     "send_alert",
     "split_data",
     "train_candidates",
@@ -451,7 +449,7 @@ def retrain(
             _logger().warning("Retraining (%s)", decision.explain())
             retraining.record_trigger(settings, decision, monitoring_run_id)  # the audit log's retrain line
             fingerprint = tracking.reference_fingerprint(settings.model.name) or ""
-            data_path, recent_path, lineage = retrain_data(settings, labeled, fingerprint, labels_source)
+            data_path, recent_path, lineage = retraining.retrain_data(settings, labeled, fingerprint, labels_source)
             lineage |= {"monitoring_run_id": monitoring_run_id, "monitoring_flow_run_id": str(runtime.flow_run.id or "")}
             # The labeled rows follow the training file's rows in the retraining data.
             labeled_from = int(lineage["reference_rows"]) if "reference_rows" in lineage else None
@@ -527,64 +525,3 @@ def save_check_summary(
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     path = Path(drift.report_path).with_suffix(".json") if drift.report_path else settings.reports_dir / f"drift-{stamp}.json"
     return monitoring.save_summary(summary, path)
-
-
-def retrain_data(
-    settings: Settings, labeled, reference_fingerprint: str, labels_source: str
-) -> tuple[Path | None, Path | None, dict]:
-    """The training data, the recent evaluation set and the lineage of a retrain, as ``monitoring.retrain_data`` says.
-
-    ``reference``: the training file. ``reference+labeled``: the labeled window rows are
-    ordered by time and the newest ``monitoring.recent_eval_share`` held out as the recent
-    evaluation set (never trained on; the gate judges on it); the training file plus the
-    rest (the newest ``monitoring.labeled_share`` and ``monitoring.labeled_rows`` of them, each
-    weighing ``monitoring.labeled_weight`` in the fit) is written with exactly the training
-    file's columns and the labels in the target's type (:func:`mlops.retraining.combine_with_labeled`),
-    so it passes the same gate; rows the contract would refuse are left out, with a warning.
-    ``module:function``: the user's function, called with the settings and the labeled window
-    rows, returns the path of a data file (validated like any training data).
-    """
-    choice, policy = settings.monitoring.retrain_data, settings.monitoring
-    lineage = {"reference_fingerprint": reference_fingerprint, "retrain_data": choice,
-               "labels_source": labels_source, "labels_count": str(len(labeled))}
-    if "timestamp" in labeled and len(labeled):
-        times = labeled["timestamp"].astype(str)
-        lineage |= {"window_start": times.min(), "window_end": times.max()}
-    if ":" in choice:
-        module, function = choice.split(":")
-        return Path(getattr(importlib.import_module(module), function)(settings, labeled)), None, lineage
-    if choice == "reference" or labeled.empty:
-        return None, None, lineage
-    reference = data.load_table(settings.data.training)
-    terms = contract.load_contract(settings.data.contract)
-    train_rows, recent_rows = retraining.split_recent(
-        labeled, policy.recent_eval_share, policy.labeled_rows, policy.labeled_share
-    )
-    logger = _logger()
-    try:
-        combined = retraining.combine_with_labeled(reference, train_rows, terms)
-        recent = retraining.combine_with_labeled(reference.iloc[0:0], recent_rows, terms) if len(recent_rows) else None
-    except DataError as exc:
-        logger.warning("Retraining on %s alone: %s", settings.data.training, exc)
-        return None, None, lineage
-    if combined.refused:
-        logger.warning("%d labeled rows left out of the retraining data: values the data contract blocks "
-                       "(a range, a category, a null)", combined.refused)
-    lineage |= {"labeled_train_rows": str(combined.added), "recent_eval_rows": str(recent.added if recent else 0)}
-    if combined.added:
-        lineage |= {"reference_rows": str(len(reference)), "labeled_weight": f"{policy.labeled_weight:g}"}
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    parquet = settings.data.training.suffix.lower() in (".parquet", ".pq")
-    suffix = ".parquet" if parquet else ".csv"
-    folder = settings.state_dir / "retrain"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = _write(combined.frame, folder / f"train-plus-labeled-{stamp}{suffix}") if combined.added else None
-    recent_path = _write(recent.frame, folder / f"recent-eval-{stamp}{suffix}") if recent and recent.added else None
-    logger.info("Retraining on %s: %d training rows + %d labeled rows; recent evaluation set %s (%d rows)",
-                path, len(reference), combined.added, recent_path, recent.added if recent else 0)
-    return path, recent_path, lineage
-
-
-def _write(frame, path: Path) -> Path:
-    frame.to_parquet(path, index=False) if path.suffix == ".parquet" else frame.to_csv(path, index=False)
-    return path
