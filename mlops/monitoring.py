@@ -21,8 +21,8 @@ columns drifted". Nulls are left out of each column's test, as Evidently does (t
 contract check reports null rates); a column with values on one side only (all
 null in the window, say) is drifted without a test. A category never seen in
 training counts towards drift as Evidently's tests count it (chi-square: a new
-category alone is drift). Evidently and pandas are imported inside the functions,
-so ``import mlops.monitoring`` stays instant.
+category alone is drift). Evidently is imported inside the functions that measure
+(it takes seconds and ~200 MB), so what only reads summaries never loads it.
 
 Large data (either side above ``2 × sample_rows`` rows, reference above 1000): the
 Evidently report runs on a uniform sample of ``sample_rows`` rows per side (the HTML

@@ -13,8 +13,8 @@ order they depend on one another:
 - :mod:`~mlops.contract.report`: the HTML report of a run (:func:`write_html_report`);
 - :mod:`~mlops.contract.validate`: the gate the library calls (:func:`validate_with_contract`, chunked files).
 
-Importing the package loads neither pandas nor Great Expectations: they are imported
-when a table is checked (GX only for what the fast checks hand to it).
+Importing the package does not load Great Expectations: GX is imported when a suite is
+run by it (only what the fast checks hand to it).
 
 Example::
 
