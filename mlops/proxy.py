@@ -44,8 +44,7 @@ from typing import Any
 
 import aiohttp
 
-from mlops.service.asgi import Receive, Scope, Send, read_limited_body
-from mlops.service.guard import SMOKE_TEST_HEADER
+from mlops.service.asgi import SMOKE_TEST_HEADER, Receive, Scope, Send, read_limited_body
 from mlops.service.settings import ProxySettings
 
 __all__ = [

@@ -36,8 +36,10 @@ def _imported_modules(code: str) -> list[str]:
     return result.stdout.split()
 
 
-def test_import__cli_and_config_load_no_tool():
-    loaded = set(_imported_modules("import mlops.cli, mlops.config, sys; print(*sys.modules)"))
+# The CLI's start-up, and the swap proxy: on every request's path, restarted by the watchdog within a second.
+@pytest.mark.parametrize("modules", ["mlops.cli, mlops.config", "mlops.proxy"])
+def test_import__cli_and_proxy_load_no_tool(modules):
+    loaded = set(_imported_modules(f"import {modules}, sys; print(*sys.modules)"))
     assert not [name for name in HEAVY if name in loaded]
 
 

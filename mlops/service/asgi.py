@@ -1,6 +1,7 @@
-"""The ASGI types the swap proxy and the service's middlewares share, and the bounded body read.
+"""What the swap proxy and the service's middlewares share: the ASGI types, the bounded body read, the smoke-test header.
 
-Standard library only: the proxy (:mod:`mlops.proxy`) imports it and starts fast.
+Standard library only: the proxy (:mod:`mlops.proxy`) is on every request's path and the
+watchdog restarts it within a second; it imports this module, never the guard or a tool.
 """
 
 from __future__ import annotations
@@ -8,7 +9,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-__all__ = ["App", "Message", "Receive", "Scope", "Send", "read_limited_body"]
+__all__ = ["SMOKE_TEST_HEADER", "App", "Message", "Receive", "Scope", "Send", "read_limited_body"]
+
+# The deployer's smoke test sends it to a backend directly: answered, not logged (reference rows would
+# hide drift). The proxy drops it from outside clients.
+SMOKE_TEST_HEADER = "x-mlops-smoke-test"
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

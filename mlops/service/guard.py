@@ -42,9 +42,9 @@ from pydantic import ValidationError
 
 from mlops.logs import JsonLineFormatter, log_fields
 from mlops.request_check import BodyLimits, RequestRefused
-from mlops.service.asgi import App, Message, Receive, Scope, Send, read_limited_body
+from mlops.service.asgi import SMOKE_TEST_HEADER, App, Message, Receive, Scope, Send, read_limited_body
 
-if TYPE_CHECKING:  # the proxy imports this module for SMOKE_TEST_HEADER and stays light (no pydantic)
+if TYPE_CHECKING:
     from mlops.service.settings import ServiceSettings
 
 __all__ = [
@@ -59,9 +59,6 @@ Refused = Callable[[str, int, str], None]
 # Open by design: probes and scrapers carry no key. Everything else needs it.
 OPEN_PATHS = frozenset({"/", "/readyz", "/livez", "/healthz", "/metrics", "/docs", "/docs.json", "/schema.json"})
 _OPEN_PREFIXES = ("/static_content/", "/assets/")
-# The deployer's smoke test sends it to a backend directly: answered, not logged (reference rows would
-# hide drift). The proxy drops it from outside clients.
-SMOKE_TEST_HEADER = "x-mlops-smoke-test"
 # The endpoints whose body BentoML parses as JSON, and what each takes (a list of objects).
 JSON_PATHS = {"/predict": "records", "/predict_batched": "records", "/labels": "labels"}
 LABELS_PER_REQUEST = 100_000  # POST /labels: more is split, or sent as a file (mlops labels add)
