@@ -9,7 +9,7 @@ a few out-of-range values and nulls so the gate has findings to report) and a co
 drafted from its clean first 10,000 rows, then measures, each contender in a fresh,
 warmed process (imports and first-call caches paid before the clock starts):
 
-- ``gx``: ``load_table`` then GX on the whole frame (``validation.validate_frame``), the baseline;
+- ``gx``: ``load_table`` then GX on the whole frame (``contract.validate_frame``), the baseline;
 - ``ours``: ``load_table`` then ``contract.check_with_report``, the gate the flows run;
 - ``chunked``: ``contract.validate_file_in_chunks``, the CLI's streaming path for large files.
 
@@ -86,8 +86,7 @@ def _run(contender: str, path: Path, contract: Path, folder: Path, chunk_rows: i
 
 
 def _check(contender: str, frame, contract: Path, folder: Path):
-    from mlops.contract import check_with_report, load_contract, to_suite
-    from mlops.validation import validate_frame
+    from mlops.contract import check_with_report, load_contract, to_suite, validate_frame
 
     if contender == "gx":
         return validate_frame(frame, to_suite(load_contract(contract)))
@@ -152,7 +151,7 @@ def _table(folder: Path, rows: int, columns: int, rounds: int, chunk_rows: int, 
             runs[contender].append(measure(contender, folder, chunk_rows))
             print(f"{contender:8} {runs[contender][-1]['check_s']:.2f} s", file=sys.stderr)
     notes = (
-        "Ours: the contract's GX suite evaluated with vectorised pandas/numpy (mlops/contract_checks.py), "
+        "Ours: the contract's GX suite evaluated with vectorised pandas/numpy (mlops/contract/checks.py), "
         "GX for anything it does not cover; findings compared with GX's on the same data. Peak RSS is the "
         "whole process (Python, pandas, the frame, and what pandas' CSV parser left in the heap: see 'RSS "
         f"before the check'). Chunked: {chunk_rows:,} rows per chunk, read by pyarrow (by pandas when pyarrow "

@@ -32,9 +32,8 @@ def make_diabetes():
 
 def write_diabetes(root: Path = REPO) -> tuple[Path, Path, Path]:
     """Write the data, its data contract and the GX suite generated from it under ``root``."""
-    from mlops.contract import draft_contract, to_suite, write_contract
+    from mlops.contract import draft_contract, to_suite, write_contract, write_suite
     from mlops.data import load_table
-    from mlops.validation import write_suite
 
     frame = make_diabetes()
     data_path = root / "data" / "diabetes" / "train.csv"

@@ -79,17 +79,17 @@ def monitoring_flow(
         message = (f"The champion's reference data has no column(s) {stale} of the data contract's features. "
                    "Train a champion on data matching the contract (mlops train), or fix data.contract.")
         return Failed(message=message, data=DataError(message))
-    drift, summary_path = tasks.measure_drift(reference, current, settings, feature_columns, categorical)
+    drift = tasks.measure_drift(reference, current, settings, feature_columns, categorical)
     labels_path = labels_path or settings.monitoring.labels
     labeled, quality = tasks.measure_quality(current, settings, labels_path)
     shadow = tasks.compare_with_shadow(current, labeled, settings) if current_path is None else None
     refused = tasks.count_refused(current, settings, current_path)
+    decision = tasks.decide_retrain(drift, quality, labeled, len(current), settings)
+    summary_path = tasks.save_check_summary(drift, settings, current_path, quality, decision, labeled, shadow, refused)
     reports = [Path(drift.report_path) if drift.report_path else None, summary_path, report]
     run_id = tasks.record_check(drift, quality, labeled, settings, reports, shadow, refused)
     if drift.drift_detected:
         alerts.send_alert(settings.alerts, "drift_detected", drift.summary().splitlines()[0], {"mlflow_run_id": run_id})
-    decision = tasks.decide_retrain(drift, quality, labeled, len(current), settings)
-    tasks.complete_summary(summary_path, settings, current_path, quality, decision, labeled, shadow, refused)
     if decision.blocked_by == retraining.NO_LABELS:
         alerts.send_alert(settings.alerts, "retrain_needs_labels", decision.explain(), {"mlflow_run_id": run_id})
     retrain = None

@@ -13,24 +13,23 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from mlops.config import AlertsConfig
+import httpx
+from prefect.blocks.core import Block
 
-__all__ = ["EVENTS", "send_alert"]
+from mlops.config import ALERT_EVENTS, AlertsConfig
+from mlops.environment import redact
 
-EVENTS = (
-    "drift_detected", "gate_rejected", "deployment_rolled_back", "flow_failed", "retrain_needs_labels",
-    "challenger_waiting",
-)
+__all__ = ["send_alert"]
+
 logger = logging.getLogger(__name__)
 
 
 def send_alert(config: AlertsConfig, event: str, message: str, details: dict[str, Any] | None = None) -> bool:
     """Deliver one alert to every configured channel; True when at least one accepted it."""
-    if event not in EVENTS:
-        raise ValueError(f"unknown alert event {event!r}; expected one of {', '.join(EVENTS)}")
+    if event not in ALERT_EVENTS:
+        raise ValueError(f"unknown alert event {event!r}; expected one of {', '.join(ALERT_EVENTS)}")
     if event not in config.events:
         return False
     payload = {
@@ -49,8 +48,6 @@ def send_alert(config: AlertsConfig, event: str, message: str, details: dict[str
 
 
 def _post_webhook(url: str, payload: dict[str, Any], timeout: float) -> bool:
-    import httpx
-
     try:
         response = httpx.post(url, json=payload, timeout=timeout)
         response.raise_for_status()
@@ -64,14 +61,10 @@ def _post_webhook(url: str, payload: dict[str, Any], timeout: float) -> bool:
 
 
 def _notify_block(name: str, body: str) -> bool:
-    from prefect.blocks.core import Block
-
     try:
         block: Any = Block.load(name)  # sync-compatible: a Block when called outside a coroutine
         block.notify(body)
     except Exception as exc:  # any block type, any transport: an alert never fails the flow
-        from mlops.environment import redact
-
         logger.warning("Alert not delivered through Prefect block %r: %s", name, redact(str(exc)))
         return False
     return True

@@ -24,6 +24,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import mlflow
+from filelock import FileLock
+from mlflow.exceptions import MlflowException
+
 from mlops.config import Settings
 
 __all__ = ["AUDIT_FILE", "KINDS", "actor", "append_entry", "read_audit", "record"]
@@ -80,8 +84,6 @@ def record(
 
 def append_entry(path: Path, entry: dict[str, Any]) -> None:
     """Append ``entry`` as one line, under a lock beside the file (concurrent writers never interleave)."""
-    from filelock import FileLock
-
     line = json.dumps(entry, default=str, ensure_ascii=False) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{path}.lock", timeout=30), path.open("a", encoding="utf-8") as log:
@@ -110,9 +112,6 @@ def read_audit(settings: Settings, limit: int | None = None, kinds: tuple[str, .
 def _tag(name: str, version: str | None, kind: str, entry: dict[str, Any]) -> None:
     """The latest event of each kind, ``mlops.audit.<kind>`` = its JSON line, on the version
     (or, for an event of no version such as a schedule change, on the registered model if there is one)."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     client, key = mlflow.MlflowClient(), TAG_PREFIX + kind
     value = json.dumps(entry, default=str, ensure_ascii=False)[:_TAG_LIMIT]
     if version is not None:
@@ -126,9 +125,6 @@ def _tag(name: str, version: str | None, kind: str, entry: dict[str, Any]) -> No
 
 
 def _run_id(name: str, version: str) -> str | None:
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     try:
         return mlflow.MlflowClient().get_model_version(name, version).run_id or None
     except MlflowException:

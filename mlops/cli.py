@@ -155,7 +155,7 @@ def init(directory: str, data: str | None, target: str | None) -> None:
 @_command
 def validate(settings: Settings, data: str | None, scope: str, chunk_rows: int | None) -> None:
     """Check DATA (default: the training file) against the data contract (exit 1 if blocked)."""
-    from mlops import contract, validation
+    from mlops import contract
     from mlops.progress import progress
 
     path = Path(data) if data else settings.data.training
@@ -166,7 +166,7 @@ def validate(settings: Settings, data: str | None, scope: str, chunk_rows: int |
             )
         else:
             result = contract.validate_file_with_contract(path, settings.data.contract, scope)  # type: ignore[arg-type]
-    report = validation.write_html_report(result, settings.reports_dir / "validation-latest.html")
+    report = contract.write_html_report(result, settings.reports_dir / "validation-latest.html")
     click.echo(result.summary())
     click.echo(f"HTML report: {report}")
     if not result.success:
@@ -241,9 +241,8 @@ def contract_suite(settings: Settings) -> None:
 
 def _write_suite(settings: Settings) -> Path:
     from mlops import contract as contracts
-    from mlops.validation import write_suite
 
-    return write_suite(contracts.to_suite(contracts.load_contract(settings.data.contract)), settings.data.suite)
+    return contracts.write_suite(contracts.to_suite(contracts.load_contract(settings.data.contract)), settings.data.suite)
 
 
 @cli.command()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -28,6 +28,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from mlops.errors import ConfigError
 
 __all__ = [
+    "ALERT_EVENTS",
+    "AlertEvent",
     "AlertsConfig",
     "BUILTIN_ESTIMATORS",
     "estimator_class",
@@ -339,6 +341,13 @@ class SchedulesConfig(_Section):
     prefect_port: int = Field(4200, ge=1, le=65535, description="Port of the local Prefect server schedules start.")
 
 
+# The events a flow can alert on (:func:`mlops.alerts.send_alert`); ``alerts.events`` picks among them.
+AlertEvent = Literal[
+    "drift_detected", "gate_rejected", "deployment_rolled_back", "flow_failed", "retrain_needs_labels", "challenger_waiting"
+]
+ALERT_EVENTS: tuple[AlertEvent, ...] = get_args(AlertEvent)
+
+
 class AlertsConfig(_Section):
     """Where alerts go: a webhook (JSON POST) and/or a Prefect notification block."""
 
@@ -346,10 +355,7 @@ class AlertsConfig(_Section):
     prefect_block: str | None = Field(
         None, description="A saved Prefect notification block as 'type-slug/name', e.g. 'slack-webhook/ops'."
     )
-    events: tuple[str, ...] = (
-        "drift_detected", "gate_rejected", "deployment_rolled_back", "flow_failed", "retrain_needs_labels",
-        "challenger_waiting",
-    )
+    events: tuple[AlertEvent, ...] = Field(ALERT_EVENTS, description="The events that are sent; the others are only logged.")
     timeout_seconds: float = Field(5.0, gt=0)
 
 

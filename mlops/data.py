@@ -18,6 +18,7 @@ Regenerate with ``python -m mlops.data data/`` (byte-identical for the same seed
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import sys
 from collections.abc import Collection, Iterator
@@ -25,11 +26,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as compute
+import pyarrow.csv as arrow_csv
+import pyarrow.types as kinds
+from sklearn.datasets import load_breast_cancer
+
+from mlops.config import SAMPLE_DATASET
 from mlops.errors import DataError
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from mlops.config import Settings
 
 __all__ = [
@@ -58,8 +66,6 @@ SCANNER_FACTOR = 0.75
 
 def load_table(path: str | Path) -> pd.DataFrame:
     """Read a CSV (or Parquet) file, turning every way it can be unreadable into a :class:`DataError`."""
-    import pandas as pd
-
     path = _existing(path)
     if path.suffix.lower() in (".parquet", ".pq"):
         return _load_parquet(path)
@@ -76,9 +82,6 @@ def load_table(path: str | Path) -> pd.DataFrame:
 
 
 def _load_parquet(path: Path) -> pd.DataFrame:
-    import pandas as pd
-    import pyarrow as pa
-
     try:
         frame = pd.read_parquet(path)
     except (pa.ArrowException, OSError, ValueError) as exc:
@@ -93,8 +96,6 @@ def iter_table(path: str | Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
 
     A problem found half-way (a ragged row, a bad byte) is a :class:`DataError` too.
     """
-    import pandas as pd
-
     path = _existing(path)
     chunks = 0
     try:
@@ -132,9 +133,6 @@ def iter_table_fast(path: str | Path, chunk_rows: int, numeric: Collection[str] 
     :class:`FastReadRefused`, possibly after some chunks: the caller starts over with
     :func:`iter_table`, whose messages and typing are the reference.
     """
-    import pyarrow as pa
-    import pyarrow.csv as arrow_csv
-
     path = _existing(path)
     options = arrow_csv.ConvertOptions(
         null_values=list(_NA_VALUES), strings_can_be_null=True, true_values=list(_TRUE), false_values=list(_FALSE)
@@ -158,9 +156,6 @@ def iter_table_fast(path: str | Path, chunk_rows: int, numeric: Collection[str] 
 
 
 def _arrow_chunk(path: Path, table: Any, numeric: Collection[str], first: bool) -> pd.DataFrame:
-    import numpy as np
-    import pyarrow.types as kinds
-
     names = table.schema.names
     if "" in names or len(set(names)) != len(names):
         raise FastReadRefused("unnamed or duplicated columns")  # pandas renames them
@@ -185,8 +180,6 @@ def _pandas_reads_floats_alike(column: Any) -> bool:
     """pyarrow also reads 'NAN', '+nan' or '1e400' as numbers, where pandas keeps the text;
     integers past 2**63 as floats, where pandas reads uint64; and '+7' as a float, where pandas
     reads an int: leave any such column (here: any whole-number one) to pandas."""
-    import pyarrow.compute as compute
-
     if compute.any(compute.invert(compute.is_finite(column))).as_py():
         return False
     if compute.all(compute.equal(compute.trunc(column), column)).as_py():
@@ -207,8 +200,6 @@ _OTHER_DELIMITERS = (";", "\t", "|")
 
 def _check_header(path: Path, frame: pd.DataFrame) -> None:
     """Catch what pandas hides: a duplicated name (renamed ``a.1``) or a non-comma delimiter."""
-    import csv
-
     with open(path, encoding="utf-8", newline="") as handle:
         names = next(csv.reader(handle), [])
     duplicated = sorted({name for name in names if names.count(name) > 1})
@@ -225,8 +216,6 @@ def _check_header(path: Path, frame: pd.DataFrame) -> None:
 
 def data_fingerprint(frame: pd.DataFrame) -> str:
     """A content hash of the table (values, column names, order), stable across runs."""
-    import pandas as pd
-
     digest = hashlib.sha256()
     digest.update("\x1f".join(map(str, frame.columns)).encode())
     digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
@@ -253,9 +242,6 @@ def make_production_traffic(seed: int = SAMPLE_SEED) -> tuple[pd.DataFrame, pd.D
     look smaller, so malignant ones pass as benign), and a model that also learns from
     the labeled new measurements does not.
     """
-    import numpy as np
-    import pandas as pd
-
     train, before, _ = _bundled_split(seed)
     rng = np.random.default_rng(seed + 1)
     everyone = pd.concat([before, train], ignore_index=True)
@@ -285,8 +271,6 @@ def production_traffic(settings: Settings) -> ProductionTraffic:
     is the training file's rows in a seeded order (the first 100, then all of them), so
     the demo shows the loop on the user's data; production traffic brings the drift.
     """
-    from mlops.config import SAMPLE_DATASET
-
     if settings.data.name == SAMPLE_DATASET:
         before, after = make_production_traffic(settings.model.seed)
         return ProductionTraffic(before, after, "after the scanner update")
@@ -298,9 +282,6 @@ def production_traffic(settings: Settings) -> ProductionTraffic:
 
 def _bundled_split(seed: int) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
     """``(train, current rows before any shift, the generator)``: the seeded split of the bundled set."""
-    import numpy as np
-    from sklearn.datasets import load_breast_cancer
-
     bunch = load_breast_cancer(as_frame=True)
     frame = bunch.frame.rename(columns=lambda name: name.replace(" ", "_"))
     rng = np.random.default_rng(seed)

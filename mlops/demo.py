@@ -27,16 +27,19 @@ moves the decision threshold leaves a ranking metric (roc_auc) almost untouched.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+import httpx
 from rich.console import Console
 
-from mlops import data, deployment, processes
+from mlops import contract, data, deployment, processes, tracking, training
 from mlops.config import SAMPLE_DATASET, Settings
 from mlops.errors import ServingError
 from mlops.outcomes import MonitoringOutcome, TrainingOutcome
@@ -98,8 +101,6 @@ class ProductionClient(threading.Thread):
         return sum(1 for answer in self.answers if answer.version == version)
 
     def run(self) -> None:
-        import httpx
-
         next_at, index = time.monotonic(), 0
         with httpx.Client(base_url=self.url, timeout=30.0, headers=self.headers) as client:
             while not self._halt.is_set():
@@ -117,9 +118,7 @@ class ProductionClient(threading.Thread):
             return self.records[index]
         return self.shifted[(index - len(self.records)) % len(self.shifted)]
 
-    def _send(self, client: Any, record: dict, label: Any, shifted: bool) -> None:
-        import httpx
-
+    def _send(self, client: httpx.Client, record: dict, label: Any, shifted: bool) -> None:
         sent = time.time()
         try:
             response = client.post("/predict", json={"records": [record]})
@@ -133,9 +132,7 @@ class ProductionClient(threading.Thread):
         if response.status_code == 200:
             self._pending.append({"request_id": body["request_id"], "record": 0, "label": label})
 
-    def _post_labels(self, client: Any) -> None:
-        import httpx
-
+    def _post_labels(self, client: httpx.Client) -> None:
         if not self._pending:
             return
         batch, self._pending = self._pending, []
@@ -281,8 +278,6 @@ def _start_from(settings: Settings, summary: DemoSummary) -> None:
     The story needs the bundled data's model at the start; a project's own data never
     forces its registry.
     """
-    from mlops import contract, tracking, training
-
     outcome = summary.training
     if outcome is None or outcome.decision.promoted or settings.data.name != SAMPLE_DATASET:
         return  # a project's own registry keeps the champion its gate chose
@@ -295,8 +290,6 @@ def _start_from(settings: Settings, summary: DemoSummary) -> None:
 
 
 def _client(settings: Settings, url: str, summary: DemoSummary) -> ProductionClient:
-    import os
-
     traffic = data.production_traffic(settings)
     before, after = traffic.before, traffic.after
     summary.traffic_after = traffic.after_is
@@ -344,8 +337,6 @@ def _deployed_version(settings: Settings) -> str | None:
 
 def _swap(settings: Settings, summary: DemoSummary) -> Swap | None:
     """The swap to the retrained version (from the deployment's events) and the answers inside it."""
-    from datetime import datetime
-
     for event in reversed(deployment.read_events(settings)):
         if event.get("event") == "deployed" and event.get("replaced") == summary.served_version:
             finished = datetime.fromisoformat(event["timestamp"]).timestamp()

@@ -46,6 +46,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -55,8 +56,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+from filelock import FileLock, Timeout
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
 from mlops import audit, processes
 from mlops.config import Settings
+from mlops.contract import load_contract
+from mlops.data import load_table
 from mlops.environment import tool_variables
 from mlops.errors import MlopsError, RegistryError, ServingError
 from mlops.processes import Member
@@ -64,11 +72,12 @@ from mlops.processes import alive as _alive
 from mlops.processes import descendants as _descendants
 from mlops.processes import process_start as _process_start
 from mlops.proxy import STATUS_PATH, write_upstream
+from mlops.service.guard import SMOKE_TEST_HEADER
+from mlops.service.settings import proxy_settings
 from mlops.serving import ServerProcess, client_host, free_port, import_model, resolve_alias, start_server, store_home
 
 __all__ = [
     "SHADOW_NICE",
-    "SMOKE_TEST_HEADER",
     "Backend",
     "DeploymentState",
     "DeploymentStatus",
@@ -85,8 +94,6 @@ __all__ = [
     "stop_shadow",
 ]
 
-# Requests carrying it are answered but not logged: reference rows would hide drift.
-SMOKE_TEST_HEADER = "x-mlops-smoke-test"
 # The shadow's CPU priority, for its processes and their scheduler autogroups (_lower_priority): competing
 # for a core, the champion (nice 0) gets ~70x its share, so the shadow mostly runs on idle time.
 SHADOW_NICE = 19
@@ -371,8 +378,6 @@ def smoke_test(url: str, settings: Settings, version: str) -> None:
     probability rows in [0, 1] summing to 1, all within ``serving.smoke_timeout_seconds``.
     Raises :class:`ServingError` naming what was wrong.
     """
-    import httpx
-
     records = _reference_sample(settings)
     headers = {SMOKE_TEST_HEADER: "1"}
     api_key = os.environ.get(settings.serving.api_key_env)
@@ -391,16 +396,13 @@ def smoke_test(url: str, settings: Settings, version: str) -> None:
 
 def _reference_sample(settings: Settings) -> list[dict[str, Any]]:
     """Training rows as a client sends them: the contract's features, JSON nulls where values are missing."""
-    from mlops.contract import load_contract
-    from mlops.data import load_table
-
     features = [column.name for column in load_contract(settings.data.contract).features]
     frame = load_table(settings.data.training)[features]
     sample = frame.sample(n=min(settings.serving.smoke_rows, len(frame)), random_state=settings.model.seed)
     return json.loads(sample.to_json(orient="records"))
 
 
-def _answer_problems(response: Any, rows: int, version: str, settings: Settings | None = None) -> list[str]:
+def _answer_problems(response: httpx.Response, rows: int, version: str, settings: Settings | None = None) -> list[str]:
     """What is wrong with a smoke-test answer: its status, version, and predictions for the task."""
     if response.status_code != 200:
         return [f"HTTP {response.status_code}: {response.text[:300]}"]
@@ -432,8 +434,6 @@ def _is_distribution(row: Any) -> bool:
 
 def _roll_back(settings: Settings, alias: str, failed: str, running: str | None) -> str | None:
     """Point ``alias`` back at the running version (else ``previous``) if it names ``failed``."""
-    from mlflow import MlflowClient
-
     name = settings.model.name
     target = running or _alias_version(name, "previous")
     if target is None or target == failed or _alias_version(name, alias) != failed:
@@ -443,9 +443,6 @@ def _roll_back(settings: Settings, alias: str, failed: str, running: str | None)
 
 
 def _alias_version(name: str, alias: str) -> str | None:
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
     try:
         return str(MlflowClient().get_model_version_by_alias(name, alias).version)
     except MlflowException:
@@ -453,8 +450,6 @@ def _alias_version(name: str, alias: str) -> str | None:
 
 
 def _tag_version(settings: Settings, version: str, status: str, reason: str) -> None:
-    from mlflow import MlflowClient
-
     client = MlflowClient()
     client.set_model_version_tag(settings.model.name, version, "mlops.deploy.status", status)
     client.set_model_version_tag(settings.model.name, version, "mlops.deploy.reason", reason or "-")
@@ -474,9 +469,7 @@ def _start_proxy(settings: Settings) -> tuple[int, str | None]:
     host, port = settings.serving.host, settings.serving.port
     command = [sys.executable, "-m", "uvicorn", "--factory", "mlops.proxy:create_app", "--host", host]
     command += ["--port", str(port), "--log-level", "warning", "--no-access-log", "--loop", "uvloop", "--http", "httptools"]
-    env = {**os.environ, **tool_variables(settings), "MLOPS_PROXY_UPSTREAM_FILE": str(_upstream_file(settings))}
-    env["MLOPS_MAX_REQUEST_BYTES"] = str(settings.serving.max_request_bytes)
-    env["MLOPS_API_KEY_ENV"] = settings.serving.api_key_env  # the key it sends the shadow, read from its environment
+    env = {**os.environ, **tool_variables(settings), **proxy_settings(settings, _upstream_file(settings)).as_environment()}
     log_path = settings.state_dir / "logs" / f"proxy-{port}.log"
     process = processes.start(command, log_path=log_path, env=env, cwd=_ROOT, append=True)
     started = _process_start(process.pid)
@@ -491,19 +484,12 @@ def _start_proxy(settings: Settings) -> tuple[int, str | None]:
     return process.pid, started
 
 
-def _wait_for_proxy(url: str, process: Any) -> None:
-    import httpx
-
-    deadline = time.monotonic() + _PROXY_START_SECONDS
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            response = httpx.get(url + STATUS_PATH, timeout=2.0)
-            # Another process already on the port answers too: only our own proxy counts.
-            if response.status_code == 200 and response.json().get("pid") == process.pid:
-                return
-        except (httpx.TransportError, ValueError):
-            pass
-        time.sleep(0.05)  # the watchdog restarts a killed proxy through here: every 50 ms counts
+def _wait_for_proxy(url: str, process: subprocess.Popen[bytes]) -> None:
+    # Another process already on the port answers too: only our own proxy counts.
+    ours = lambda response: response.json().get("pid") == process.pid  # noqa: E731
+    # The watchdog restarts a killed proxy through here: every 50 ms counts.
+    if processes.wait_healthy(lambda: processes.answers(url + STATUS_PATH, ours), process, _PROXY_START_SECONDS, interval=0.05):
+        return
     raise ServingError(f"The swap proxy at {url} did not start.")
 
 
@@ -525,15 +511,11 @@ def _drain(settings: Settings, old: Backend) -> None:
 
 
 def _proxy_status(settings: Settings) -> dict[str, Any]:
-    import httpx
-
     return httpx.get(_proxy_url(settings) + STATUS_PATH, timeout=5.0).json()
 
 
 def deployment_status(settings: Settings) -> DeploymentStatus:
     """The recorded deployment and whether it is alive and ready (through the proxy), with its shadow's copies."""
-    import httpx
-
     state = _read_state(settings)
     if state is None:
         return DeploymentStatus(None)
@@ -739,8 +721,6 @@ class _LockBusy(ServingError):
 
 @contextmanager
 def _deploy_lock(settings: Settings, timeout: float = 5.0) -> Iterator[None]:
-    from filelock import FileLock, Timeout
-
     try:
         with FileLock(_deploy_dir(settings) / "deploy.lock", timeout=timeout):
             yield

@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from urllib.parse import urlsplit
 
 from mlops.config import Settings
 from mlops.errors import MlopsError, ServiceUnavailable
@@ -116,8 +118,6 @@ def _send_run_logs() -> dict[str, int]:
     when it is imported (after :func:`tool_variables`); a process that imported Prefect
     earlier (a test session, a notebook) gets the same here.
     """
-    import sys
-
     names = [_LIBRARY_LOGGER]
     configured = "prefect.logging.configuration" in sys.modules
     if configured:
@@ -156,8 +156,6 @@ def redact(text: str) -> str:
 
 def _remember_secrets(settings: Settings) -> None:
     """The secret values ``settings`` names: the API key's value, the webhook URL, URL credentials."""
-    from urllib.parse import urlsplit
-
     values = [os.environ.get(settings.serving.api_key_env, "")]
     if settings.alerts.webhook_url is not None:
         url = settings.alerts.webhook_url.get_secret_value()
@@ -226,8 +224,6 @@ def tool_environment(settings: Settings) -> Iterator[dict[str, str]]:
 @contextmanager
 def _prefect_settings_read_again(when_missing_flow: str) -> Iterator[None]:
     """Prefect, imported before the block, reads the logging settings of :func:`tool_variables` too."""
-    import sys
-
     if "prefect.settings" not in sys.modules:
         yield
         return
@@ -243,8 +239,6 @@ def bind_tools(settings: Settings) -> None:
     Tools already imported are told too: MLflow's tracking and registry URIs, Prefect's
     settings (re-read from the environment). BentoML reads its home once, at import.
     """
-    import sys
-
     variables = tool_variables(settings)
     redact_logs()
     os.environ.update(variables)
@@ -314,7 +308,6 @@ def tracking_unavailable(exc: BaseException, settings: Settings) -> ServiceUnava
     message = " ".join(str(error) for error in _chain(exc))
     if not (_NO_ANSWER.search(message) or names & {"ConnectionError", "MaxRetryError", "ConnectTimeout", "ReadTimeout"}):
         return None
-    from urllib.parse import urlsplit
 
     parts = urlsplit(settings.mlflow_tracking_uri)
     where = f"{parts.scheme}://{parts.hostname}:{parts.port or ''}" if parts.hostname else "the tracking store"

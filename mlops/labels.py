@@ -1,7 +1,7 @@
 """The label store: ground truth that arrives after the predictions, kept under the state folder.
 
 Labels come in as a file (``mlops labels add FILE``), a ``POST /labels`` to the served
-model (:mod:`models.service`) or a frame (:func:`add_labels`, what both call), each row
+model (the project's ``models/service.py``) or a frame (:func:`add_labels`, what both call), each row
 a ``request_id``, an optional ``record`` (the record's position in its request, default
 0) and the label, in a column ``label`` or named like the target. Each label is
 converted to the data contract's target type and classes (:func:`as_target_type`: a
@@ -27,18 +27,22 @@ version and day.
 from __future__ import annotations
 
 import math
+import numbers
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import pandas as pd
+
+from mlops.data import load_table
 from mlops.errors import DataError
+from mlops.prediction_log import read_prediction_log
 
 if TYPE_CHECKING:
     from collections.abc import Container, Iterable, Sequence
-
-    import pandas as pd
 
     from mlops.contract import ColumnContract
 
@@ -94,10 +98,6 @@ def read_label_file(path: str | Path, target: str | None = None) -> pd.DataFrame
     The label is the column ``label``, else the column named ``target``. A file lacking
     ``request_id`` or a label column is a :class:`~mlops.errors.DataError` naming what is missing.
     """
-    import pandas as pd
-
-    from mlops.data import load_table
-
     frame = load_table(path)  # an unreadable file is a DataError naming it
     if Path(path).suffix.lower() not in (".parquet", ".pq"):
         # Typed by pandas, request id "0042" would become 42 and never match its request.
@@ -129,8 +129,6 @@ def add_labels(
     a label for any other request is refused: it would never join a prediction. Refused
     rows are counted and described in ``problems``; nothing is written when no row is usable.
     """
-    import pandas as pd
-
     if "label" not in frame.columns and target.name in frame.columns:
         frame = frame.rename(columns={target.name: "label"})
     missing = [column for column in ("request_id", "label") if column not in frame.columns]
@@ -177,8 +175,6 @@ def add_label_file(
 
 def read_labels(store: str | Path) -> tuple[pd.DataFrame, int]:
     """Every stored label, the later one winning per ``(request_id, record)``, and how many were replaced."""
-    import pandas as pd
-
     files = sorted(Path(store).glob(_FILE_GLOB))  # names start with the UTC time: arrival order
     if not files:
         return pd.DataFrame({name: pd.Series(dtype=object) for name in LABEL_COLUMNS}).astype({"record": "int64"}), 0
@@ -194,10 +190,6 @@ def label_status(store: str | Path, predictions_dir: str | Path) -> tuple[pd.Dat
     Columns: ``model_version``, ``day`` (UTC, from the prediction's timestamp), ``predictions``,
     ``labeled``, ``share``.
     """
-    import pandas as pd
-
-    from mlops.prediction_log import read_prediction_log
-
     log = read_prediction_log(predictions_dir)
     labels, _ = read_labels(store)
     columns = ["model_version", "day", "predictions", "labeled", "share"]
@@ -244,10 +236,6 @@ def label_key(value: Any) -> str | None:
 
     Nulls (None, NaN, pandas' NA) and empty text give None.
     """
-    import numbers
-
-    import numpy as np
-
     if value is None or type(value).__name__ in ("NAType", "NaTType"):
         return None
     if isinstance(value, (bool, np.bool_)):
@@ -292,8 +280,6 @@ def _as_type(value: Any, kind: str) -> Any:
 
 def _records(frame: pd.DataFrame) -> pd.Series:
     """Each row's record as a whole number, None where it is not one (no column: record 0)."""
-    import pandas as pd
-
     if "record" not in frame.columns:
         return pd.Series([0] * len(frame), index=frame.index, dtype=object)
     return pd.Series([_record(value) for value in frame["record"]], index=frame.index, dtype=object)

@@ -22,6 +22,9 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+from sklearn import metrics
+
 __all__ = [
     "LOWER_IS_BETTER",
     "NEEDS_PROBABILITIES",
@@ -65,8 +68,6 @@ def score_labels(
     A metric that cannot be computed on this set (ROC AUC when the labels hold one
     class, say: a small labeled window) is left out, never an error.
     """
-    from sklearn import metrics
-
     if task == "regression":
         return {
             "rmse": math.sqrt(float(metrics.mean_squared_error(y_true, y_pred))),
@@ -94,9 +95,6 @@ def score_labels(
 
 
 def _probability_metrics(y_true: Any, probabilities: Any, classes: list[Any], positive: Any) -> dict[str, float | None]:
-    import numpy as np
-    from sklearn import metrics
-
     probabilities = np.asarray(probabilities, dtype="float64")
     found: dict[str, float | None] = {
         "log_loss": _safe(metrics.log_loss, y_true, probabilities, labels=classes),

@@ -21,8 +21,8 @@ columns drifted". Nulls are left out of each column's test, as Evidently does (t
 contract check reports null rates); a column with values on one side only (all
 null in the window, say) is drifted without a test. A category never seen in
 training counts towards drift as Evidently's tests count it (chi-square: a new
-category alone is drift). Evidently and pandas are imported inside the functions,
-so ``import mlops.monitoring`` stays instant.
+category alone is drift). Evidently is imported inside the functions that measure
+(it takes seconds and ~200 MB), so what only reads summaries never loads it.
 
 Large data (either side above ``2 × sample_rows`` rows, reference above 1000): the
 Evidently report runs on a uniform sample of ``sample_rows`` rows per side (the HTML
@@ -55,20 +55,28 @@ labeled rows they share (:class:`ShadowComparison`).
 
 from __future__ import annotations
 
+import html
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import mlflow
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from mlops.contract import ColumnContract
 from mlops.errors import DataError, MlopsError
-from mlops.labels import as_target_type, describe_unusable, label_key
+from mlops.labels import as_target_type, describe_unusable, label_key, read_label_file
+from mlops.metrics import score_labels
 from mlops.prediction_log import read_prediction_log, read_refusals
+from mlops.tracking import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-
-    import pandas as pd
 
     from mlops.contract import ColumnContract, Contract
 
@@ -226,8 +234,6 @@ def load_current_window(
     """
     log = read_prediction_log(predictions_dir)
     if since_minutes is not None and not log.empty:
-        import pandas as pd
-
         cutoff = pd.Timestamp.now(tz="UTC") - pd.Timedelta(minutes=since_minutes)
         log = log[pd.to_datetime(log["timestamp"], utc=True, format="ISO8601") >= cutoff]
     if last is not None:
@@ -246,11 +252,12 @@ def load_current_window(
     return (log if with_metadata else log[list(feature_columns)]).reset_index(drop=True)
 
 
-def save_summary(summary: DriftSummary, path: str | Path) -> Path:
-    """Write the summary as JSON beside the HTML report, for flows and dashboards."""
+def save_summary(summary: DriftSummary | dict[str, Any], path: str | Path) -> Path:
+    """Write the summary (or a check's whole summary built on it) as JSON beside the HTML report, for dashboards."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summary.to_dict(), indent=2) + "\n", encoding="utf-8")
+    data = summary.to_dict() if isinstance(summary, DriftSummary) else summary
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     return path
 
 
@@ -284,8 +291,6 @@ def _check_rows(reference: pd.DataFrame, current: pd.DataFrame, min_rows: int) -
 
 def _categorical(reference: pd.DataFrame, selected: list[str], given: Sequence[str] | None) -> frozenset[str]:
     """The columns compared as categories: as given, else those whose values are not numbers."""
-    import pandas as pd
-
     if given is not None:
         return frozenset(given) & frozenset(selected)
 
@@ -299,8 +304,6 @@ def _prepared(
     reference: pd.DataFrame, current: pd.DataFrame, selected: list[str], categories: frozenset[str]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The selected columns as Evidently must see them: numbers as floats, categories comparable."""
-    import pandas as pd
-
     pairs = {column: _comparable(reference[column], current[column], column in categories) for column in selected}
     return tuple(  # type: ignore[return-value]
         pd.DataFrame({column: pair[side].to_numpy() for column, pair in pairs.items()}) for side in (0, 1)
@@ -339,8 +342,6 @@ def _as_categories(reference: pd.Series, current: pd.Series) -> tuple[pd.Series,
     ``"1"`` beside a logged ``1``, ``True`` beside ``"True"``), both are compared by
     canonical text (:func:`label_key`).
     """
-    import pandas as pd
-
     sides = [values.astype(object) if isinstance(values.dtype, pd.CategoricalDtype) else values
              for values in (reference, current)]
     kinds = [_FAMILIES.get(pd.api.types.infer_dtype(values, skipna=True), "mixed") for values in sides]
@@ -366,9 +367,6 @@ def _one_sided(column: str, reference: pd.Series, current: pd.Series) -> ColumnD
 
 
 def _run_report(reference: pd.DataFrame, current: pd.DataFrame, categories: frozenset[str], threshold: float) -> Any:
-    import warnings
-
-    import numpy as np
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
@@ -446,8 +444,6 @@ _SUMMARY_STYLE = (
 
 def _summary_html(summary: DriftSummary, sampled: int | None) -> str:
     """The block on top of the drift report: verdict, drifted columns with score and threshold, what is due."""
-    import html
-
     e = html.escape
     verdict = "Drift detected" if summary.drift_detected else "No drift"
     rule = (
@@ -478,8 +474,6 @@ def _summary_html(summary: DriftSummary, sampled: int | None) -> str:
 
 
 def _drift_table(columns: Sequence[ColumnDrift]) -> str:
-    import html
-
     def rule(drift: ColumnDrift) -> str:
         return "drifts below" if "p_value" in drift.method else "drifts at or above"
 
@@ -530,8 +524,6 @@ def _confirm(
     """
     reference, current = _comparable(reference, current, categorical)
     if screened.method == _WASSERSTEIN and not categorical:
-        import numpy as np
-
         sigma = max(float(np.nanstd(reference.to_numpy(dtype="float64"))), 0.001)
         for rows in (sample_rows, 10 * sample_rows):
             if 2 * rows >= max(len(reference), len(current)):
@@ -544,9 +536,6 @@ def _confirm(
 
 def _sampled_wasserstein(ref_sample: pd.Series, cur_sample: pd.Series, sigma: float) -> tuple[float, float]:
     """The normed distance on the samples (σ from all rows) and the bound on its error."""
-    import numpy as np
-    from scipy import stats
-
     ref, cur = (np.sort(s.dropna().to_numpy(dtype="float64")) for s in (ref_sample, cur_sample))
     score = float(stats.wasserstein_distance(ref, cur)) / sigma
     margin = _BOUND_FACTOR * (_spread(ref) / np.sqrt(len(ref)) + _spread(cur) / np.sqrt(len(cur))) / sigma
@@ -555,8 +544,6 @@ def _sampled_wasserstein(ref_sample: pd.Series, cur_sample: pd.Series, sigma: fl
 
 def _spread(sorted_values: Any) -> float:
     """J(F̂) = ∫ √(F̂(1 − F̂)) dx of the empirical distribution of ``sorted_values``."""
-    import numpy as np
-
     n = len(sorted_values)
     if n < 2:
         return 0.0
@@ -566,9 +553,6 @@ def _spread(sorted_values: Any) -> float:
 
 def _exact_drift(screened: ColumnDrift, reference: pd.Series, current: pd.Series, categorical: bool) -> ColumnDrift:
     """Evidently's own default stat test for the column, on all rows (already of its kind)."""
-    import warnings
-
-    import numpy as np
     from evidently.legacy.calculations.stattests import get_stattest
     from evidently.legacy.core import ColumnType
 
@@ -689,8 +673,6 @@ def window_quality(
     by value however they were read (``"1"``, ``1`` and ``1.0`` are one class); a
     metric this window cannot give (r2 on one row) is left out.
     """
-    import warnings
-
     rows = labeled.rows if isinstance(labeled, LabeledWindow) else labeled
     if rows.empty:
         return {}
@@ -829,8 +811,6 @@ def _keyed(frame: pd.DataFrame) -> pd.DataFrame:
 def _differences(champion: pd.Series, shadow: pd.Series, task: str, tolerance: float) -> tuple[float, float | None]:
     """The share of answers that differ, and (regression) the mean absolute difference."""
     if task == "regression":
-        import numpy as np
-
         a, b = np.asarray(_numbers(champion)), np.asarray(_numbers(shadow))
         both = ~(np.isnan(a) | np.isnan(b))
         a, b = a[both], b[both]
@@ -844,8 +824,6 @@ def _differences(champion: pd.Series, shadow: pd.Series, task: str, tolerance: f
 
 def _scores(rows: pd.DataFrame, task: str, classes: Sequence[Any] | None, positive: Any) -> dict[str, float]:
     """score_labels on the rows with both values: numbers for regression, canonical class keys otherwise."""
-    from mlops.metrics import score_labels
-
     if task == "regression":
         pairs = [(a, b) for a, b in zip(_numbers(rows["label"]), _numbers(rows["prediction"]))
                  if not (math.isnan(a) or math.isnan(b))]
@@ -862,10 +840,6 @@ def _scores(rows: pd.DataFrame, task: str, classes: Sequence[Any] | None, positi
 
 def _read_labels(path: str | Path) -> pd.DataFrame:
     """The labels file with request ids and labels as written (a CSV is read as text)."""
-    import pandas as pd
-
-    from mlops.labels import read_label_file
-
     labels = read_label_file(path)
     records = pd.to_numeric(labels["record"], errors="coerce") if "record" in labels.columns else 0
     labels = labels.assign(request_id=labels["request_id"].astype(str).str.strip(), record=records)
@@ -886,18 +860,12 @@ def _latest_labels(labels: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 
 def _target_like(predictions: pd.Series) -> ColumnContract:
     """A stand-in target column typed like the logged predictions (no contract given)."""
-    import pandas as pd
-
-    from mlops.contract import ColumnContract
-
     kind = pd.api.types.infer_dtype(predictions, skipna=True)
     types = {"boolean": "bool", "integer": "int", "floating": "float", "mixed-integer-float": "float"}
     return ColumnContract(name="label", type=types.get(kind, "str"))
 
 
 def _numbers(values: pd.Series) -> list[float]:
-    import pandas as pd
-
     return pd.to_numeric(values, errors="coerce").astype("float64").tolist()
 
 
@@ -981,8 +949,6 @@ def log_monitoring_run(
     :meth:`ShadowComparison.metrics` and the tag ``mlops.shadow.version``; ``refused`` traffic
     adds ``refused_requests`` and ``refused_share`` (and ``refused/summary.json`` per column).
     """
-    import mlflow
-
     experiment_id = _monitoring_experiment(experiment, artifact_dir)
     run_tags = {
         "mlops.kind": "monitoring",
@@ -1015,12 +981,10 @@ def log_monitoring_run(
 
 def _monitoring_experiment(name: str, artifact_dir: Path) -> str:
     # Artifacts under the state folder: MLflow's default would be ./mlruns in the CWD.
-    import mlflow
 
     existing = mlflow.get_experiment_by_name(name)
     if existing is not None:
         return existing.experiment_id
-    from mlops.tracking import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
 
     artifact_dir.mkdir(parents=True, exist_ok=True)
     return mlflow.create_experiment(

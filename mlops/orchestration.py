@@ -19,6 +19,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+from prefect.server.api.server import SubprocessASGIServer
+
 from mlops import processes
 from mlops.config import Settings
 from mlops.environment import one_shot_flow_runs, tool_variables
@@ -62,7 +65,6 @@ def _first_start(settings: Settings) -> Iterator[None]:
     if configured or (marker.is_file() and database.is_file()):
         yield
         return
-    from filelock import FileLock, Timeout
 
     settings.prefect_home.mkdir(parents=True, exist_ok=True)
     try:
@@ -88,8 +90,6 @@ def ensure_database(settings: Settings) -> None:
     if settings.prefect_api_url or os.environ.get("PREFECT_API_URL"):
         return
     with _first_start(settings):
-        from prefect.server.api.server import SubprocessASGIServer
-
         SubprocessASGIServer().start()
 
 
@@ -139,15 +139,7 @@ def find_local_server(settings: Settings) -> LocalPrefectServer | None:
 
 
 def _wait_healthy(server: LocalPrefectServer, timeout: float) -> bool:
-    import httpx
-
-    def answers() -> bool:
-        try:
-            return httpx.get(f"{server.api_url}/health", timeout=2.0).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    return processes.wait_healthy(answers, server.process, timeout, interval=0.5)
+    return processes.wait_healthy(lambda: processes.answers(f"{server.api_url}/health"), server.process, timeout, interval=0.5)
 
 
 def _record_path(settings: Settings) -> Path:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlops import monitoring, retraining, tracking, validation
+from mlops import monitoring, retraining, tracking
+from mlops.contract import ValidationResult
 
 __all__ = ["MonitoringOutcome", "ScoringOutcome", "TrainingOutcome"]
 
@@ -32,7 +33,7 @@ class MonitoringOutcome:
     drift: monitoring.DriftSummary
     summary_path: Path
     retrain: TrainingOutcome | None
-    validation: validation.ValidationResult | None = None
+    validation: ValidationResult | None = None
     validation_report: Path | None = None
     decision: retraining.RetrainDecision | None = None
     quality: dict[str, float] = field(default_factory=dict)
@@ -49,5 +50,5 @@ class ScoringOutcome:
     output_path: Path
     rows: int
     model_version: str
-    validation: validation.ValidationResult
+    validation: ValidationResult
     validation_report: Path

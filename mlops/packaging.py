@@ -9,19 +9,29 @@ assembled in ``state_dir/packages/<name>-<bento version>/``::
     # docker build -t classifier {result.build_context}
 
 Dependencies are pinned to the versions installed here and not re-resolved against the
-package index (``lock_packages: false``): the image gets what was tested.
+package index (``lock_packages: false``): the image gets what was tested. The image's
+service settings (the model, its folders, the contract, ``serving.*``) are one variable,
+``MLOPS_SERVICE_SETTINGS`` (:class:`mlops.service.settings.ServiceSettings`).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
+
+import bentoml
+import yaml
 
 from mlops.config import Settings
 from mlops.contract import contract_file
 from mlops.project import entry_point
+from mlops.service.settings import SERVICE_VARIABLE, ServiceSettings, service_settings
 from mlops.serving import import_model, resolve_alias
 
 __all__ = ["PINNED_DISTRIBUTIONS", "Package", "package", "pinned_requirements"]
@@ -40,6 +50,7 @@ PINNED_DISTRIBUTIONS = (
     "pyarrow",  # /arrow/predict
 )
 _LIBRARY = Path(__file__).resolve().parent
+_IMAGE_HOME = Path("/home/bentoml")  # the image's writable folders: the prediction log and the label store
 
 
 @dataclass(frozen=True)
@@ -55,41 +66,55 @@ class Package:
 
 def pinned_requirements() -> list[str]:
     """``name==version`` for each of :data:`PINNED_DISTRIBUTIONS`, as installed here."""
-    from importlib.metadata import version
-
     return [f"{name}=={version(name)}" for name in PINNED_DISTRIBUTIONS]
 
 
 def package(settings: Settings, alias: str | None = None) -> Package:
     """Build a Bento for the version behind ``alias`` and write its Docker build context."""
-    import bentoml
-
     alias = alias or settings.serving.alias
     version = resolve_alias(settings.model.name, alias)
     model_tag = import_model(settings.model.name, version)
     out = settings.state_dir / "packages"
     out.mkdir(parents=True, exist_ok=True)
     source = _stage_sources(settings, out / "source")
-    bentofile = _write_bentofile(settings, out / "bentofile.yaml", model_tag, alias, version)
-    bento = bentoml.bentos.build_bentofile(str(bentofile), build_ctx=str(source))
+    served = _image_settings(settings, model_tag)
+    bentofile = _write_bentofile(settings, out / "bentofile.yaml", served, alias, version)
+    with _handed(served):  # BentoML imports the service to build it; its module reads the settings
+        bento = bentoml.bentos.build_bentofile(str(bentofile), build_ctx=str(source))
     context = _build_context(bento, model_tag, out / f"{bento.tag.name}-{bento.tag.version}")
     return Package(str(bento.tag), model_tag, version, context, context / "Dockerfile")
 
 
-def _write_bentofile(settings: Settings, path: Path, model_tag: str, alias: str, version: str) -> Path:
-    """A bentofile.yaml: BentoML's documented way to set the image's environment variables."""
-    import yaml
+def _image_settings(settings: Settings, model_tag: str) -> ServiceSettings:
+    """The service's settings in the image: the project's, with the image's folders and contract."""
+    contract = _contract_in_image(settings)  # the image checks requests and labels against the same contract
+    served = service_settings(settings, model_tag, predictions_dir=_IMAGE_HOME / "predictions")
+    image = {"labels_dir": _IMAGE_HOME / "labels", "contract": None if contract is None else Path(contract)}
+    return served.model_copy(update=image)
 
+
+@contextmanager
+def _handed(served: ServiceSettings) -> Iterator[None]:
+    """The settings in this process's environment while BentoML imports the service, as a server would have them."""
+    before = os.environ.get(SERVICE_VARIABLE)
+    os.environ.update(served.as_environment())
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(SERVICE_VARIABLE, None)
+        else:
+            os.environ[SERVICE_VARIABLE] = before
+
+
+def _write_bentofile(settings: Settings, path: Path, served: ServiceSettings, alias: str, version: str) -> Path:
+    """A bentofile.yaml: BentoML's documented way to set the image's environment variables."""
     service = entry_point(settings, "service")
-    include, envs = [f"{service.module.split('.')[0]}/**/*.py", "mlops/**/*.py"], [
-        {"name": "MLOPS_BENTO_MODEL", "value": model_tag},
-        {"name": "MLOPS_PREDICTIONS_DIR", "value": "/home/bentoml/predictions"},
-        {"name": "MLOPS_LABELS_DIR", "value": "/home/bentoml/labels"},
-    ]
-    contract = _contract_in_image(settings)
-    if contract is not None:  # the image checks requests and labels against the same contract
-        include.append(contract)
-        envs.append({"name": "MLOPS_CONTRACT", "value": contract})
+    include = [f"{service.module.split('.')[0]}/**/*.py", "mlops/**/*.py"]
+    if served.contract is not None:
+        include.append(served.contract.as_posix())
+    # BentoML writes each as ``ARG NAME=value`` in the Dockerfile, the value shell-quoted: the JSON arrives as is.
+    envs = [{"name": name, "value": value} for name, value in served.as_environment().items()]
     options = {
         "service": service.import_string,
         "name": settings.model.name,
@@ -98,7 +123,7 @@ def _write_bentofile(settings: Settings, path: Path, model_tag: str, alias: str,
         "python": {"packages": pinned_requirements(), "lock_packages": False},
         "docker": {"python_version": "3.11"},
         "envs": envs,
-        "models": [model_tag],
+        "models": [served.bento_model],
     }
     path.write_text(yaml.safe_dump(options, sort_keys=False), encoding="utf-8")
     return path
@@ -140,8 +165,6 @@ def _build_context(bento: Any, model_tag: str, folder: Path) -> Path:
 
     The same layout ``bentoml containerize`` assembles in a temporary folder.
     """
-    import bentoml
-
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(bento.path, folder)
     model = bentoml.models.get(model_tag)

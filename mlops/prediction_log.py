@@ -31,15 +31,20 @@ import logging
 import queue
 import re
 import threading
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    import pandas as pd
+import numpy as np
+import orjson
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 __all__ = [
     "BULK_ROWS", "METADATA_COLUMNS", "PredictionLogWriter", "RefusalLog", "RequestIndex", "read_prediction_log",
@@ -69,8 +74,6 @@ class _Batch:
     predictions: Any  # a sequence or array
 
     def lines(self) -> list[bytes]:
-        import orjson
-
         columns, rows = _columns_and_rows(self.inputs)
         head = {"timestamp": self.timestamp, "request_id": self.request_id}
         model = {"model_name": self.model_name, "model_version": self.model_version}
@@ -86,10 +89,6 @@ class _Batch:
 
     def table(self) -> Any:
         """The records and their metadata as an Arrow table (columns as the reader gives them)."""
-        import numpy as np
-        import pandas as pd
-        import pyarrow as pa
-
         frame = self.inputs if hasattr(self.inputs, "columns") else pd.DataFrame(list(self.inputs))
         table = pa.Table.from_pandas(frame, preserve_index=False, nthreads=1)  # no thread pool per call
         rows = table.num_rows
@@ -259,11 +258,6 @@ class PredictionLogWriter:
                 logger.debug("Could not count %s prediction-log records", kind, exc_info=True)
 
     def _write_bulk(self, tables: list[Any], day: str) -> None:
-        import uuid
-
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         table = pa.concat_tables(tables, promote_options="permissive")
         stamp = datetime.now(UTC).strftime("%H%M%S")
         path = self.folder / f"predictions-{day}-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
@@ -442,10 +436,6 @@ def _line_request_id(line: bytes) -> str | None:
 
 def _bulk_request_ids(path: Path) -> list[str]:
     """The distinct request ids of a bulk file, reading that one column."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
     try:
         column = pq.read_table(path, columns=["request_id"]).column("request_id")
     except (OSError, pa.ArrowException) as exc:
@@ -462,8 +452,6 @@ def read_prediction_log(folder: str | Path, last: int | None = None) -> pd.DataF
     empty frame. Partially written trailing lines are skipped. JSON lines and bulk
     Parquet files are merged in timestamp order.
     """
-    import pandas as pd
-
     rows = []
     for path in sorted(Path(folder).glob(_FILE_GLOB)):
         with open(path, encoding="utf-8") as handle:
@@ -486,8 +474,6 @@ def read_prediction_log(folder: str | Path, last: int | None = None) -> pd.DataF
 
 def _read_bulk(path: Path) -> pd.DataFrame:
     """A bulk file as a frame, its repeated metadata back to plain strings."""
-    import pandas as pd
-
     frame = pd.read_parquet(path)
     repeated = [name for name in ("timestamp", "request_id", "model_name", "model_version") if name in frame]
     return frame.astype({name: object for name in repeated}) if repeated else frame

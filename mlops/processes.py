@@ -9,7 +9,7 @@ know of (BentoML starts each worker in a session of its own, outside the arbiter
 group), SIGKILL to whatever of it is left at the deadline::
 
     process = start([sys.executable, "-m", "http.server"], log_path=log)
-    wait_healthy(lambda: answers(url), process, deadline_seconds=30)
+    wait_healthy(lambda: answers(f"{url}/health"), process, deadline_seconds=30)
     stop_tree(process.pid, process_start(process.pid))
 
 A process that starts others and must outlive their parents' deaths calls
@@ -19,6 +19,7 @@ A process that starts others and must outlive their parents' deaths calls
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -29,9 +30,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+import httpx
+
 __all__ = [
     "Member",
     "alive",
+    "answers",
     "become_subreaper",
     "descendants",
     "interrupts_deferred",
@@ -84,6 +88,15 @@ def wait_healthy(
             return True
         time.sleep(interval)
     return False
+
+
+def answers(url: str, check: Callable[[httpx.Response], bool] | None = None) -> bool:
+    """Whether ``url`` answers 200 (and ``check`` accepts the answer) within 2 s: one health probe."""
+    try:
+        response = httpx.get(url, timeout=2.0)
+        return response.status_code == 200 and (check is None or check(response))
+    except (httpx.HTTPError, ValueError):  # not listening yet, or an answer that is not what we started
+        return False
 
 
 def process_start(pid: int) -> str | None:
@@ -236,8 +249,6 @@ def stop_process(pid: int, started: str | None, timeout: float = 15.0) -> None:
 
 def become_subreaper() -> bool:
     """Make this process adopt its orphaned descendants (Linux ``PR_SET_CHILD_SUBREAPER``); False elsewhere."""
-    import ctypes
-
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0

@@ -18,6 +18,8 @@ from types import ModuleType
 from typing import Any, Literal
 
 from mlops.config import ProjectConfig, Settings
+from mlops.config import load_settings as load
+from mlops.environment import bind_tools
 from mlops.errors import ConfigError
 
 __all__ = ["TEMPLATE", "EntryPoint", "entry_point", "failing_project_line", "load_entry_point", "load_flow", "load_settings"]
@@ -61,9 +63,6 @@ def load_settings(
     of ``project`` (default: the working directory) or ``config``, the ``MLOPS_*``
     environment, then ``overrides`` (sections as dicts, e.g. ``model={"seed": 1}``).
     """
-    from mlops.config import load_settings as load
-    from mlops.environment import bind_tools
-
     settings = load(config, state_dir, project, **overrides)
     bind_tools(settings)
     return settings

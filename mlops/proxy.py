@@ -22,12 +22,15 @@ CPU millisecond it takes is one the clients' requests compete for. A full queue 
 copies (counted), a shadow that fails or is slow only loses copies: clients never wait
 for it. ``GET /-/proxy`` reports the shadow's sent, dropped, failed
 and refused copies. The shadow has the service's API-key guard; the proxy sends the key
-named by ``MLOPS_API_KEY_ENV`` from its own environment.
+in the variable ``serving.api_key_env`` names, from its own environment.
 
-Run by hand::
+Its settings (the upstream file, ``serving.max_request_bytes``, ``serving.api_key_env``)
+arrive as one value, :class:`mlops.service.settings.ProxySettings`, in the variable
+``MLOPS_PROXY_SETTINGS`` (what :func:`mlops.service.settings.proxy_settings` builds and
+``mlops deploy`` passes). Run by hand::
 
-    MLOPS_PROXY_UPSTREAM_FILE=.mlops/deploy/upstream.json \\
-        python -m uvicorn --factory mlops.proxy:create_app --port 3000
+    MLOPS_PROXY_SETTINGS='{"upstream_file": ".mlops/deploy/upstream.json", "max_request_bytes": 33554432, \\
+        "api_key_env": "MLOPS_API_KEY"}' python -m uvicorn --factory mlops.proxy:create_app --port 3000
 """
 
 from __future__ import annotations
@@ -36,9 +39,13 @@ import asyncio
 import json
 import os
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
+
+import aiohttp
+
+from mlops.service.asgi import SMOKE_TEST_HEADER, Receive, Scope, Send, read_limited_body
+from mlops.service.settings import ProxySettings
 
 __all__ = [
     "SHADOW_ARROW_PATH",
@@ -46,13 +53,8 @@ __all__ = [
     "STATUS_PATH",
     "SwapProxy",
     "create_app",
-    "read_limited_body",
     "write_upstream",
 ]
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 STATUS_PATH = "/-/proxy"
 SHADOW_PATH = "/shadow/predict"  # JSON copies, batched (mlops/service/shadow.py)
@@ -63,8 +65,7 @@ _HOP_BY_HOP = frozenset(
 )
 _DROP_RESPONSE = _HOP_BY_HOP | {"content-length", "content-encoding"}
 # Only the deployer, talking to a backend directly, may keep requests out of the log.
-_DROP_REQUEST = _HOP_BY_HOP | {"content-length", "x-mlops-smoke-test"}
-_DEFAULT_MAX_BYTES = 32 * 1024 * 1024
+_DROP_REQUEST = _HOP_BY_HOP | {"content-length", SMOKE_TEST_HEADER}
 # The client paths whose answered requests the shadow gets a copy of, and the copy's kind.
 _SHADOWED = {"/predict": "json", "/arrow/predict": "arrow"}
 _BATCH_OPEN, _BATCH_SEP, _BATCH_CLOSE = b'{"requests":[', b",", b"]}"
@@ -84,12 +85,12 @@ def write_upstream(path: Path, url: str | None, shadow: str | None = None, repli
 
 
 def create_app() -> SwapProxy:
-    """The uvicorn factory: the upstream file comes from ``MLOPS_PROXY_UPSTREAM_FILE``."""
-    return SwapProxy(Path(os.environ["MLOPS_PROXY_UPSTREAM_FILE"]))
+    """The uvicorn factory: the settings come from ``MLOPS_PROXY_SETTINGS``, parsed once (one line if they are bad)."""
+    return SwapProxy(ProxySettings.from_environment_or_exit())
 
 
 class SwapProxy:
-    """An ASGI app forwarding each request to the upstream named in ``upstream_file``.
+    """An ASGI app forwarding each request to the upstream named in the settings' ``upstream_file``.
 
     ``shadow_*`` bound what shadow mode may hold and send: at most ``shadow_queue``
     copies and ``shadow_queue_bytes`` bytes wait; a batch is sent when
@@ -99,24 +100,26 @@ class SwapProxy:
 
     def __init__(
         self,
-        upstream_file: Path,
+        settings: ProxySettings,
         *,
         shadow_queue: int = 2_000,
         shadow_queue_bytes: int = 64 * 1024 * 1024,
         shadow_batch: int = 256,
         shadow_linger: float = 0.2,
     ) -> None:
-        self.upstream_file = upstream_file
+        self.upstream_file = settings.upstream_file
         self.upstream: str | None = None
         self.upstreams: list[str] = []  # the upstream, then its replicas: the instances requests are spread over
         self._next = 0
         self._failed_at: dict[str, float] = {}  # an instance whose connection failed lately is tried last
         self.shadow: str | None = None
         self.in_flight: Counter[str] = Counter()
-        self.max_bytes = int(os.environ.get("MLOPS_MAX_REQUEST_BYTES", _DEFAULT_MAX_BYTES))
+        self.max_bytes = settings.max_request_bytes
         self._stamp: tuple[int, int] | None = None
         self._sessions: dict[str, Any] = {}
-        self._copies = _ShadowCopies(shadow_queue, shadow_queue_bytes, shadow_batch, shadow_linger, self.max_bytes)
+        self._copies = _ShadowCopies(
+            shadow_queue, shadow_queue_bytes, shadow_batch, shadow_linger, self.max_bytes, _auth_headers(settings.api_key_env)
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -154,8 +157,6 @@ class SwapProxy:
         return [url for url in turn if url not in recent] + [url for url in turn if url in recent]
 
     async def _forward(self, order: list[str], scope: Scope, receive: Receive, send: Send) -> None:
-        import aiohttp
-
         # Bounded before it is buffered: one huge body must not take the endpoint down.
         limit = self.max_bytes
         try:
@@ -223,8 +224,6 @@ class SwapProxy:
             self._copies.point_at(url)
 
     def _session(self, upstream: str) -> Any:
-        import aiohttp
-
         if upstream not in self._sessions:
             connector = aiohttp.TCPConnector(limit=256, keepalive_timeout=30)
             timeout = aiohttp.ClientTimeout(total=300)
@@ -258,7 +257,9 @@ class _ShadowCopies:
     copies: it never costs the clients anything.
     """
 
-    def __init__(self, max_copies: int, max_bytes: int, batch: int, linger: float, max_request_bytes: int) -> None:
+    def __init__(
+        self, max_copies: int, max_bytes: int, batch: int, linger: float, max_request_bytes: int, headers: dict[str, str]
+    ) -> None:
         self.max_copies, self.max_bytes, self.batch, self.linger = max_copies, max_bytes, batch, linger
         # A batch must pass the shadow's own body limit (the same as the champion's).
         self.max_batch_bytes = max_request_bytes
@@ -271,7 +272,7 @@ class _ShadowCopies:
         self._wake: asyncio.Event | None = None
         self._full: asyncio.Event | None = None
         self._session: Any = None
-        self._headers = _auth_headers()
+        self._headers = headers  # the API key the shadow's guard asks for
 
     def point_at(self, url: str | None) -> None:
         """A new shadow (or none): queued copies are dropped and the counts start again."""
@@ -354,8 +355,6 @@ class _ShadowCopies:
         return taken
 
     async def _deliver(self, url: str, copies: list[_Copy]) -> None:
-        import aiohttp
-
         if self._session is None:
             timeout = aiohttp.ClientTimeout(total=60)
             self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=4), timeout=timeout)
@@ -390,9 +389,9 @@ def _batch_body(copies: list[_Copy]) -> bytes:
     return _BATCH_OPEN + _BATCH_SEP.join(parts) + _BATCH_CLOSE
 
 
-def _auth_headers() -> dict[str, str]:
-    """The API key the model servers were started with (the variable ``MLOPS_API_KEY_ENV`` names), if any."""
-    key = os.environ.get(os.environ.get("MLOPS_API_KEY_ENV", "MLOPS_API_KEY"), "")
+def _auth_headers(api_key_env: str) -> dict[str, str]:
+    """The API key the model servers were started with (in the variable ``api_key_env`` names), if any."""
+    key = os.environ.get(api_key_env, "")
     return {"authorization": f"Bearer {key}"} if key else {}
 
 
@@ -404,20 +403,6 @@ async def _read_body(receive: Receive, limit: int, scope: Scope) -> bytes:
     if body is None:
         raise _TooLarge
     return body
-
-
-async def read_limited_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole ASGI request body, or None as soon as it passes ``limit`` bytes."""
-    chunks, size, more = [], 0, True
-    while more:
-        message = await receive()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        more = message.get("more_body", False)
-    return b"".join(chunks)
 
 
 async def _answer(send: Send, status: int, payload: object) -> None:

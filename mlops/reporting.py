@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape as e
 from rich.table import Table
 
 __all__ = [
@@ -148,8 +149,6 @@ def _demo_outcome(summary: Any, retrain: Any) -> str:
 
 
 def _clock(timestamp: float) -> str:
-    from datetime import datetime
-
     return datetime.fromtimestamp(timestamp).strftime("%H:%M:%S")
 
 
@@ -247,8 +246,6 @@ def _card_version(path: Path) -> str | None:
 
 def print_status(status: Any, console: Console | None = None) -> None:
     """``mlops status``: one grid, a row per part, what needs attention in red."""
-    from rich.markup import escape as e  # names and reasons are text, never markup
-
     console = console or Console(width=None if sys.stdout.isatty() else 200)
     grid = Table(title=f"{e(status.model)}: status", show_header=False, box=None, padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)

@@ -30,12 +30,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import mlflow.models
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from mlops.contract import load_contract
 from mlops.errors import MlopsError, ServingError
 
 if TYPE_CHECKING:
-    import numpy as np
-    import pandas as pd
-
     from mlops.contract import ColumnContract, Contract
 
 __all__ = [
@@ -150,8 +153,6 @@ class RequestCheck:
 
     def records(self, records: Any) -> Checked:
         """Check the JSON records of one request; the frame the model scores, or :class:`RequestRefused`."""
-        import pandas as pd
-
         rows = _record_list(records, self.max_records)
         try:
             frame = pd.DataFrame.from_records(rows, columns=self.names)
@@ -212,13 +213,9 @@ def request_check(model_dir: str | Path, contract_path: str | Path | None = None
     The contract is used when it describes the model's inputs; one naming none of them
     belongs to another dataset and is left aside (the signature's types decide).
     """
-    import mlflow.models
-
     signature = mlflow.models.Model.load(str(model_dir)).signature
     contract = None
     if contract_path is not None and Path(contract_path).is_file():
-        from mlops.contract import load_contract
-
         contract = load_contract(contract_path)
     return check_from_signature(signature, contract, where=str(model_dir), contract_path=contract_path)
 
@@ -377,8 +374,6 @@ def _structure_outside_strings(body: bytes) -> tuple[bytes, int]:
     Escaped backslashes and quotes are blanked first; then every byte after an odd
     number of quotes is inside a string.
     """
-    import numpy as np
-
     text = body.replace(b"\\\\", b"__").replace(b'\\"', b"__") if b"\\" in body else body
     codes = np.frombuffer(text, dtype=np.uint8)
     inside = np.bitwise_xor.accumulate(codes == ord('"'))
@@ -388,8 +383,6 @@ def _structure_outside_strings(body: bytes) -> tuple[bytes, int]:
 
 def _depth(brackets: bytes) -> int:
     """The deepest nesting of a run of brackets (``[{}]`` is 2)."""
-    import numpy as np
-
     if not brackets:
         return 0
     codes = np.frombuffer(brackets, dtype=np.uint8)
@@ -412,8 +405,6 @@ def _arrow_frame(body: bytes, features: tuple[FeatureSpec, ...], max_rows: int |
     Rows are counted batch by batch before any value is converted: a few bytes of
     Arrow can declare a billion null or dictionary-encoded rows.
     """
-    import pyarrow as pa
-
     try:
         reader = pa.ipc.open_stream(body)
         batches, rows = [], 0
@@ -448,8 +439,6 @@ def _arrow_frame(body: bytes, features: tuple[FeatureSpec, ...], max_rows: int |
 
 
 def _arrow_fits(kind: Any, expected: Kind) -> bool:
-    import pyarrow as pa
-
     if pa.types.is_null(kind):
         return True  # every value null: the nullability check decides
     if expected in ("float", "int"):
@@ -470,8 +459,6 @@ def _check_numbers(
     A valid request costs a conversion, ``isfinite`` and two comparisons over the
     array; only a refused column is looked at again, to name its records.
     """
-    import numpy as np
-
     kinds = dict(zip(frame.columns, (dtype.kind for dtype in frame.dtypes)))
     for feature in features:
         if kinds[feature.name] not in "iuf":
@@ -533,8 +520,6 @@ class _NumberPlan:
 
 @lru_cache(maxsize=64)
 def _number_plan(features: tuple[FeatureSpec, ...]) -> _NumberPlan:
-    import numpy as np
-
     def bounds(block: bool) -> tuple[np.ndarray, np.ndarray]:
         low = [-np.inf if f.minimum is None or f.range_blocks != block else float(f.minimum) for f in features]
         high = [np.inf if f.maximum is None or f.range_blocks != block else float(f.maximum) for f in features]
@@ -554,9 +539,6 @@ def _number_plan(features: tuple[FeatureSpec, ...]) -> _NumberPlan:
 
 def _as_numbers(values: pd.Series, feature: FeatureSpec, where: str) -> tuple[pd.Series | None, str | None]:
     """An ``object`` or bool column of a number feature as floats, or the problem with it."""
-    import numpy as np
-    import pandas as pd
-
     if values.dtype.kind == "b":
         return None, _named(feature, where, np.arange(len(values)), values, f"is not {_KIND_NAMES[feature.type]}")
     converted = np.empty(len(values), dtype="float64")
@@ -589,8 +571,6 @@ def _number_problem(
     where: str,
 ) -> str:
     """The first thing wrong with one number feature, named with its records."""
-    import numpy as np
-
     if nulls is not None and nulls.any():
         return _named(feature, where, np.flatnonzero(nulls), None, "missing or null, but the feature is required")
     if infinite is not None and infinite.any():
@@ -604,9 +584,6 @@ def _number_problem(
 
 def _check_column(values: pd.Series, feature: FeatureSpec, where: str) -> tuple[pd.Series, str | None, int]:
     """A text or bool feature: (values for the model, the problem or None, warn-level count)."""
-    import numpy as np
-    import pandas as pd
-
     nulls = values.isna().to_numpy()
     if values.dtype.kind == "b":
         kind_ok = feature.type == "bool"
@@ -634,8 +611,6 @@ def _check_column(values: pd.Series, feature: FeatureSpec, where: str) -> tuple[
 
 def _isin(values: pd.Series, categories: tuple[Any, ...]) -> np.ndarray:
     """Membership per value; a set lookup beats pandas' hash table on small requests."""
-    import numpy as np
-
     if len(values) <= 64:
         known = set(categories)
         return np.fromiter((value in known for value in values), bool, len(values))
@@ -644,9 +619,6 @@ def _isin(values: pd.Series, categories: tuple[Any, ...]) -> np.ndarray:
 
 def _typed(values: pd.Series, feature: FeatureSpec, nulls: np.ndarray) -> pd.Series:
     """Text as objects with NaN for missing; bools as bool, or objects with NaN when some are missing."""
-    import numpy as np
-    import pandas as pd
-
     if not nulls.any():
         return values.astype(bool) if feature.type == "bool" and values.dtype.kind != "b" else values
     array = values.to_numpy(dtype=object, copy=True)

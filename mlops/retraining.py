@@ -23,16 +23,27 @@ task's default is watched (:func:`watched_metric`: accuracy, or rmse for regress
 
 from __future__ import annotations
 
+import importlib
+import logging
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+import pandas as pd
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+from prefect.client.schemas.sorting import FlowRunSort
+
+from mlops import audit, tracking
+from mlops.contract import load_contract
+from mlops.data import load_table
 from mlops.errors import DataError
+from mlops.metrics import higher_is_better
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from mlops.config import MonitoringConfig, Settings
     from mlops.contract import ColumnContract, Contract
 
@@ -46,9 +57,12 @@ __all__ = [
     "split_recent",
     "decide_retrain",
     "record_trigger",
+    "retrain_data",
     "retrain_history",
     "watched_metric",
 ]
+
+logger = logging.getLogger(__name__)
 
 RETRAIN_TAG = "retrain"
 NO_LABELS = "drift detected, no new labeled rows: a retrain would reproduce the champion"
@@ -120,8 +134,6 @@ def decide_retrain(
 
 
 def _triggers(drift_share: float, quality: float | None, policy: MonitoringConfig, metric: str) -> tuple[str, ...]:
-    from mlops.metrics import higher_is_better
-
     fired = []
     if drift_share >= policy.drift_share_threshold:
         fired.append(f"drift share {drift_share:.2f} ≥ {policy.drift_share_threshold:.2f}")
@@ -134,7 +146,6 @@ def _triggers(drift_share: float, quality: float | None, policy: MonitoringConfi
 
 def _worse(value: float, floor: float, metric: str) -> bool:
     # Error metrics go the other way: their "floor" is a ceiling.
-    from mlops.metrics import higher_is_better
 
     return value < floor if higher_is_better(metric) else value > floor
 
@@ -155,8 +166,6 @@ def _brake(window_rows: int, history: RetrainHistory, policy: MonitoringConfig, 
 
 def record_trigger(settings: Settings, decision: RetrainDecision, monitoring_run_id: str | None = None) -> dict:
     """Audit a retrain about to start: why (its triggers), against which champion, from which monitoring run."""
-    from mlops import audit, tracking
-
     champion = tracking.champion_version(settings.model.name)
     return audit.record(
         settings, "retrain", version=champion, run_id=monitoring_run_id or None, reason=decision.explain(),
@@ -169,10 +178,6 @@ def retrain_history(now: datetime | None = None, exclude_flow_run: str | None = 
 
     ``exclude_flow_run`` leaves out the caller's own flow run.
     """
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
-    from prefect.client.schemas.sorting import FlowRunSort
-
     now = now or datetime.now(UTC)
     flow_filter = FlowRunFilter(tags=FlowRunFilterTags(all_=[RETRAIN_TAG]))
     with get_client(sync_client=True) as client:
@@ -235,8 +240,6 @@ def combine_with_labeled(reference: pd.DataFrame, labeled: pd.DataFrame, contrac
     :class:`~mlops.errors.DataError` naming it and the fix. The target takes the labels
     (``labeled["label"]``, already in the target's type).
     """
-    import pandas as pd
-
     specs = {column.name: column for column in contract.columns}
     rows = pd.DataFrame({name: _logged_values(labeled, name, contract.target) for name in reference.columns})
     refused = _refused(rows, [specs[name] for name in rows.columns if name in specs and specs[name].role == "feature"])
@@ -259,9 +262,6 @@ def _logged_values(labeled: pd.DataFrame, name: str, target: str) -> list:
 
 def _refused(rows: pd.DataFrame, features: list[ColumnContract]) -> pd.Series:
     """Rows with a feature value the contract blocks: the gate would refuse the whole file for them."""
-    import numpy as np
-    import pandas as pd
-
     refused = pd.Series(False, index=rows.index)
     for spec in features:
         values = rows[spec.name]
@@ -323,8 +323,6 @@ def _made_up(spec: ColumnContract, reference: pd.Series, labeled: pd.DataFrame) 
             return (labeled["request_id"].astype(str) + "#" + labeled["record"].astype(str)).tolist()
         return [f"logged-{index}" for index in range(rows)]
     if spec.type in ("int", "float"):
-        import pandas as pd
-
         numbers = pd.to_numeric(reference, errors="coerce")
         start = int(numbers.max()) + 1 if numbers.notna().any() else 0  # after every training id
         start = max(start, math.ceil(spec.min)) if spec.min is not None else start
@@ -335,8 +333,66 @@ def _made_up(spec: ColumnContract, reference: pd.Series, labeled: pd.DataFrame) 
 
 
 def _integral(values: pd.Series) -> bool:
-    import pandas as pd
-
     numbers = pd.to_numeric(values, errors="coerce")
     present = numbers[values.notna()]
     return bool(present.notna().all() and (present % 1 == 0).all())
+
+
+def retrain_data(
+    settings: Settings, labeled: pd.DataFrame, reference_fingerprint: str, labels_source: str
+) -> tuple[Path | None, Path | None, dict]:
+    """The training data, the recent evaluation set and the lineage of a retrain, as ``monitoring.retrain_data`` says.
+
+    ``reference``: the training file. ``reference+labeled``: the labeled window rows are
+    ordered by time and the newest ``monitoring.recent_eval_share`` held out as the recent
+    evaluation set (never trained on; the gate judges on it); the training file plus the
+    rest (the newest ``monitoring.labeled_share`` and ``monitoring.labeled_rows`` of them, each
+    weighing ``monitoring.labeled_weight`` in the fit) is written with exactly the training
+    file's columns and the labels in the target's type (:func:`mlops.retraining.combine_with_labeled`),
+    so it passes the same gate; rows the contract would refuse are left out, with a warning.
+    ``module:function``: the user's function, called with the settings and the labeled window
+    rows, returns the path of a data file (validated like any training data).
+    """
+    choice, policy = settings.monitoring.retrain_data, settings.monitoring
+    lineage = {"reference_fingerprint": reference_fingerprint, "retrain_data": choice,
+               "labels_source": labels_source, "labels_count": str(len(labeled))}
+    if "timestamp" in labeled and len(labeled):
+        times = labeled["timestamp"].astype(str)
+        lineage |= {"window_start": times.min(), "window_end": times.max()}
+    if ":" in choice:
+        module, function = choice.split(":")
+        return Path(getattr(importlib.import_module(module), function)(settings, labeled)), None, lineage
+    if choice == "reference" or labeled.empty:
+        return None, None, lineage
+    reference = load_table(settings.data.training)
+    terms = load_contract(settings.data.contract)
+    train_rows, recent_rows = split_recent(
+        labeled, policy.recent_eval_share, policy.labeled_rows, policy.labeled_share
+    )
+    try:
+        combined = combine_with_labeled(reference, train_rows, terms)
+        recent = combine_with_labeled(reference.iloc[0:0], recent_rows, terms) if len(recent_rows) else None
+    except DataError as exc:
+        logger.warning("Retraining on %s alone: %s", settings.data.training, exc)
+        return None, None, lineage
+    if combined.refused:
+        logger.warning("%d labeled rows left out of the retraining data: values the data contract blocks "
+                       "(a range, a category, a null)", combined.refused)
+    lineage |= {"labeled_train_rows": str(combined.added), "recent_eval_rows": str(recent.added if recent else 0)}
+    if combined.added:
+        lineage |= {"reference_rows": str(len(reference)), "labeled_weight": f"{policy.labeled_weight:g}"}
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    parquet = settings.data.training.suffix.lower() in (".parquet", ".pq")
+    suffix = ".parquet" if parquet else ".csv"
+    folder = settings.state_dir / "retrain"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = _write(combined.frame, folder / f"train-plus-labeled-{stamp}{suffix}") if combined.added else None
+    recent_path = _write(recent.frame, folder / f"recent-eval-{stamp}{suffix}") if recent and recent.added else None
+    logger.info("Retraining on %s: %d training rows + %d labeled rows; recent evaluation set %s (%d rows)",
+                path, len(reference), combined.added, recent_path, recent.added if recent else 0)
+    return path, recent_path, lineage
+
+
+def _write(frame, path: Path) -> Path:
+    frame.to_parquet(path, index=False) if path.suffix == ".parquet" else frame.to_csv(path, index=False)
+    return path

@@ -13,9 +13,14 @@ import logging
 from collections.abc import Mapping
 from urllib.parse import quote, urlsplit
 
+import mlflow
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.context import FlowRunContext, TaskRunContext
+
 from mlops.config import Settings
 from mlops.environment import redact
 from mlops.outcomes import MonitoringOutcome, ScoringOutcome, TrainingOutcome
+from mlops.tracking import MODEL_TRAINING_VIEW
 
 __all__ = ["mlflow_base_url", "mlflow_run_url", "publish_monitoring", "publish_scoring", "publish_training"]
 
@@ -37,10 +42,6 @@ def mlflow_base_url(settings: Settings) -> str:
 
 def mlflow_run_url(settings: Settings, run_id: str) -> str:
     """The run's page in the MLflow UI, e.g. ``http://127.0.0.1:5000/#/experiments/1/runs/<id>``."""
-    import mlflow
-
-    from mlops.tracking import MODEL_TRAINING_VIEW
-
     experiment_id = mlflow.get_run(run_id).info.experiment_id
     return f"{mlflow_base_url(settings)}/#/experiments/{experiment_id}/runs/{run_id}?{MODEL_TRAINING_VIEW}"
 
@@ -108,8 +109,6 @@ def _publish(flow: str, title: str, rows: Mapping[str, str], link: str | None, l
     A summary that cannot be published (the Prefect API refused it) is a warning in the run's
     log, not a failed run: the model, the reports and the MLflow run exist either way.
     """
-    from prefect.artifacts import create_link_artifact, create_markdown_artifact
-
     table = "\n".join(f"| {name} | {redact(value).replace('|', '/')} |" for name, value in rows.items())
     markdown = f"## {title}\n\n| | |\n|---|---|\n{table}\n"
     try:
@@ -124,8 +123,6 @@ def _publish(flow: str, title: str, rows: Mapping[str, str], link: str | None, l
 
 
 def _in_run() -> bool:
-    from prefect.context import FlowRunContext, TaskRunContext
-
     return FlowRunContext.get() is not None or TaskRunContext.get() is not None
 
 

@@ -11,9 +11,17 @@ runs on pinned in ``requirements.lock``.
 from __future__ import annotations
 
 import shutil
+import subprocess
 from dataclasses import dataclass
+from importlib.metadata import distributions, version
 from pathlib import Path
 
+import yaml
+
+from mlops import contract
+from mlops import data as tables
+from mlops.config import SAMPLE_DATASET, ProjectConfig, dataset_name
+from mlops.data import write_sample_data
 from mlops.errors import ConfigError
 from mlops.project import TEMPLATE
 
@@ -43,10 +51,6 @@ def init_project(directory: str | Path, data: str | Path | None = None, target: 
     ``target`` is the column to predict (required with ``data``). Nothing is written when
     the folder holds files, the data cannot be read, or the target is not a column of it.
     """
-    from mlops import contract
-    from mlops import data as tables
-    from mlops.config import SAMPLE_DATASET, dataset_name
-
     root = Path(directory).resolve()
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise ConfigError(f"{directory} exists and is not an empty folder: nothing written. Choose a new folder.")
@@ -72,10 +76,6 @@ def init_project(directory: str | Path, data: str | Path | None = None, target: 
 
 
 def _write(folder: Path, name: str, data: Path | None, target: str, drafted) -> dict[str, str]:
-    from mlops import contract
-    from mlops.data import write_sample_data
-    from mlops.validation import write_suite
-
     folder.mkdir(parents=True)
     for part in _COPIED:
         shutil.copytree(TEMPLATE / part, folder / part, ignore=_SKIP)
@@ -88,7 +88,7 @@ def _write(folder: Path, name: str, data: Path | None, target: str, drafted) -> 
         shutil.copyfile(data, training)
         config = {"training": f"data/{data.name}", "target": target}
     contract_path = contract.write_contract(drafted, folder / "data" / "contracts" / f"{name}.yaml")
-    write_suite(contract.to_suite(drafted), folder / "data" / "expectations" / f"{name}.json")
+    contract.write_suite(contract.to_suite(drafted), folder / "data" / "expectations" / f"{name}.json")
     fills = {"name": name, "data": config["training"], "target": target, "mlops_source": _framework_source()}
     for part in _FILLED:
         text = (TEMPLATE / part).read_text(encoding="utf-8")
@@ -102,13 +102,10 @@ def _write(folder: Path, name: str, data: Path | None, target: str, drafted) -> 
 
 
 def _config_text(data: dict[str, str]) -> str:
-    import yaml
-
     header = (
         "# The project's configuration. `mlops config` prints every setting with the value in use,\n"
         "# `mlops config --schema` documents them. Entry points (defaults shown) name the project's code.\n"
     )
-    from mlops.config import ProjectConfig
 
     entry_points = {name: field.default for name, field in ProjectConfig.model_fields.items() if name != "root"}
     body = {"data": data, "project": entry_points}
@@ -117,8 +114,6 @@ def _config_text(data: dict[str, str]) -> str:
 
 def _framework_source() -> str:
     """Where ``make install`` takes the framework from: this checkout if it runs from one, else the index."""
-    from importlib.metadata import version
-
     checkout = Path(__file__).resolve().parents[1]
     if (checkout / "pyproject.toml").is_file() and (checkout / "mlops" / "__init__.py").is_file():
         return str(checkout)
@@ -131,8 +126,6 @@ def _pinned_environment() -> str:
     The lock's own list carries each package's platform markers; a framework installed from
     a wheel has no lock, so the versions it runs on here are pinned instead.
     """
-    import subprocess
-
     checkout = Path(__file__).resolve().parents[1]
     uv, lock = checkout / ".uv" / "bin" / "uv", checkout / "uv.lock"
     header = "# The framework's dependencies at the versions it is tested with (mlops itself: MLOPS_SOURCE).\n"
@@ -143,7 +136,6 @@ def _pinned_environment() -> str:
         )
         if exported.returncode == 0:
             return header + exported.stdout
-    from importlib.metadata import distributions
 
     pins = {}
     for dist in distributions():

@@ -14,8 +14,12 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 from prefect import flow, tags
-from prefect.client.schemas.objects import ConcurrencyLimitConfig
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, StateType
+from prefect.client.schemas.sorting import FlowRunSort
 
+from mlops import audit
 from mlops.alerts import send_alert
 from mlops.config import Settings, load_settings
 from mlops.prediction_log import read_prediction_log
@@ -81,8 +85,6 @@ def deployments(settings: Settings, config: str | None) -> list:
 
 def record_schedule(settings: Settings) -> dict | None:
     """Audit the schedules when they are new or differ from the last audited ones; None when unchanged."""
-    from mlops import audit
-
     schedule = {
         "training_cron": settings.schedules.training_cron,
         "monitoring_interval_minutes": settings.schedules.monitoring_interval_minutes,
@@ -105,17 +107,6 @@ def _described(schedule: dict) -> str:
 
 def list_schedules() -> list[dict[str, str]]:
     """Each scheduled deployment with its schedule and next run, read from the Prefect API."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        DeploymentFilter,
-        DeploymentFilterName,
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType
-    from prefect.client.schemas.sorting import FlowRunSort
-
     names = [TRAINING_DEPLOYMENT, MONITORING_DEPLOYMENT]
     scheduled = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])))
     rows = []

@@ -15,7 +15,11 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import mlflow
+from mlflow.exceptions import MlflowException
+
 from mlops.errors import RegistryError
+from mlops.training import feature_frame
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -29,9 +33,6 @@ PREDICTION_COLUMN = "prediction"
 
 def load_registered_model(name: str, alias: str) -> tuple[Any, str]:
     """The scikit-learn model behind ``alias`` and its version; :class:`RegistryError` if none."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     try:
         version = str(mlflow.MlflowClient().get_model_version_by_alias(name, alias).version)
     except MlflowException as exc:
@@ -49,8 +50,6 @@ def score_frame(model: Any, frame: pd.DataFrame, contract: Contract) -> pd.DataF
     Predictions are the user's labels (text stays text) or numbers for a regressor; the
     features reach the model in the types it was trained on (:func:`mlops.training.feature_frame`).
     """
-    from mlops.training import feature_frame
-
     inputs = feature_frame(frame, contract)
     scored = frame.copy()
     if contract.task == "regression" or not hasattr(model, "predict_proba"):

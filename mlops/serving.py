@@ -20,6 +20,7 @@ workers, each in a session of its own), started and stopped as one by :mod:`mlop
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -32,10 +33,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import bentoml
+import mlflow.artifacts
+import mlflow.models
+import mlflow.sklearn
+from bentoml.exceptions import BentoMLException, NotFound
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from sklearn.base import is_classifier
+
 from mlops import processes
 from mlops.config import Settings
 from mlops.environment import tool_variables
 from mlops.errors import RegistryError, ServingError
+from mlops.project import entry_point
+from mlops.request_check import request_check
+from mlops.service.settings import service_settings
 
 if TYPE_CHECKING:
     from mlops.request_check import RequestCheck
@@ -64,9 +77,6 @@ _STARTUP_FAILED = "Application startup failed"
 
 def resolve_alias(model_name: str, alias: str) -> str:
     """Return the version of ``model_name`` that ``alias`` points at, e.g. ``"3"``."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
     try:
         return str(MlflowClient().get_model_version_by_alias(model_name, alias).version)
     except MlflowException as exc:
@@ -98,9 +108,6 @@ def import_model(model_name: str, version: str) -> str:
     repaired or replaced, the stored copy damaged) it is deleted and imported again. An
     import that fails leaves nothing in the store. Returns the tag.
     """
-    import bentoml
-    from bentoml.exceptions import NotFound
-
     run_id = _run_id(model_name, version)
     tag = f"{model_name}:v{version}-{run_id[:8]}" if run_id else f"{model_name}:v{version}"
     uri = f"models:/{model_name}/{version}"
@@ -131,9 +138,6 @@ def import_model(model_name: str, version: str) -> str:
 
 def discard_model(tag: str) -> bool:
     """Delete ``tag`` from the BentoML store (a rejected or corrupt import); False when it was not there."""
-    import bentoml
-    from bentoml.exceptions import NotFound
-
     try:
         bentoml.models.delete(tag)
     except NotFound:
@@ -143,8 +147,6 @@ def discard_model(tag: str) -> bool:
 
 def files_sha256(folder: Path) -> str:
     """One sha256 over the model files under ``folder``: relative paths and contents, in sorted order."""
-    import hashlib
-
     digest = hashlib.sha256()
     for path in sorted(item for item in folder.rglob("*") if item.is_file() and item.name not in _NOT_ARTIFACT):
         digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
@@ -155,7 +157,7 @@ def files_sha256(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def _verified(bento_model: Any, digest: str) -> bool:
+def _verified(bento_model: bentoml.Model, digest: str) -> bool:
     """The stored model was imported from this artifact (its label) and its files are still that artifact."""
     if bento_model.info.labels.get(CHECKSUM_LABEL) != digest:
         return False
@@ -164,9 +166,6 @@ def _verified(bento_model: Any, digest: str) -> bool:
 
 def _download_model(uri: str, folder: Path) -> Path:
     """The registered model's files, downloaded to ``folder``; a missing artifact is a :class:`RegistryError`."""
-    import mlflow.artifacts
-    from mlflow.exceptions import MlflowException
-
     try:
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(folder)))
     except (MlflowException, OSError) as exc:
@@ -182,9 +181,6 @@ def store_home(tag: str, settings: Settings) -> str:
     BentoML fixes its home once per process, at first use, so a process that served
     another state folder before imported the model there; the server must look there.
     """
-    import bentoml
-    from bentoml.exceptions import BentoMLException
-
     try:
         return str(Path(bentoml.models.get(tag).path).parents[2])
     except BentoMLException:
@@ -265,11 +261,6 @@ def load_served_model(model_dir: str | Path, contract_path: str | Path | None = 
     classifier without ``predict_proba``, a model whose task contradicts the contract,
     and a model that cannot score its own logged input example.
     """
-    import mlflow.sklearn
-    from sklearn.base import is_classifier
-
-    from mlops.request_check import request_check
-
     check = request_check(model_dir, contract_path)
     try:
         model = mlflow.sklearn.load_model(str(model_dir))
@@ -300,8 +291,6 @@ _RETRAIN = "Train again with `mlops train` (the contract decides the task), or s
 
 def _score_example(served: ServedModel, model_dir: str | Path) -> None:
     """Score the input example logged with the model, so a model that cannot score fails now."""
-    import mlflow.models
-
     try:
         example = mlflow.models.Model.load(str(model_dir)).load_input_example(str(model_dir))
         frame = None if example is None else served.check.frame(example).frame
@@ -320,9 +309,6 @@ def _score_example(served: ServedModel, model_dir: str | Path) -> None:
 
 
 def _run_id(model_name: str, version: str) -> str:
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
     try:
         return MlflowClient().get_model_version(model_name, str(version)).run_id or ""
     except MlflowException as exc:
@@ -387,7 +373,6 @@ def start_server(
     port = port or settings.serving.port
     log_path = settings.state_dir / "logs" / f"serve-{port}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    from mlops.project import entry_point
 
     service = entry_point(settings, "service")  # the project's service file, imported from its folder
     command = [sys.executable, "-m", "bentoml", "serve", service.import_string, "--host", host, "--port", str(port)]
@@ -416,26 +401,12 @@ def start_server(
 def _server_env(
     settings: Settings, tag: str, predictions_dir: Path | None = None, port: int | None = None
 ) -> dict[str, str]:
+    """The server's environment: the tools' variables, its own BentoML home and its settings in one variable."""
     return {
         **os.environ,
         **tool_variables(settings),
-        "MLOPS_BENTO_MODEL": tag,
-        "MLOPS_PREDICTIONS_DIR": str(predictions_dir or settings.predictions_dir),
-        "MLOPS_LABELS_DIR": str(settings.labels_dir),
-        "MLOPS_CONTRACT": str(settings.data.contract),
         "BENTOML_HOME": str(_server_home(settings, tag, port)),
-        "MLOPS_API_KEY_ENV": settings.serving.api_key_env,
-        "MLOPS_MAX_REQUEST_BYTES": str(settings.serving.max_request_bytes),
-        "MLOPS_BATCH_MAX_SIZE": str(settings.serving.batch_max_size),
-        "MLOPS_BATCH_MAX_LATENCY_MS": str(settings.serving.batch_max_latency_ms),
-        "MLOPS_ACCESS_LOG": "true" if settings.serving.access_log else "false",
-        "MLOPS_MAX_RECORDS": str(settings.serving.max_records),
-        "MLOPS_MAX_JSON_DEPTH": str(settings.serving.max_json_depth),
-        "MLOPS_MAX_JSON_VALUES": str(settings.serving.max_json_values),
-        "MLOPS_LOG_MAX_BYTES": str(settings.serving.log_max_bytes),
-        "MLOPS_LOG_BACKUPS": str(settings.serving.log_backups),
-        # The server log is a file people tail: JSON lines only when asked (logs.format: json).
-        "MLOPS_SERVER_LOG_FORMAT": "json" if settings.logs.format == "json" else "text",
+        **service_settings(settings, tag, predictions_dir).as_environment(),
     }
 
 
@@ -452,23 +423,18 @@ def wait_until_ready(
     shows the service failed to start (BentoML respawns a failing worker forever); then
     the message carries the reason the log gives (the exception the service raised).
     """
-    import httpx
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise ServingError(f"The server at {url} exited with code {process.returncode} before it was ready.")
+    def ready() -> bool:
         if log_path is not None:
             log = log_path.read_text(encoding="utf-8", errors="replace")
             if _STARTUP_FAILED in log:
-                reason = startup_error(log) or "see the server log"
-                raise _StartupFailed(f"The service at {url} failed to start: {reason}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.25)
+                raise _StartupFailed(f"The service at {url} failed to start: {startup_error(log) or 'see the server log'}")
+        return processes.answers(f"{url}/readyz")
+
+    if processes.wait_healthy(ready, process, timeout):
+        return
+    if process is not None and process.poll() is not None:
+        raise ServingError(f"The server at {url} exited with code {process.returncode} before it was ready.")
     raise ServingError(f"The server at {url} was not ready after {timeout:g} s; raise serving.startup_timeout_seconds.")
 
 

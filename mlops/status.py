@@ -9,6 +9,7 @@ whole command.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -16,7 +17,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+from mlflow.exceptions import MlflowException
+
+from mlops import deployment, orchestration, tracking
 from mlops.config import Settings
+from mlops.prediction_log import read_prediction_log
+from mlops.schedules import list_schedules
 
 __all__ = ["AliasStatus", "MonitoringStatus", "ProjectStatus", "ServingStatus", "project_status"]
 
@@ -96,8 +103,6 @@ def project_status(settings: Settings) -> ProjectStatus:
 
 
 def _serving(settings: Settings) -> ServingStatus | None:
-    from mlops import deployment
-
     status = deployment.deployment_status(settings)
     if status.state is None:
         return None
@@ -116,12 +121,10 @@ def _answered_since(folder: Path, since: float) -> int:
     recent = [path for path in folder.glob("predictions-*") if path.stat().st_mtime >= since]
     if not recent:
         return 0
-    from mlops.prediction_log import read_prediction_log
 
     frame = read_prediction_log(folder)
     if frame.empty or "timestamp" not in frame:
         return 0
-    import pandas as pd
 
     stamps = pd.to_datetime(frame["timestamp"], utc=True, errors="coerce")
     return int((stamps >= pd.Timestamp(since, unit="s", tz="UTC")).sum())
@@ -157,10 +160,6 @@ def _refused_since(logs: list[Path], since: float) -> dict[str, int]:
 
 
 def _aliases(settings: Settings, problems: list[str]) -> list[AliasStatus]:
-    from mlflow.exceptions import MlflowException
-
-    from mlops import tracking
-
     try:
         versions = tracking.list_versions(settings.model.name)
     except MlflowException as exc:
@@ -199,10 +198,6 @@ def _monitoring(settings: Settings, problems: list[str]) -> MonitoringStatus | N
 
 
 def _schedules(settings: Settings, problems: list[str]) -> list[dict[str, str]] | None:
-    import os
-
-    from mlops import orchestration
-
     api_url = settings.prefect_api_url
     if not api_url:
         server = orchestration.find_local_server(settings)
@@ -210,7 +205,6 @@ def _schedules(settings: Settings, problems: list[str]) -> list[dict[str, str]] 
             return None
         api_url = server.api_url
     os.environ["PREFECT_API_URL"] = api_url
-    from mlops.schedules import list_schedules
 
     try:
         return list_schedules()

@@ -16,23 +16,26 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+import pandas as pd
+from filelock import FileLock, Timeout
 from prefect import get_run_logger, runtime, tags, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.states import Failed, State
 
-from mlops import alerts, contract, data, labels, monitoring, packaging, retraining, run_artifacts, scoring, tracking, training, validation
+from mlops import alerts, contract, data, deployment, labels, monitoring, packaging, retraining, run_artifacts, scoring, tracking, training
 from mlops.config import Settings
+from mlops.deployment import shadow_predictions_dir
 from mlops.environment import tracking_faults
-from mlops.errors import DataError, ServingError, ValidationFailed
+from mlops.errors import ServingError, ValidationFailed
 from mlops.outcomes import MonitoringOutcome, ScoringOutcome, TrainingOutcome
-from mlops.prediction_log import METADATA_COLUMNS
+from mlops.prediction_log import METADATA_COLUMNS, read_prediction_log
 from mlops.training import DataSplit
 
 __all__ = [
     "compare_with_shadow",
     "count_refused",
-    "complete_summary",
     "decide_retrain",
     "deploy_model",
     "gate",
@@ -51,7 +54,7 @@ __all__ = [
     "redeploy",
     "register_model",
     "retrain",
-    "retrain_data",
+    "save_check_summary",
     "send_alert",
     "split_data",
     "train_candidates",
@@ -76,7 +79,7 @@ def load_data(settings: Settings, path: Path | None = None):
     return data.load_table(Path(path or settings.data.training))
 
 
-def validation_failed(result: validation.ValidationResult, report: Path, note: str = "") -> State:
+def validation_failed(result: contract.ValidationResult, report: Path, note: str = "") -> State:
     """The state a flow returns when the data gate blocks: Failed with the report, no traceback."""
     message = f"{result.summary()}\nHTML report: {report}" + (f"\n{note}" if note else "")
     return Failed(message=message, data=ValidationFailed(message, result))
@@ -85,7 +88,7 @@ def validation_failed(result: validation.ValidationResult, report: Path, note: s
 @task(cache_policy=NO_CACHE)
 def validate_data(
     frame, settings: Settings, data_path: Path | None = None
-) -> tuple[validation.ValidationResult, Path]:
+) -> tuple[contract.ValidationResult, Path]:
     """The gate: the data contract (``data.contract``) in training scope; warnings are logged.
 
     Returns the result and its HTML report; a flow stops on a failed result with
@@ -115,8 +118,6 @@ def split_data(frame, settings: Settings, labeled_from: int | None = None, label
     split = training.split_for_contract(frame, terms, settings.model)
     if labeled_from is None or labeled_weight == 1.0:
         return split
-    import numpy as np
-    import pandas as pd
 
     weights = pd.Series(np.where(np.arange(len(frame)) >= labeled_from, labeled_weight, 1.0), index=frame.index)
     _logger().info("The %d labeled rows weigh %g each in the fit", len(frame) - labeled_from, labeled_weight)
@@ -202,12 +203,12 @@ def write_model_card(registered, decision, settings: Settings, facts: dict[str, 
 
 
 @task(cache_policy=NO_CACHE)
-def validate_batch(frame, settings: Settings, data_path: Path) -> tuple[validation.ValidationResult, Path]:
+def validate_batch(frame, settings: Settings, data_path: Path) -> tuple[contract.ValidationResult, Path]:
     """The gate: the data contract in batch scope (features only, any row count)."""
     return _check(frame, settings, "batch", Path(data_path), "validation-scoring")
 
 
-def _check(frame, settings: Settings, scope: Literal["training", "batch"], source: Path, report_name: str) -> tuple[validation.ValidationResult, Path]:
+def _check(frame, settings: Settings, scope: Literal["training", "batch"], source: Path, report_name: str) -> tuple[contract.ValidationResult, Path]:
     """The contract in ``scope``, its report named after the flow run; warnings are logged."""
     stamp = runtime.flow_run.id or "local"
     result, report = contract.check_with_report(
@@ -299,9 +300,6 @@ def measure_quality(current, settings: Settings, labels_path: Path | None):
 @task(cache_policy=NO_CACHE)
 def compare_with_shadow(current, labeled, settings: Settings) -> monitoring.ShadowComparison | None:
     """The shadow's answers to the window's requests against the champion's (None: no shadow answered any)."""
-    from mlops.deployment import shadow_predictions_dir
-    from mlops.prediction_log import read_prediction_log
-
     folder = shadow_predictions_dir(settings)
     if "request_id" not in current.columns or not any(folder.glob("predictions-*")):
         return None
@@ -382,7 +380,7 @@ def validate_current(current, settings: Settings, current_path: Path | None):
 
 @task(cache_policy=NO_CACHE)
 def measure_drift(reference, current, settings: Settings, feature_columns: list[str], categorical: list[str]):
-    """Evidently's drift tests per feature; the report and a JSON summary. Wraps :func:`mlops.monitoring.compute_drift`."""
+    """Evidently's drift tests per feature and their HTML report. Wraps :func:`mlops.monitoring.compute_drift`."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     report = settings.reports_dir / f"drift-{stamp}.html"
     summary = monitoring.compute_drift(
@@ -395,7 +393,7 @@ def measure_drift(reference, current, settings: Settings, feature_columns: list[
         min_rows=settings.monitoring.min_rows,
     )
     _logger().info(summary.summary())
-    return summary, monitoring.save_summary(summary, report.with_suffix(".json"))
+    return summary
 
 
 @task(cache_policy=NO_CACHE)
@@ -418,8 +416,6 @@ def deploy_model(settings: Settings, alias: str | None = None):
 
     Wraps :func:`mlops.deployment.deploy`.
     """
-    from mlops import deployment
-
     state = deployment.deploy(settings, alias or settings.serving.alias)
     _logger().info("Serving v%s at %s", state.backend.version, state.url, extra={"model_version": state.backend.version})
     return state
@@ -429,7 +425,7 @@ def deploy_model(settings: Settings, alias: str | None = None):
 def send_alert(settings: Settings, event: str, message: str, details: dict[str, Any] | None = None) -> bool:
     """Send ``message`` to the configured webhook or Prefect notification block (``alerts``).
 
-    Wraps :func:`mlops.alerts.send_alert`; ``event`` is one of :data:`mlops.alerts.EVENTS`.
+    Wraps :func:`mlops.alerts.send_alert`; ``event`` is one of :data:`mlops.config.ALERT_EVENTS`.
     """
     return alerts.send_alert(settings.alerts, event, message, details)
 
@@ -442,8 +438,6 @@ def retrain(
     The policy is asked again once the lock is held: a check that waited on another's
     retrain must see it in the history (cooldown), not act on what it read before.
     """
-    from filelock import FileLock, Timeout
-
     lock_path = settings.state_dir / "locks" / "retrain.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -455,7 +449,7 @@ def retrain(
             _logger().warning("Retraining (%s)", decision.explain())
             retraining.record_trigger(settings, decision, monitoring_run_id)  # the audit log's retrain line
             fingerprint = tracking.reference_fingerprint(settings.model.name) or ""
-            data_path, recent_path, lineage = retrain_data(settings, labeled, fingerprint, labels_source)
+            data_path, recent_path, lineage = retraining.retrain_data(settings, labeled, fingerprint, labels_source)
             lineage |= {"monitoring_run_id": monitoring_run_id, "monitoring_flow_run_id": str(runtime.flow_run.id or "")}
             # The labeled rows follow the training file's rows in the retraining data.
             labeled_from = int(lineage["reference_rows"]) if "reference_rows" in lineage else None
@@ -494,8 +488,6 @@ def redeploy(settings: Settings) -> str | None:
     Nothing is deployed: nothing to do. A champion failing its smoke test gets no
     traffic; the deployer rolls the alias back, and someone is told.
     """
-    from mlops import deployment
-
     status = deployment.deployment_status(settings)
     if status.state is None or not status.backend_alive:
         return None
@@ -512,15 +504,13 @@ def redeploy(settings: Settings) -> str | None:
     return state.backend.version
 
 
-def complete_summary(
-    path: Path, settings: Settings, current_path: Path | None, quality, decision, labeled, shadow=None, refused=None
-) -> None:
-    """Add the window, the traffic refused at serving, the quality (and the labels it rests on), the shadow
-    comparison and the decision to the saved summary."""
-    import json
-
-    summary = json.loads(path.read_text(encoding="utf-8"))
+def save_check_summary(
+    drift, settings: Settings, current_path: Path | None, quality, decision, labeled, shadow=None, refused=None
+) -> Path:
+    """The whole check as one JSON file beside the drift report, written once: drift, the window, the traffic
+    refused at serving, the quality (and the labels it rests on), the shadow comparison and the decision."""
     window = settings.monitoring
+    summary = drift.to_dict()
     summary["window"] = (
         {"file": str(current_path)}
         if current_path is not None
@@ -532,67 +522,6 @@ def complete_summary(
     summary["shadow"] = shadow.to_dict() if shadow is not None else None
     summary["refused"] = refused.to_dict() if refused is not None else None
     summary["decision"] = {"retrain": decision.retrain, "triggers": list(decision.triggers), "blocked_by": decision.blocked_by}
-    path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-
-
-def retrain_data(
-    settings: Settings, labeled, reference_fingerprint: str, labels_source: str
-) -> tuple[Path | None, Path | None, dict]:
-    """The training data, the recent evaluation set and the lineage of a retrain, as ``monitoring.retrain_data`` says.
-
-    ``reference``: the training file. ``reference+labeled``: the labeled window rows are
-    ordered by time and the newest ``monitoring.recent_eval_share`` held out as the recent
-    evaluation set (never trained on; the gate judges on it); the training file plus the
-    rest (the newest ``monitoring.labeled_share`` and ``monitoring.labeled_rows`` of them, each
-    weighing ``monitoring.labeled_weight`` in the fit) is written with exactly the training
-    file's columns and the labels in the target's type (:func:`mlops.retraining.combine_with_labeled`),
-    so it passes the same gate; rows the contract would refuse are left out, with a warning.
-    ``module:function``: the user's function, called with the settings and the labeled window
-    rows, returns the path of a data file (validated like any training data).
-    """
-    choice, policy = settings.monitoring.retrain_data, settings.monitoring
-    lineage = {"reference_fingerprint": reference_fingerprint, "retrain_data": choice,
-               "labels_source": labels_source, "labels_count": str(len(labeled))}
-    if "timestamp" in labeled and len(labeled):
-        times = labeled["timestamp"].astype(str)
-        lineage |= {"window_start": times.min(), "window_end": times.max()}
-    if ":" in choice:
-        import importlib
-
-        module, function = choice.split(":")
-        return Path(getattr(importlib.import_module(module), function)(settings, labeled)), None, lineage
-    if choice == "reference" or labeled.empty:
-        return None, None, lineage
-    reference = data.load_table(settings.data.training)
-    terms = contract.load_contract(settings.data.contract)
-    train_rows, recent_rows = retraining.split_recent(
-        labeled, policy.recent_eval_share, policy.labeled_rows, policy.labeled_share
-    )
-    logger = _logger()
-    try:
-        combined = retraining.combine_with_labeled(reference, train_rows, terms)
-        recent = retraining.combine_with_labeled(reference.iloc[0:0], recent_rows, terms) if len(recent_rows) else None
-    except DataError as exc:
-        logger.warning("Retraining on %s alone: %s", settings.data.training, exc)
-        return None, None, lineage
-    if combined.refused:
-        logger.warning("%d labeled rows left out of the retraining data: values the data contract blocks "
-                       "(a range, a category, a null)", combined.refused)
-    lineage |= {"labeled_train_rows": str(combined.added), "recent_eval_rows": str(recent.added if recent else 0)}
-    if combined.added:
-        lineage |= {"reference_rows": str(len(reference)), "labeled_weight": f"{policy.labeled_weight:g}"}
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    parquet = settings.data.training.suffix.lower() in (".parquet", ".pq")
-    suffix = ".parquet" if parquet else ".csv"
-    folder = settings.state_dir / "retrain"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = _write(combined.frame, folder / f"train-plus-labeled-{stamp}{suffix}") if combined.added else None
-    recent_path = _write(recent.frame, folder / f"recent-eval-{stamp}{suffix}") if recent and recent.added else None
-    logger.info("Retraining on %s: %d training rows + %d labeled rows; recent evaluation set %s (%d rows)",
-                path, len(reference), combined.added, recent_path, recent.added if recent else 0)
-    return path, recent_path, lineage
-
-
-def _write(frame, path: Path) -> Path:
-    frame.to_parquet(path, index=False) if path.suffix == ".parquet" else frame.to_csv(path, index=False)
-    return path
+    path = Path(drift.report_path).with_suffix(".json") if drift.report_path else settings.reports_dir / f"drift-{stamp}.json"
+    return monitoring.save_summary(summary, path)

@@ -26,6 +26,7 @@ first use of a new SQLite store is serialized by :func:`ensure_store`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -39,15 +40,30 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import mlflow
+import pandas as pd
+import skops.io
+from filelock import FileLock, Timeout
+from matplotlib.figure import Figure
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from prefect import runtime
+from sklearn.metrics import ConfusionMatrixDisplay, PredictionErrorDisplay, RocCurveDisplay
+from sklearn.pipeline import Pipeline
+
+from mlops import audit
 from mlops.contract import contract_file, contract_files
 from mlops.errors import RegistryError
+from mlops.metrics import higher_is_better, positive_label
+from mlops.training import evaluate
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from mlops.config import Settings
     from mlops.training import DataSplit, TrainedModel, Trial
 
@@ -181,8 +197,6 @@ def ensure_store(settings: Settings) -> None:
     marker = database.with_name(database.name + ".ready")
     if marker.is_file() and database.is_file():
         return
-    from filelock import FileLock
-    from mlflow import MlflowClient
 
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(settings.state_dir / STORE_LOCK_FILE), timeout=LOCK_TIMEOUT_SECONDS):
@@ -200,8 +214,6 @@ MODEL_TRAINING_VIEW = "workflowType=machine_learning"
 
 def ensure_experiment(settings: Settings) -> str:
     """Return the experiment id, creating it with artifacts under the state folder."""
-    import mlflow
-
     experiment = mlflow.get_experiment_by_name(settings.model.experiment)
     if experiment is not None:
         return experiment.experiment_id
@@ -228,8 +240,6 @@ def log_and_register(
 
     ``reports`` (e.g. the validation HTML) are logged under ``validation/``.
     """
-    import mlflow
-
     ensure_store(settings)
     clean_leftovers(settings)
     experiment_id = ensure_experiment(settings)
@@ -275,8 +285,6 @@ def _run_description(
 
 def tag_version(registered: RegisteredVersion, tags: dict[str, str]) -> None:
     """Set ``mlops.<key>`` tags on a registered version (e.g. its lineage)."""
-    import mlflow
-
     client = mlflow.MlflowClient()
     for key, value in tags.items():
         client.set_model_version_tag(registered.name, registered.version, TAG_PREFIX + key, str(value))
@@ -284,8 +292,6 @@ def tag_version(registered: RegisteredVersion, tags: dict[str, str]) -> None:
 
 def reference_fingerprint(name: str, alias: str = CHAMPION) -> str | None:
     """The data fingerprint of the run behind ``alias`` (what its reference snapshot was)."""
-    import mlflow
-
     version = _version_by_alias(name, alias)
     if version is None:
         return None
@@ -296,10 +302,6 @@ def reference_fingerprint(name: str, alias: str = CHAMPION) -> str | None:
 
 def reference_snapshot(name: str, alias: str = CHAMPION) -> pd.DataFrame | None:
     """The training data snapshot logged with the run of the version behind ``alias``, if any."""
-    import mlflow
-    import pandas as pd
-    from mlflow.exceptions import MlflowException
-
     version = _version_by_alias(name, alias)
     if version is None:
         return None
@@ -316,8 +318,6 @@ def reference_snapshot(name: str, alias: str = CHAMPION) -> pd.DataFrame | None:
 
 def _log_trials(trials: Sequence[Trial], metric: str, experiment_id: str, tags: dict[str, str]) -> None:
     """One nested child run per trial, so the MLflow UI groups them under the parent."""
-    import mlflow
-
     tags = {key: value for key, value in tags.items() if key != NOTE_TAG} | {TAG_PREFIX + "trial": "true"}
     for number, trial in enumerate(trials, start=1):
         name = f"trial {number} · {trial.candidate}"
@@ -331,8 +331,6 @@ def _log_trials(trials: Sequence[Trial], metric: str, experiment_id: str, tags: 
 
 def _log_data(frame, split: DataSplit, settings: Settings, data_path: Path, manifest) -> None:
     """The dataset as a run input, the suite, and the split manifest (which row went where)."""
-    import mlflow
-
     # mlflow.data exports from_pandas lazily, out of mypy's sight
     dataset = mlflow.data.from_pandas(frame, source=str(data_path), targets=settings.data.target, name="train")  # type: ignore[attr-defined]
     mlflow.log_input(dataset, context="training")
@@ -351,22 +349,14 @@ def _log_data(frame, split: DataSplit, settings: Settings, data_path: Path, mani
     mlflow.log_dict(summary, "split/summary.json")
 
 
-def _log_plots(pipeline: Any, split: DataSplit, settings: Settings) -> None:
+def _log_plots(pipeline: Pipeline, split: DataSplit, settings: Settings) -> None:
     """Confusion matrix (and ROC curve when binary) for a classifier, residuals for a regressor."""
-    import mlflow
-    from matplotlib.figure import Figure
-
     x, y = split.x_holdout, split.y_holdout
     if settings.model.task == "regression":
-        from sklearn.metrics import PredictionErrorDisplay
-
         figure = Figure(figsize=(5, 4))
         PredictionErrorDisplay.from_estimator(pipeline, x, y, kind="residual_vs_predicted", ax=figure.subplots())
         mlflow.log_figure(figure, "plots/residuals.png")
         return
-    from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
-
-    from mlops.metrics import positive_label
 
     classes = list(pipeline.classes_)
     figure = Figure(figsize=(5 + 0.3 * len(classes), 4 + 0.3 * len(classes)))
@@ -379,17 +369,13 @@ def _log_plots(pipeline: Any, split: DataSplit, settings: Settings) -> None:
         mlflow.log_figure(figure, "plots/roc_curve.png")
 
 
-def _log_model(pipeline: Any, split: DataSplit, settings: Settings, run_id: str, description: str) -> str:
+def _log_model(pipeline: Pipeline, split: DataSplit, settings: Settings, run_id: str, description: str) -> str:
     """Log the model and register it as a new version, described and tagged ``incomplete`` from its creation.
 
     Registered through the client rather than ``log_model(registered_model_name=...)``: that path
     prints "Registered model … already exists" and "Created version …" to stderr on every training;
     here the same news goes to our logger.
     """
-    import mlflow
-    from mlflow.exceptions import MlflowException
-    from mlflow.models import infer_signature
-
     example = _input_example(split.x_holdout)
     info = mlflow.sklearn.log_model(
         pipeline,
@@ -462,8 +448,6 @@ Task: {settings.model.task}; target `{settings.data.target}`; run `{registered.r
 
 def log_model_card(registered: RegisteredVersion, card: str) -> None:
     """Attach the card to the training run (written after the gate, so it can state the decision)."""
-    import mlflow
-
     mlflow.MlflowClient().log_text(registered.run_id, card, "model_card.md")
 
 
@@ -483,8 +467,6 @@ def registry_lock(settings: Settings) -> Iterator[None]:
     (and so the default SQLite registry) waits its turn. Processes on other machines
     sharing a remote registry do not see it.
     """
-    from filelock import FileLock, Timeout
-
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     try:
         with FileLock(str(settings.state_dir / LOCK_FILE), timeout=LOCK_TIMEOUT_SECONDS):
@@ -533,8 +515,6 @@ def _judge_recent(
     decision: PromotionDecision, mine: dict[str, float], theirs: dict[str, float] | None, rows: int, failures: list[str]
 ) -> PromotionDecision:
     """The decision on the recent set; the holdout comparison stays in the reason, the floors still apply."""
-    from mlops.metrics import higher_is_better
-
     metric, margin = decision.metric, decision.margin
     score, champion_score = mine.get(metric, float("nan")), (theirs or {}).get(metric)
     if champion_score is None:
@@ -559,8 +539,6 @@ def _judge(
     settings: Settings,
 ) -> PromotionDecision:
     """Margin against the champion (in the metric's direction) and the floors, as one decision."""
-    from mlops.metrics import higher_is_better
-
     metric, margin = settings.model.metric, settings.model.promotion_margin
     score = metrics[metric]
     failures = _floor_failures(metrics, _floors(settings))
@@ -587,8 +565,6 @@ def _floors(settings: Settings) -> dict[str, float]:
 
 
 def _floor_failures(metrics: dict[str, float], floors: dict[str, float]) -> list[str]:
-    from mlops.metrics import higher_is_better
-
     failures = []
     for name, limit in floors.items():
         if name not in metrics:
@@ -609,10 +585,6 @@ def _rescore(name: str, version: str, split: DataSplit, settings: Settings) -> d
 
 def _score(name: str, version: str, features: pd.DataFrame, labels: pd.Series, settings: Settings) -> dict[str, float]:
     """A registered version's metrics on ``features`` and ``labels``."""
-    import mlflow
-
-    from mlops.training import evaluate
-
     model = mlflow.sklearn.load_model(f"models:/{name}/{version}")
     try:
         return evaluate(model, features, labels, settings.model.task, settings.model.positive_label)
@@ -625,8 +597,6 @@ def _score(name: str, version: str, features: pd.DataFrame, labels: pd.Series, s
 
 def apply_promotion(decision: PromotionDecision, name: str) -> None:
     """Write the decision on the version as tags; move the aliases if promoted."""
-    import mlflow
-
     client = mlflow.MlflowClient()
     tags = {
         "gate.decision": "promoted" if decision.promoted else "waiting" if decision.waiting else "rejected",
@@ -653,7 +623,7 @@ def apply_promotion(decision: PromotionDecision, name: str) -> None:
         _move_aliases(name, decision.challenger_version, decision.champion_version)
 
 
-def _describe_decision(client: Any, name: str, decision: PromotionDecision) -> None:
+def _describe_decision(client: MlflowClient, name: str, decision: PromotionDecision) -> None:
     """The gate's verdict appended to the version's description and its run's note (replaced if judged again)."""
     verdict = "promoted to champion" if decision.promoted else "waits for approval" if decision.waiting else "rejected"
     line = f"{GATE_HEADING} {verdict}: {decision.reason}."
@@ -671,8 +641,6 @@ def _with_gate(text: str | None, line: str) -> str:
 
 def _move_aliases(name: str, new: str, old: str | None) -> None:
     """``champion`` to ``new``; the replaced champion stays reachable as ``previous``."""
-    import mlflow
-
     client = mlflow.MlflowClient()
     if old is not None:
         client.set_registered_model_alias(name, PREVIOUS, old)
@@ -732,8 +700,6 @@ def promote_version(
 
 def _waiting_decision(settings: Settings, version: str, current: str | None) -> PromotionDecision | None:
     """A version the gate passed but left waiting (``mlops.gate.decision=waiting``), approved as the gate judged it."""
-    import mlflow
-
     tags = mlflow.MlflowClient().get_model_version(settings.model.name, version).tags
     if tags.get(TAG_PREFIX + "gate.decision") != "waiting" or tags.get(TAG_PREFIX + "gate.champion_version", "") != (current or ""):
         return None  # not waiting, or the champion it was judged against has changed: judge again
@@ -791,10 +757,6 @@ def _move(settings: Settings, kind: str, decision: PromotionDecision, *, force: 
 
 def _record_move(settings: Settings, kind: str, decision: PromotionDecision, *, reason: str) -> None:
     """Who, when and why, on the new champion's tags and as one line of the audit log (:mod:`mlops.audit`)."""
-    import mlflow
-
-    from mlops import audit
-
     entry = audit.record(
         settings, kind, version=decision.challenger_version, reason=reason,
         champion=decision.challenger_version, previous=decision.champion_version, forced=decision.forced,
@@ -807,15 +769,10 @@ def _record_move(settings: Settings, kind: str, decision: PromotionDecision, *, 
 
 def read_audit(settings: Settings) -> list[dict[str, Any]]:
     """Every recorded alias move (gate, promote, rollback), oldest first."""
-    from mlops import audit
-
     return audit.read_audit(settings, kinds=("gate", "promote", "rollback"))[::-1]
 
 
 def _require_version(name: str, version: str) -> None:
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     try:
         found = mlflow.MlflowClient().get_model_version(name, version)
     except MlflowException:
@@ -834,9 +791,6 @@ def _require_version(name: str, version: str) -> None:
 
 def list_versions(name: str) -> list[VersionSummary]:
     """Every registered version, newest first, with its run's holdout metrics and all tags."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     client = mlflow.MlflowClient()
     try:
         aliases = client.get_registered_model(name).aliases  # version search results carry no aliases
@@ -846,12 +800,15 @@ def list_versions(name: str) -> list[VersionSummary]:
     return [_summary(client, v, sorted(a for a, n in aliases.items() if str(n) == str(v.version))) for v in versions]
 
 
-def _summary(client: Any, version: Any, aliases: list[str]) -> VersionSummary:
-    run = client.get_run(version.run_id)
-    metrics = {k.removeprefix("holdout_"): value for k, value in run.data.metrics.items() if k.startswith("holdout_")}
-    run_tags = {key: value for key, value in run.data.tags.items() if key.startswith(TAG_PREFIX)}
+def _summary(client: MlflowClient, version: ModelVersion, aliases: list[str]) -> VersionSummary:
+    metrics: dict[str, float] = {}
+    run_tags: dict[str, str] = {}
+    if version.run_id:  # a version registered from a path, not a run, has neither
+        run = client.get_run(version.run_id)
+        metrics = {k.removeprefix("holdout_"): value for k, value in run.data.metrics.items() if k.startswith("holdout_")}
+        run_tags = {key: value for key, value in run.data.tags.items() if key.startswith(TAG_PREFIX)}
     created = datetime.fromtimestamp(version.creation_timestamp / 1000, UTC).isoformat(timespec="seconds")
-    return VersionSummary(str(version.version), aliases, metrics, run_tags | dict(version.tags), version.run_id, created)
+    return VersionSummary(str(version.version), aliases, metrics, run_tags | dict(version.tags), version.run_id or "", created)
 
 
 def summaries_as_dicts(summaries: Sequence[VersionSummary]) -> list[dict[str, Any]]:
@@ -870,9 +827,6 @@ def clean_leftovers(settings: Settings, *, dry_run: bool = False) -> Leftovers:
     its aliases, so nothing serves or gates it. Runs and versions of a training still going
     (here or on another host) are left alone. ``mlops doctor`` shows it; ``mlops train`` runs it.
     """
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name(settings.model.experiment)
     running = [] if experiment is None else client.search_runs(
@@ -926,9 +880,6 @@ def _process_gone(tags: dict[str, str]) -> bool:
 
 
 def _version_by_alias(name: str, alias: str) -> str | None:
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     client = mlflow.MlflowClient()
     try:
         return str(client.get_model_version_by_alias(name, alias).version)
@@ -940,8 +891,6 @@ def _version_by_alias(name: str, alias: str) -> str | None:
 
 def _contract_version(settings: Settings) -> str:
     """The expectation suite's content hash, until a data contract carries its own version."""
-    import hashlib
-
     suite = contract_file(settings.data.suite)
     return hashlib.sha256(suite.read_bytes()).hexdigest()[:12] if suite.is_file() else ""
 
@@ -962,7 +911,6 @@ def prefect_tags() -> dict[str, str]:
     """
     if "prefect" not in sys.modules:
         return {}
-    from prefect import runtime
 
     flow_run_id = runtime.flow_run.id
     if not flow_run_id:
@@ -982,15 +930,13 @@ def _git_commit() -> str | None:
     return result.stdout.strip() or None if result.returncode == 0 else None
 
 
-def _trusted_types(pipeline: Any) -> list[str]:
+def _trusted_types(pipeline: Pipeline) -> list[str]:
     # We built this pipeline ourselves, so the types skops flags are ours to trust.
-    import skops.io
 
     return skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
 
 
 def _pip_requirements() -> list[str]:
     # Given explicitly: inferring them costs ~7 s per logged model.
-    from importlib.metadata import version
 
-    return [f"{package}=={version(package)}" for package in ("scikit-learn", "skops", "numpy", "pandas", "scipy")]
+    return [f"{package}=={metadata.version(package)}" for package in ("scikit-learn", "skops", "numpy", "pandas", "scipy")]

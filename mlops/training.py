@@ -18,19 +18,26 @@ of it; a :class:`~sklearn.pipeline.Pipeline` is used as given.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone, is_classifier, is_regressor
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.model_selection import GridSearchCV, KFold, RandomizedSearchCV, StratifiedKFold
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+from sklearn.utils.validation import has_fit_parameter
 
 from mlops.config import BUILTIN_ESTIMATORS, estimator_class
 from mlops.errors import ConfigError, DataError
-from mlops.metrics import LOWER_IS_BETTER, higher_is_better, score_model
+from mlops.metrics import LOWER_IS_BETTER, higher_is_better, score_model, scorer
 
 if TYPE_CHECKING:
-    import pandas as pd
-    from sklearn.compose import ColumnTransformer
-    from sklearn.pipeline import Pipeline
-
     from mlops.config import ModelConfig
     from mlops.contract import Contract
 
@@ -80,8 +87,6 @@ class DataSplit:
 
     def weighted(self, weights: pd.Series) -> DataSplit:
         """This split with ``weights`` (indexed like the frame it was split from) on its training rows."""
-        from dataclasses import replace
-
         return replace(self, w_train=weights.loc[self.x_train.index].astype(float))
 
 
@@ -133,11 +138,6 @@ class SearchResult:
 
 def row_hashes(frame: pd.DataFrame, seed: int) -> pd.Series:
     """A seeded 64-bit hash of each row's content, independent of row and column order."""
-    import hashlib
-
-    import numpy as np
-    import pandas as pd
-
     ordered = frame[sorted(frame.columns, key=str)]
     content = pd.util.hash_pandas_object(ordered, index=False).to_numpy()
     # pandas hashes numbers without a key, so the seed is mixed in and the result re-hashed.
@@ -254,9 +254,6 @@ def feature_frame(frame: pd.DataFrame, contract: Contract, *, keep_target: bool 
     text), bool columns ``bool`` or, with nulls, objects; ids, dates and ignored columns
     are dropped. Training, the gate and batch scoring all feed the model through it.
     """
-    import numpy as np
-    import pandas as pd
-
     names = [column.name for column in contract.features]
     missing = [name for name in names if name not in frame.columns]
     if missing:
@@ -280,8 +277,6 @@ def feature_frame(frame: pd.DataFrame, contract: Contract, *, keep_target: bool 
 
 def split_manifest(frame: pd.DataFrame, split: DataSplit, seed: int) -> pd.DataFrame:
     """Which row went where: row number, row hash and side, to log with the run."""
-    import pandas as pd
-
     hashes = row_hashes(frame, seed)
     side = pd.Series("unlabeled", index=frame.index)  # rows without a target value are not used
     side[frame.index.isin(split.x_train.index)] = "train"
@@ -329,8 +324,6 @@ def _make_estimator(spec: str, params: dict[str, Any], config: ModelConfig) -> A
 
 def infer_columns(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
     """Numeric and categorical feature columns, from the dtypes (until a data contract declares them)."""
-    import pandas as pd
-
     types = pd.api.types
     numeric = [c for c in frame.columns if types.is_numeric_dtype(frame[c]) and not types.is_bool_dtype(frame[c])]
     return numeric, [c for c in frame.columns if c not in numeric]
@@ -342,11 +335,6 @@ def build_preprocessor(numeric: list[str], categorical: list[str], *, ordinal: b
     ``ordinal`` (tree models) codes each category as a number; otherwise one-hot. Either
     way a category unseen in training is still scored: one-hot as all zeros, ordinal as -1.
     """
-    from sklearn.compose import ColumnTransformer
-    from sklearn.impute import SimpleImputer
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
-
     transformers = []
     if numeric:
         transformers.append(("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric))
@@ -367,9 +355,6 @@ def build_pipeline(
     ``columns`` default to :func:`infer_columns`; a data contract declaring column types passes its own
     (:func:`contract_columns`).
     """
-    from sklearn.base import clone
-    from sklearn.pipeline import Pipeline
-
     if isinstance(estimator, Pipeline):
         return clone(estimator)
     ordinal = type(estimator).__module__.startswith(_TREE_MODULES)
@@ -421,10 +406,6 @@ def _logger() -> logging.Logger:
 
 
 def _search(candidate: Candidate, split: DataSplit, config: ModelConfig, columns) -> Any:
-    from sklearn.model_selection import GridSearchCV, KFold, RandomizedSearchCV, StratifiedKFold
-
-    from mlops.metrics import scorer
-
     _check_task(candidate, config.task)
     pipeline = build_pipeline(candidate.estimator, split.x_train, columns)
     space = {_step_param(pipeline, name): values for name, values in candidate.space.items()}
@@ -450,8 +431,6 @@ def _weight_params(pipeline: Pipeline, split: DataSplit, name: str) -> dict[str,
 
     GridSearchCV slices it per fold and passes it to the refit as well.
     """
-    from sklearn.utils.validation import has_fit_parameter
-
     if split.w_train is None:
         return {}
     path, estimator = [], pipeline
@@ -468,8 +447,6 @@ def _weight_params(pipeline: Pipeline, split: DataSplit, name: str) -> dict[str,
 
 def _check_task(candidate: Candidate, task: str) -> None:
     """A regressor for a classification target (or the reverse) is a config error, before any fit."""
-    from sklearn.base import is_classifier, is_regressor
-
     estimator = candidate.estimator.steps[-1][1] if hasattr(candidate.estimator, "steps") else candidate.estimator
     if task == "classification" and is_regressor(estimator) or task == "regression" and is_classifier(estimator):
         kind = "regressor" if task == "classification" else "classifier"
@@ -484,9 +461,7 @@ def _step_param(pipeline: Pipeline, name: str) -> str:
     return name if "__" in name or "model" not in pipeline.named_steps else f"model__{name}"
 
 
-def _trials(candidate: str, search: Any, split: DataSplit, config: ModelConfig) -> list[Trial]:
-    from sklearn.base import clone
-
+def _trials(candidate: str, search: GridSearchCV | RandomizedSearchCV, split: DataSplit, config: ModelConfig) -> list[Trial]:
     results = search.cv_results_
     scoring = getattr(search.scoring, "__name__", str(search.scoring))
     lower = str(scoring).startswith("neg_") or scoring.removesuffix("_scorer") in LOWER_IS_BETTER

@@ -16,14 +16,16 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from typing import Any
 
 from pydantic import SecretStr
 
-from mlops import processes
+from mlops import deployment, processes
 from mlops.config import Settings
+from mlops.environment import tool_variables
 
 __all__ = ["INTERVAL", "main", "start_watchdog"]
 
@@ -38,10 +40,6 @@ def start_watchdog(settings: Settings, store: str) -> tuple[int, str | None]:
     ``store`` is the BentoML home holding the served model (:func:`mlops.serving.store_home`),
     so a server it restarts finds the model the deploying process imported.
     """
-    import subprocess
-
-    from mlops.environment import tool_variables
-
     env = {**os.environ, **tool_variables(settings), "BENTOML_HOME": store}
     log_path = settings.state_dir / "logs" / "watchdog.log"
     process = processes.start(
@@ -54,8 +52,6 @@ def start_watchdog(settings: Settings, store: str) -> tuple[int, str | None]:
 
 def main() -> None:
     """Run until the deployment is gone; SIGTERM stops it cleanly (a server it was starting included)."""
-    from mlops import deployment
-
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
 

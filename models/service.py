@@ -4,15 +4,11 @@ A project file (``project.service`` in ``mlops.yaml``): add an endpoint or chang
 answer here; the framework's parts (request guard, batching, Arrow, OpenAPI, shadow)
 come from :mod:`mlops.service`.
 
-Started by :func:`mlops.serving.start_server`, which names the model in the BentoML
-store (``MLOPS_BENTO_MODEL``), the data contract (``MLOPS_CONTRACT``), the prediction
-log folder (``MLOPS_PREDICTIONS_DIR``), the label store (``MLOPS_LABELS_DIR``), the API
-key variable (``MLOPS_API_KEY_ENV``),
-the request limits (``MLOPS_MAX_REQUEST_BYTES``, ``MLOPS_MAX_RECORDS``,
-``MLOPS_MAX_JSON_DEPTH``, ``MLOPS_MAX_JSON_VALUES``), batching
-(``MLOPS_BATCH_MAX_SIZE``, ``MLOPS_BATCH_MAX_LATENCY_MS``), the access log
-(``MLOPS_ACCESS_LOG``) and the server log's rotation (``MLOPS_LOG_MAX_BYTES``,
-``MLOPS_LOG_BACKUPS``)::
+Started by :func:`mlops.serving.start_server`, which hands it one value,
+:class:`mlops.service.settings.ServiceSettings`, as JSON in ``MLOPS_SERVICE_SETTINGS``: the
+model in the BentoML store, the data contract, the prediction log folder, the label
+store, the API key's variable, the request limits, batching, the access log and the
+server log's rotation and format (``serving.*`` and ``logs.format`` in ``mlops.yaml``)::
 
     curl -X POST http://127.0.0.1:3000/predict -H 'Content-Type: application/json' \\
          -d '{"records": [{"sepal length (cm)": 5.1, "garden": "north", ...}]}'
@@ -56,7 +52,6 @@ import asyncio
 import dataclasses
 import gc
 import logging
-import os
 import sys
 import uuid
 from pathlib import Path
@@ -67,7 +62,6 @@ import numpy as np
 from pydantic import AfterValidator, BaseModel, Field
 
 from mlops.contract import ColumnContract, load_contract
-from mlops.deployment import SMOKE_TEST_HEADER
 from mlops.labels import LabelsAdded, add_labels
 from mlops.logs import log_fields
 from mlops.prediction_log import PredictionLogWriter, RefusalLog, RequestIndex
@@ -75,14 +69,15 @@ from mlops.request_check import Checked, RequestRefused
 from mlops.service import arrow, shadow
 from mlops.service.batching import GreedyBatcher
 from mlops.service.docs import OpenAPIDocs
-from mlops.service.guard import LABELS_PER_REQUEST, RequestGuard, max_records, quiet_client_errors, rotate_logs
+from mlops.service.guard import LABELS_PER_REQUEST, SMOKE_TEST_HEADER, RequestGuard, quiet_client_errors, rotate_logs
+from mlops.service.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
 
-# serving.batch_max_latency_ms / batch_max_size. The latency is a deadline, not a wait
-# window: BentoML answers 503 to queued requests expected to miss it, so it is generous.
-MAX_LATENCY_MS = int(os.environ.get("MLOPS_BATCH_MAX_LATENCY_MS", "1000"))
-MAX_BATCH_SIZE = int(os.environ.get("MLOPS_BATCH_MAX_SIZE", "64"))
+# Parsed once, here: BentoML reads batching and the access log from the decorators below
+# when `bentoml serve` (and each worker) imports this module, before any instance exists.
+# Missing or invalid, the server stops with one line naming MLOPS_SERVICE_SETTINGS.
+SETTINGS = ServiceSettings.from_environment_or_exit()
 
 # Warn-level contract findings are served, and counted here (Prometheus, /metrics).
 CONTRACT_WARNINGS = bentoml.metrics.Counter(
@@ -169,10 +164,7 @@ _LABELS_SHAPE = 'The body must be JSON {"labels": [{"request_id": "…", "record
 
 # BentoML's access log costs ~1 ms of CPU per request (a third of a small model's latency);
 # the prediction log already records every answered request. serving.access_log turns it on.
-ACCESS_LOG = os.environ.get("MLOPS_ACCESS_LOG", "false") == "true"
-
-
-@bentoml.service(workers=1, traffic={"timeout": 60}, logging={"access": {"enabled": ACCESS_LOG}})
+@bentoml.service(workers=1, traffic={"timeout": 60}, logging={"access": {"enabled": SETTINGS.access_log}})
 class Predictor:
     """Load the model once per worker; answer records with labels (and probabilities) or numbers."""
 
@@ -180,36 +172,36 @@ class Predictor:
         from mlops.serving import load_served_model
 
         quiet_client_errors()
-        bento_model = bentoml.models.get(os.environ["MLOPS_BENTO_MODEL"])
+        bento_model = bentoml.models.get(SETTINGS.bento_model)
         # bentoml.mlflow.import_model keeps the MLflow model as-is in this folder.
         # A model that cannot be served stops the start here (ServingError naming why).
-        served = load_served_model(bento_model.path_of("mlflow_model"), os.environ.get("MLOPS_CONTRACT"))
+        served = load_served_model(bento_model.path_of("mlflow_model"), SETTINGS.contract)
         # More records than serving.max_records are refused before any record is looked at.
-        self.check = dataclasses.replace(served.check, max_records=max_records())
+        self.check = dataclasses.replace(served.check, max_records=SETTINGS.max_records)
         self.model, self.task = served.model, served.task
         self.features = self.check.names  # the model's column order
         # Plain Python labels (JSON-ready), in the order of predict_proba's columns.
         self.classes = None if served.classes is None else self.model.classes_.tolist()
         self.model_name = bento_model.info.labels["mlflow_model"]
         self.model_version = bento_model.info.labels["mlflow_version"]
-        self.log = PredictionLogWriter(os.environ.get("MLOPS_PREDICTIONS_DIR", "predictions"), count=_count_log)
+        self.log = PredictionLogWriter(SETTINGS.predictions_dir, count=_count_log)
         # Labels name an answered request: the ids this log holds, read as it grows (on each
         # POST /labels), and those answered since (log_predictions); the target checks the label.
         self.answered = RequestIndex(self.log.folder)
         self.refusals = RefusalLog(self.log.folder)  # the 422s, for monitoring beside the logged window
-        self.labels_dir = Path(os.environ.get("MLOPS_LABELS_DIR", "labels"))
-        self.target = _label_target(os.environ.get("MLOPS_CONTRACT"))
+        self.labels_dir = SETTINGS.labels_dir
+        self.target = _label_target(SETTINGS.contract)
         # This process serves: the event loop must get the GIL back quickly from the
         # model thread (Python's default 5 ms switch interval added ~3 ms at 1 client).
         sys.setswitchinterval(0.0005)
-        self.batcher = GreedyBatcher(self.score, self.features, max_rows=MAX_BATCH_SIZE)
+        self.batcher = GreedyBatcher(self.score, self.features, max_rows=SETTINGS.batch_max_size)
         MODEL_INFO.labels(model=self.model_name, version=self.model_version).set(1)
         # Children bound once: counting a batch is one bincount and an inc per class.
         self.per_class = None if self.classes is None else [PREDICTIONS.labels(str(label)) for label in self.classes]
         self.values = _value_histogram(self.target) if self.classes is None else None
         # Started: from here on the server log is cut at serving.log_max_bytes (JSON lines, each
         # naming this version, with logs.format json).
-        rotate_logs(model_version=self.model_version)
+        rotate_logs(SETTINGS, model_version=self.model_version)
         # Everything loaded so far (mlflow, pandas, sklearn, the model) lives as long as the
         # process: out of the collector's sight, a full collection stops being a 200 ms pause
         # in the middle of requests (p99 at 32 clients fell from ~300 ms to ~100 ms).
@@ -251,7 +243,9 @@ class Predictor:
             classes=self.classes,
         )
 
-    @bentoml.api(batchable=True, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)
+    # serving.batch_max_latency_ms is a deadline, not a wait window: BentoML answers 503 to
+    # queued requests expected to miss it, so it is generous.
+    @bentoml.api(batchable=True, max_batch_size=SETTINGS.batch_max_size, max_latency_ms=SETTINGS.batch_max_latency_ms)
     def predict_batched(self, records: BatchRecords) -> list[RecordPrediction]:
         # Records of several clients share this call, each request checked already; typed again, merged.
         frame = self.check.records(records).frame
@@ -279,7 +273,7 @@ class Predictor:
         from bentoml.exceptions import NotFound, UnprocessableEntity
 
         if self.target is None:
-            raise NotFound("This server has no data contract to check labels against (MLOPS_CONTRACT names no "
+            raise NotFound("This server has no data contract to check labels against (data.contract names no "
                            "file): draft one with `mlops contract draft`, train and serve again.")
         items = _label_items(labels, self.target.name)
         # Reading the log's new lines and writing Parquet block: a thread, not the event loop.
@@ -395,9 +389,9 @@ def refused_columns(message: str, features: list[str]) -> list[str]:
     return [name for name in features if f".{name}: " in message]
 
 
-def _label_target(contract_path: str | None) -> ColumnContract | None:
+def _label_target(contract_path: Path | None) -> ColumnContract | None:
     """The contract's target, which labels are checked against; None without a contract file."""
-    if not contract_path or not Path(contract_path).is_file():
+    if contract_path is None or not contract_path.is_file():
         return None
     return load_contract(contract_path).target_column
 
@@ -438,7 +432,7 @@ def _request_id(given: str | None) -> str:
 # BentoML derives a list output's media type from its JSON schema on every response
 # (12 % of the CPU at 32 clients); it is always JSON here.
 Predictor.apis["predict_batched"].output_spec.media_type = "application/json"
-Predictor.add_asgi_middleware(RequestGuard, refused=count_refused)  # 422s counted by column
+Predictor.add_asgi_middleware(RequestGuard, settings=SETTINGS, refused=count_refused)  # 422s counted by column
 Predictor.add_asgi_middleware(OpenAPIDocs, service=Predictor)
 Predictor.mount_asgi_app(arrow.app, path="/arrow")
 Predictor.mount_asgi_app(shadow.app, path="/shadow")

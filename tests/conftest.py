@@ -55,25 +55,21 @@ def tool_env(settings: Settings):
 @pytest.fixture
 def receiver():
     """A webhook receiver on 127.0.0.1: yields (url, the JSON bodies it was sent)."""
-    import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
+    from servers import webhook_receiver
 
-    received: list[dict] = []
+    with webhook_receiver() as hook:
+        yield hook
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 (http.server's naming)
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
 
-        def log_message(self, *args):
-            pass
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory: pytest.TempPathFactory, mlflow_db_template: Path):
+    """A real ``mlflow server`` on 127.0.0.1 over its own SQLite store (it can be killed and started again)."""
+    from servers import TrackingServer
 
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/hook", received
-    server.shutdown()
+    server = TrackingServer(tmp_path_factory.mktemp("tracking-server"), mlflow_db_template)
+    server.start()
+    yield server
+    server.kill()
 
 
 def pytest_configure(config: pytest.Config) -> None:

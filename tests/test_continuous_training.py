@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from waiting import wait_for
 
 from mlops.data import load_table
 from mlops.serving import free_port
@@ -60,15 +61,6 @@ class Client(threading.Thread):
                     self.versions.add(response.json()["model_version"])
                 else:
                     self.failed.append(f"{response.status_code} {response.text[:200]}")
-
-
-def _wait_for(predicate, timeout: float, interval: float = 2.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
 
 
 def _drifted_stream(contract_path: Path) -> list[dict]:
@@ -133,13 +125,14 @@ def test_continuous_training__drift_on_served_traffic_retrains_once_promotes_and
         def deployed_version() -> str:
             return json.loads((state / "deploy" / "state.json").read_text())["backend"]["version"]
 
-        assert _wait_for(lambda: deployed_version() == "2", timeout=420), (tmp_path / "schedule.log").read_text()[-4000:]
+        wait_for(lambda: deployed_version() == "2", 420, "v2 deployed", interval=2,
+                 detail=lambda: (tmp_path / "schedule.log").read_text()[-4000:])
         # Let monitoring see the drift again: the cooldown must hold the second retrain back.
         monitoring_runs = lambda: registry.search_runs(  # noqa: E731
             [e.experiment_id for e in registry.search_experiments() if e.name.endswith("-monitoring")]
         )
         count = len(monitoring_runs())
-        assert _wait_for(lambda: len(monitoring_runs()) >= count + 1, timeout=240)
+        wait_for(lambda: len(monitoring_runs()) >= count + 1, 240, "another monitoring run", interval=2)
     finally:
         client.running = False
         client.join(60)

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from registered import features as _features
 from registered import register as _register
+from registered import register_renamed as _register_renamed
 from registered import register_unloadable
 from registered import set_champion as _set_champion
 
@@ -49,10 +50,9 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     state_dir = tmp_path_factory.mktemp("deployment") / "state"
     settings = load_settings(state_dir=state_dir, serving={"port": free_port()})
     with tool_environment(settings):
-        features = _features()
-        good = _register(settings, features, C=1.0)
-        better = _register(settings, features, C=0.5)
-        broken = _register(settings, features.set_axis([f"f{i}" for i in range(features.shape[1])], axis=1), C=1.0)
+        good = _register(settings, C=1.0)
+        better = _register(settings, C=0.5)
+        broken = _register_renamed(settings)
         unloadable = register_unloadable(settings)
         _set_champion(settings, good)
         yield Registry(settings, good, better, broken, unloadable)
@@ -86,12 +86,13 @@ def test_proxy_start__a_port_another_proxy_holds_is_an_error_not_a_false_start(s
 
     from mlops.deployment import _ensure_proxy
     from mlops.proxy import STATUS_PATH, write_upstream
+    from mlops.service.settings import proxy_settings
 
     port = free_port()
     upstream_file = tmp_path / "other" / "upstream.json"
     write_upstream(upstream_file, None)
     command = [sys.executable, "-m", "uvicorn", "--factory", "mlops.proxy:create_app", "--port", str(port)]
-    leftover = subprocess.Popen(command, env={**os.environ, "MLOPS_PROXY_UPSTREAM_FILE": str(upstream_file)},
+    leftover = subprocess.Popen(command, env={**os.environ, **proxy_settings(settings, upstream_file).as_environment()},
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 60

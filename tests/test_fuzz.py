@@ -61,7 +61,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     settings = load_settings(state_dir=tmp_path_factory.mktemp("fuzz") / "state")
     with tool_environment(settings):
         features = registered.features()
-        tag = import_model(settings.model.name, registered.register(settings, features, C=1.0))
+        tag = import_model(settings.model.name, registered.register(settings, C=1.0))
         with start_server(settings, tag, port=free_port()) as server:
             yield Served(server, features.head(1).to_dict(orient="records")[0])
 

@@ -9,13 +9,13 @@ line per failure episode.
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from registered import features, register, set_champion
+from waiting import wait_for
 
 from mlops.config import Settings, load_settings
 from mlops.environment import tool_environment
@@ -28,7 +28,7 @@ UNWRITABLE = "Cannot write the prediction log"
 def settings_and_tag(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, str]]:
     settings = load_settings(state_dir=tmp_path_factory.mktemp("metrics") / "state")
     with tool_environment(settings):
-        version = register(settings, features(), C=1.0)
+        version = register(settings, C=1.0)
         set_champion(settings, version)
         yield settings, import_model(settings.model.name, version)
 
@@ -58,19 +58,13 @@ def _metric(server: ServerProcess, name: str) -> float:
                if line.startswith(name) and line[len(name)] in " {")
 
 
-def _wait_for(condition, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.2)
-
-
 @pytest.mark.slow
 def test_metrics__counters_survive_another_server_started_and_stopped_in_the_state_folder(
     server: ServerProcess, settings_and_tag: tuple[Settings, str]
 ):
     settings, tag = settings_and_tag
     _predict(server, 5)
-    _wait_for(lambda: _metric(server, "mlops_prediction_log_written_total") >= 10)
+    wait_for(lambda: _metric(server, "mlops_prediction_log_written_total") >= 10)
     requests_before = _metric(server, "bentoml_service_request_total")
     assert _metric(server, "mlops_prediction_log_written_total") >= 10
     assert requests_before >= 5
@@ -95,13 +89,13 @@ def test_prediction_log__unwritable_folder_is_counted_and_logged_once_per_episod
     folder.write_text("not a folder")  # chmod does not stop root: a file where the folder was does
     try:
         _predict(server, 8)  # 2 records each
-        _wait_for(lambda: _metric(server, "mlops_prediction_log_dropped_total") >= dropped_before + 16)
+        wait_for(lambda: _metric(server, "mlops_prediction_log_dropped_total") >= dropped_before + 16)
         assert _metric(server, "mlops_prediction_log_dropped_total") >= dropped_before + 16
         assert _metric(server, "mlops_prediction_log_failures_total") >= 1
     finally:
         folder.unlink()
     _predict(server, 1)  # the folder is back: the log writes again, and says so once
-    _wait_for(lambda: "is written again" in server.log_path.read_text())
+    wait_for(lambda: "is written again" in server.log_path.read_text())
     log = server.log_path.read_text()
     assert log.count(UNWRITABLE) == 1, log[-3000:]
     assert log.count("is written again") == 1, log[-3000:]

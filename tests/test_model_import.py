@@ -43,7 +43,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory, mlflow_db_template: Path)
     settings.state_dir.mkdir(parents=True)
     shutil.copy(mlflow_db_template, settings.state_dir / "mlflow.db")
     with tool_environment(settings):
-        yield settings, register(settings, features(), C=1.0)
+        yield settings, register(settings, C=1.0)
 
 
 @pytest.fixture

@@ -162,55 +162,14 @@ def dataset_settings(request, tmp_path, monkeypatch, mlflow_db_template):
         yield settings, load_table(current_path), spec
 
 
-def _inputs(frame, contract):
-    """The contract's features as the model takes them: text missing as NaN, bools as bools."""
-    import numpy as np
-
-    typed = frame[[column.name for column in contract.features]].copy()
-    for column in contract.features:
-        if column.type == "str":
-            typed[column.name] = typed[column.name].astype(object).where(typed[column.name].notna(), np.nan)
-    return typed
-
-
 def _register_champion(settings, contract):
-    """A scikit-learn pipeline fitted on the dataset, registered and made champion with its training snapshot."""
-    import tempfile
-    from pathlib import Path
-
-    import mlflow
-    import skops.io
-    from mlflow.models import infer_signature
-    from registered import set_champion, use_experiment
-    from sklearn.compose import ColumnTransformer
-    from sklearn.impute import SimpleImputer
+    """The dataset's champion, trained and registered by the training code, with its training snapshot."""
+    from registered import register_fitted, set_champion
     from sklearn.linear_model import LogisticRegression, Ridge
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    train = load_table(settings.data.training)
-    x = _inputs(train, contract)
-    numeric = [c.name for c in contract.features if c.type in ("int", "float") and not c.categories]
-    encoded = [name for name in x.columns if name not in numeric]
-    columns = ColumnTransformer([
-        ("numbers", make_pipeline(SimpleImputer(), StandardScaler()), numeric),
-        ("categories", OneHotEncoder(handle_unknown="ignore"), encoded),
-    ])
     estimator = Ridge() if contract.task == "regression" else LogisticRegression(max_iter=2000)
-    pipeline = make_pipeline(columns, estimator).fit(x, train[contract.target])
-    use_experiment(settings)
-    with mlflow.start_run():
-        info = mlflow.sklearn.log_model(
-            pipeline, name="model", signature=infer_signature(x, pipeline.predict(x)),
-            registered_model_name=settings.model.name, serialization_format="skops",
-            skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(pipeline)),
-            pip_requirements=["scikit-learn"],
-        )
-        with tempfile.TemporaryDirectory() as folder:
-            snapshot = Path(folder) / "reference.parquet"
-            train.to_parquet(snapshot, index=False)
-            mlflow.log_artifact(str(snapshot), artifact_path="data")
-    set_champion(settings, str(info.registered_model_version))
+    version, pipeline = register_fitted(settings, estimator, frame=load_table(settings.data.training), contract=contract)
+    set_champion(settings, version)
     return pipeline
 
 
@@ -233,6 +192,7 @@ def test_monitoring_flow__every_task_measures_drift_and_quality_and_retrains_on_
     from flows.monitoring import monitoring_flow
     from mlops.contract import load_contract
     from mlops.monitoring import drift_columns
+    from mlops.training import feature_frame
 
     # Given a champion for the dataset, and its shifted batch served (in range), logged and labeled later
     settings, current, spec = dataset_settings
@@ -240,7 +200,7 @@ def test_monitoring_flow__every_task_measures_drift_and_quality_and_retrains_on_
     champion = _register_champion(settings, contract)
     served = _served_rows(current, contract)
     features, categorical = drift_columns(contract)
-    predictions = champion.predict(_inputs(served, contract)).tolist()
+    predictions = champion.predict(feature_frame(served, contract)).tolist()
     _log(settings, served[features].astype(object).where(served[features].notna(), None), predictions, "batch-1")
     labels = settings.state_dir / "labels.csv"
     truth = served[spec.target].tolist()

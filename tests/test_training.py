@@ -197,9 +197,10 @@ def test_diabetes_example__data_and_suite_regenerate_identically(tmp_path):
 
 
 def test_diabetes_example__data_passes_its_suite():
-    from mlops.validation import validate_file
+    from mlops.contract import validate_frame
+    from mlops.data import load_table
 
-    result = validate_file(REPO / "data/diabetes/train.csv", REPO / "data/expectations/diabetes.json")
+    result = validate_frame(load_table(REPO / "data/diabetes/train.csv"), REPO / "data/expectations/diabetes.json")
     assert result.success, result.summary()
 
 

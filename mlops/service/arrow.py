@@ -24,8 +24,12 @@ it is not batched (bulk requests must not be).
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
+import bentoml
+import numpy as np
+import pyarrow as pa
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -37,10 +41,6 @@ __all__ = ["ARROW_STREAM", "app", "write_predictions"]
 
 
 async def predict_arrow(request: Request) -> Response:
-    import uuid
-
-    import bentoml
-
     service = bentoml.get_current_service()
     try:
         checked = service.check.arrow(await request.body())
@@ -57,9 +57,6 @@ async def predict_arrow(request: Request) -> Response:
 
 def write_predictions(labels: Any, probabilities: Any, classes: list[Any] | None) -> bytes:
     """Labels (in their own type) and, for a classifier, one probability column per class, as Arrow IPC."""
-    import numpy as np
-    import pyarrow as pa
-
     columns = {"prediction": pa.array(np.asarray(labels))}
     if probabilities is not None:
         probabilities = np.asarray(probabilities, dtype="float64")

@@ -19,6 +19,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import anyio
+import numpy as np
+import pandas as pd
+
 __all__ = ["GreedyBatcher"]
 
 Score = Callable[[Any], tuple[Any, Any]]  # features frame -> (labels, probabilities or None)
@@ -44,8 +48,6 @@ class GreedyBatcher:
         return await future
 
     async def _drain(self) -> None:
-        import anyio
-
         try:
             while self._queue:
                 batch = self._take()
@@ -76,9 +78,6 @@ class GreedyBatcher:
         return taken
 
     def _merge(self, frames: list[Any]) -> Any:
-        import numpy as np
-        import pandas as pd
-
         if len(frames) == 1:
             return frames[0]
         if all(kind.kind in "iuf" for frame in frames for kind in frame.dtypes):  # numbers: one array copy

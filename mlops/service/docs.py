@@ -20,17 +20,16 @@ from __future__ import annotations
 import html
 import json
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import bentoml
+
 from mlops.request_check import ARROW_STREAM, RequestCheck
+from mlops.service.asgi import App, Receive, Scope, Send
 
 __all__ = ["OpenAPIDocs", "openapi_document", "swagger_page"]
 
 logger = logging.getLogger("mlops.serving")
-
-Scope = MutableMapping[str, Any]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _ERRORS = {
@@ -82,13 +81,13 @@ _ENDPOINTS = {
 class OpenAPIDocs:
     """Serve ``/docs.json`` (BentoML's document with the model's schemas) and ``/docs`` (Swagger)."""
 
-    def __init__(self, app: Callable[..., Awaitable[None]], service: Any) -> None:
+    def __init__(self, app: App, service: Any) -> None:
         self.app = app
         self.service = service  # the bentoml.Service, whose openapi_spec BentoML builds
         self._document: bytes | None = None
         self._page: bytes | None = None
 
-    async def __call__(self, scope: Scope, receive: Any, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
             if scope["path"] == "/docs.json":
                 return await _send(send, self._openapi(), b"application/json")
@@ -97,8 +96,6 @@ class OpenAPIDocs:
         await self.app(scope, receive, send)
 
     def _openapi(self) -> bytes:
-        import bentoml
-
         if self._document is None:  # the model never changes in this process
             spec = self.service.openapi_spec.asdict()
             try:
@@ -110,8 +107,6 @@ class OpenAPIDocs:
         return self._document
 
     def _swagger_page(self) -> bytes:
-        import bentoml
-
         if self._page is None:
             try:
                 served = bentoml.get_current_service()

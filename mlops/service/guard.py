@@ -2,17 +2,19 @@
 
 These checks run before BentoML parses the body, so a refused request costs next to nothing:
 
-* the API key, when the variable named by ``MLOPS_API_KEY_ENV`` (default
-  ``MLOPS_API_KEY``) is set, is required on every path but health, metrics and
-  documentation (``OPEN_PATHS``), as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``,
-  compared in constant time (401 otherwise);
-* a body over ``MLOPS_MAX_REQUEST_BYTES`` is refused with 413, whether it announces its
+* the API key, when the variable ``serving.api_key_env`` names is set, is required on
+  every path but health, metrics and documentation (``OPEN_PATHS``), as
+  ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``, compared in constant time (401 otherwise);
+* a body over ``serving.max_request_bytes`` is refused with 413, whether it announces its
   length or arrives chunked;
 * on the JSON endpoints (``JSON_PATHS``), a body that is not ``application/json`` is
   refused with 415 (BentoML would parse a multipart or form body as something else),
   and a JSON body holding more objects, nesting or values than the limits
-  (:class:`mlops.request_check.BodyLimits`: ``MLOPS_MAX_RECORDS``,
-  ``MLOPS_MAX_JSON_DEPTH``, ``MLOPS_MAX_JSON_VALUES``) with 413, before it is parsed.
+  (:class:`mlops.request_check.BodyLimits`: ``serving.max_records``,
+  ``serving.max_json_depth``, ``serving.max_json_values``) with 413, before it is parsed.
+
+Every limit comes from the service's settings (:class:`mlops.service.settings.ServiceSettings`),
+handed to the guard when the service adds it.
 
 Every client error (4xx) on those paths leaves as ``{"error": "..."}`` and is logged
 once, at INFO, in one line: BentoML answers its own 4xx as ``[{"error": ...}]`` (or
@@ -31,31 +33,32 @@ import logging
 import logging.handlers
 import os
 import sys
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from bentoml.exceptions import BentoMLException
+from pydantic import ValidationError
 
 from mlops.logs import JsonLineFormatter, log_fields
-from mlops.proxy import read_limited_body
 from mlops.request_check import BodyLimits, RequestRefused
+from mlops.service.asgi import SMOKE_TEST_HEADER, App, Message, Receive, Scope, Send, read_limited_body
+
+if TYPE_CHECKING:
+    from mlops.service.settings import ServiceSettings
 
 __all__ = [
-    "JSON_PATHS", "LABELS_PER_REQUEST", "OPEN_PATHS", "RequestGuard", "body_limits", "max_records", "quiet_client_errors",
-    "rotate_logs",
+    "JSON_PATHS", "LABELS_PER_REQUEST", "OPEN_PATHS", "SMOKE_TEST_HEADER", "RequestGuard", "body_limits",
+    "quiet_client_errors", "rotate_logs",
 ]  # fmt: skip
 
 logger = logging.getLogger("mlops.serving")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 Refused = Callable[[str, int, str], None]
 
 # Open by design: probes and scrapers carry no key. Everything else needs it.
 OPEN_PATHS = frozenset({"/", "/readyz", "/livez", "/healthz", "/metrics", "/docs", "/docs.json", "/schema.json"})
 _OPEN_PREFIXES = ("/static_content/", "/assets/")
-_DEFAULT_MAX_BYTES = 32 * 1024 * 1024
 # The endpoints whose body BentoML parses as JSON, and what each takes (a list of objects).
 JSON_PATHS = {"/predict": "records", "/predict_batched": "records", "/labels": "labels"}
 LABELS_PER_REQUEST = 100_000  # POST /labels: more is split, or sent as a file (mlops labels add)
@@ -69,13 +72,13 @@ _MAX_LOGGED_CHARS = 300
 class RequestGuard:
     """Refuse unauthenticated (401) or oversized (413) requests; answer and log client errors alike."""
 
-    def __init__(self, app: Callable[..., Awaitable[None]], refused: Refused | None = None) -> None:
+    def __init__(self, app: App, settings: ServiceSettings, refused: Refused | None = None) -> None:
         self.app = app
         self.refused = refused  # told (path, status, message) of every client error, for /metrics
-        key = os.environ.get(os.environ.get("MLOPS_API_KEY_ENV", "MLOPS_API_KEY"), "")
+        key = os.environ.get(settings.api_key_env, "")  # a secret: its variable is named, never passed
         self.api_key = key.encode() or None
-        self.max_bytes = int(os.environ.get("MLOPS_MAX_REQUEST_BYTES", _DEFAULT_MAX_BYTES))
-        self.limits = {path: body_limits(what) for path, what in JSON_PATHS.items()}
+        self.max_bytes = settings.max_request_bytes
+        self.limits = {path: body_limits(settings, what) for path, what in JSON_PATHS.items()}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS or scope["path"].startswith(_OPEN_PREFIXES):
@@ -113,22 +116,17 @@ class RequestGuard:
         return f"The request body is over {self.max_bytes} bytes; split it into smaller requests."
 
 
-def body_limits(what: str = "records") -> BodyLimits:
-    """The limits a JSON body of ``what`` (records or labels) is checked against, from the environment.
+def body_limits(settings: ServiceSettings, what: str = "records") -> BodyLimits:
+    """The limits a JSON body of ``what`` (records or labels) is checked against.
 
-    ``MLOPS_MAX_RECORDS`` records, or :data:`LABELS_PER_REQUEST` labels.
+    ``serving.max_records`` records, or :data:`LABELS_PER_REQUEST` labels.
     """
     return BodyLimits(
-        max_items=LABELS_PER_REQUEST if what == "labels" else max_records(),
-        max_depth=int(os.environ.get("MLOPS_MAX_JSON_DEPTH", "32")),
-        max_values=int(os.environ.get("MLOPS_MAX_JSON_VALUES", "2000000")),
+        max_items=LABELS_PER_REQUEST if what == "labels" else settings.max_records,
+        max_depth=settings.max_json_depth,
+        max_values=settings.max_json_values,
         what=what,
     )
-
-
-def max_records() -> int:
-    """``serving.max_records``, as the server was given it."""
-    return int(os.environ.get("MLOPS_MAX_RECORDS", "10000"))
 
 
 def _is_json(content_type: bytes | None) -> bool:
@@ -155,7 +153,7 @@ def quiet_client_errors() -> None:
         target.addFilter(_drop_client_error)
 
 
-def rotate_logs(**fields: str) -> Path | None:
+def rotate_logs(settings: ServiceSettings, **fields: str) -> Path | None:
     """Send this worker's logs (BentoML's, uvicorn's, ours, the access log) to a size-rotated file.
 
     :func:`mlops.serving.start_server` points the server's output at
@@ -163,9 +161,9 @@ def rotate_logs(**fields: str) -> Path | None:
     requests grew one to 63 MB in 13 minutes. Called once the service has started
     (start-up errors stay in that file for ``start_server`` to read), this writes
     every handler's lines to the same file through one
-    ``RotatingFileHandler`` (``MLOPS_LOG_MAX_BYTES``, ``MLOPS_LOG_BACKUPS``) and the
-    worker's own stdout and stderr after them. With ``MLOPS_SERVER_LOG_FORMAT=json``
-    (``logs.format: json``) every handler writes JSON lines (:mod:`mlops.logs`) carrying
+    ``RotatingFileHandler`` (``serving.log_max_bytes``, ``serving.log_backups``) and the
+    worker's own stdout and stderr after them. With ``logs.format: json``
+    (the settings' ``log_format``) every handler writes JSON lines (:mod:`mlops.logs`) carrying
     ``fields`` (the model version) and the request id a line is about. The file, or None
     when the output is not a file (a terminal).
     """
@@ -175,12 +173,9 @@ def rotate_logs(**fields: str) -> Path | None:
         return None
     if not path.is_file():
         return None
-    target = _RotatingLog(
-        path, maxBytes=int(os.environ.get("MLOPS_LOG_MAX_BYTES", str(10 * 1024 * 1024))),
-        backupCount=int(os.environ.get("MLOPS_LOG_BACKUPS", "3")), encoding="utf-8",
-    )  # fmt: skip
+    target = _RotatingLog(path, maxBytes=settings.log_max_bytes, backupCount=settings.log_backups, encoding="utf-8")
     logging.captureWarnings(True)  # warnings.warn prints to stderr otherwise
-    formatter = JsonLineFormatter(**fields) if os.environ.get("MLOPS_SERVER_LOG_FORMAT") == "json" else None
+    formatter = JsonLineFormatter(**fields) if settings.log_format == "json" else None
     named = logging.root.manager.loggerDict.values()
     loggers = [logging.getLogger(), *(item for item in named if isinstance(item, logging.Logger))]
     for each in loggers:
@@ -233,9 +228,6 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 def _drop_client_error(record: logging.LogRecord) -> bool:
-    from bentoml.exceptions import BentoMLException
-    from pydantic import ValidationError
-
     error = record.exc_info[1] if record.exc_info else None
     if isinstance(error, ValidationError):
         return False  # answered 400

@@ -24,6 +24,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import bentoml
+import orjson
+import pandas as pd
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -38,8 +41,6 @@ _MAX_REQUEST_ID = 64
 
 async def predict_copies(request: Request) -> Response:
     """Score a batch of JSON request copies in one model call; log each under its request id."""
-    import bentoml
-
     service = bentoml.get_current_service()
     copies = _parse_batch(await request.body())
     if copies is None:
@@ -58,8 +59,6 @@ async def predict_copies(request: Request) -> Response:
 
 async def predict_arrow_copy(request: Request) -> Response:
     """Score one Arrow IPC request copy; log it under the ``x-request-id`` it came with."""
-    import bentoml
-
     service = bentoml.get_current_service()
     request_id = _request_id(request.headers.get("x-request-id"))
     if request_id is None:
@@ -76,8 +75,6 @@ async def predict_arrow_copy(request: Request) -> Response:
 
 def _parse_batch(body: bytes) -> list[Any] | None:
     """The batch's list of copies, or None when it is not the proxy's shape."""
-    import orjson
-
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -128,8 +125,6 @@ def _check_all(service: Any, copies: list[Any]) -> tuple[list[tuple[str, Any]], 
 
 
 def _concat(frames: list[Any]) -> Any:
-    import pandas as pd
-
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 

@@ -1,7 +1,7 @@
 """Regenerate the malformed-file corpus: ``python tests/corpus/generate.py``.
 
 Each file is the 30-row ``valid.csv`` with one defect; ``cases.csv`` holds the exact
-outcome expected of each (read by tests/test_contract_corpus.py).
+outcome expected of each (read by tests/contract/test_corpus.py).
 """
 
 from __future__ import annotations

@@ -16,12 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from mlops.contract import validate_file_with_contract
+from mlops.contract import validate_file_in_chunks, validate_file_with_contract
 from mlops.errors import DataError, ValidationFailed
 
-REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO / "tests" / "corpus"
-CONTRACT = CORPUS / "contract.yaml"
+from .frames import CORPUS, CORPUS_CONTRACT, REPO
+
 MLOPS = Path(sys.executable).with_name("mlops")
 
 
@@ -49,11 +48,11 @@ def test_corpus__outcome_is_exactly_the_expected_one(name: str, scope: str):
     outcome = rows[0]["outcome"]
     if outcome == "DataError":
         with pytest.raises(DataError) as caught:
-            validate_file_with_contract(CORPUS / name, CONTRACT, scope)  # type: ignore[arg-type]
+            validate_file_with_contract(CORPUS / name, CORPUS_CONTRACT, scope)  # type: ignore[arg-type]
         assert rows[0]["message"] in str(caught.value)
         assert caught.value.exit_code == int(rows[0]["exit_code"]) == 2
         return
-    result = validate_file_with_contract(CORPUS / name, CONTRACT, scope)  # type: ignore[arg-type]
+    result = validate_file_with_contract(CORPUS / name, CORPUS_CONTRACT, scope)  # type: ignore[arg-type]
     expected = sorted((row["expectation"], row["column"], row["severity"]) for row in rows if row["expectation"])
     found = sorted((failure.expectation, failure.column or "", failure.severity) for failure in result.failures)
     assert found == expected, result.summary()
@@ -82,7 +81,7 @@ def _assert_failure_detail(result, row: dict[str, str]) -> None:
     ],
 )
 def test_corpus__cli_exit_codes_and_messages(tmp_path: Path, name: str, exit_code: int, shown: str):
-    environment = {**os.environ, "MLOPS_STATE_DIR": str(tmp_path), "MLOPS_DATA__CONTRACT": str(CONTRACT)}
+    environment = {**os.environ, "MLOPS_STATE_DIR": str(tmp_path), "MLOPS_DATA__CONTRACT": str(CORPUS_CONTRACT)}
     result = subprocess.run(
         [str(MLOPS), "validate", str(CORPUS / name)], capture_output=True, text=True, cwd=REPO, env=environment
     )
@@ -93,11 +92,9 @@ def test_corpus__cli_exit_codes_and_messages(tmp_path: Path, name: str, exit_cod
 
 @pytest.mark.parametrize(("name", "scope"), sorted(CASES), ids=lambda value: str(value))
 def test_corpus__chunked_validation_agrees_with_whole_file(name: str, scope: str):
-    from mlops.contract import validate_file_in_chunks
-
     def outcome(validate):
         try:
-            result = validate(CORPUS / name, CONTRACT, scope)
+            result = validate(CORPUS / name, CORPUS_CONTRACT, scope)
         except DataError as exc:
             return str(exc)
         failures = sorted((f.expectation, f.column, f.severity, f.unexpected_count) for f in result.failures)

@@ -1,16 +1,17 @@
 """The contract's GX suite evaluated with vectorised pandas/numpy: GX's findings, ~50x faster.
 
 Great Expectations builds a context, a batch and a metric graph per run, and checks a
-million rows at ~100k rows/s. The expectations :func:`mlops.contract.to_suite`
+million rows at ~100k rows/s. The expectations :func:`mlops.contract.suite.to_suite`
 generates are simple column scans, so this module evaluates them directly and returns
 the same :class:`ValidationResult` GX would: same expectations, columns, severities,
 failing-row counts and percentages (GX's denominators), samples (the first failing
 values, in row order), ``mostly`` tolerance and details (one formatter,
-:func:`mlops.validation.failure_from_result`, serves both).
+:func:`mlops.contract.results.failure_from_result`, serves both).
 
 GX stays the reference and the fallback: an expectation this module does not know
 exactly (another type, an unknown keyword, a dtype outside numpy's bool/int/float and
-``object``, duplicated column names) is handed to GX, on the columns it needs. The
+``object``, duplicated column names) is handed to GX (:func:`mlops.contract.gx.validate_frame`),
+on the columns it needs. The
 equivalence with GX is tested on the malformed-file corpus and on random frames.
 
 Example::
@@ -21,13 +22,20 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    import numpy as np
-    import pandas as pd
+import numpy as np
+import pandas as pd
 
-    from mlops.validation import FailedExpectation, ValidationResult
+from mlops.contract.gx import validate_frame
+from mlops.contract.results import (
+    MISSING_COLUMN,
+    SAMPLE_SIZE,
+    FailedExpectation,
+    ValidationResult,
+    checked_expectations,
+    failure_from_result,
+)
 
 __all__ = ["check_frame"]
 
@@ -44,16 +52,14 @@ _MAP_KINDS = "biufO"
 
 def check_frame(frame: pd.DataFrame, suite: Mapping[str, Any]) -> ValidationResult:
     """Evaluate ``suite`` (a suite dict) on ``frame``: the result GX's ``validate_frame`` gives."""
-    from mlops.validation import ValidationResult, checked_expectations, validate_frame
-
     expectations = list(suite["expectations"])
-    failures: list[Any] = []  # FailedExpectation, from _evaluate or GX
-    delegated: list[Any] = []
+    failures: list[FailedExpectation] = []
+    delegated: list[dict[str, Any]] = []
     for expectation in expectations:
         outcome = _evaluate(frame, expectation) if frame.columns.is_unique else _DELEGATE
         if outcome is _DELEGATE:
             delegated.append(expectation)
-        elif outcome is not None:
+        elif isinstance(outcome, FailedExpectation):
             failures.append(outcome)
     if delegated:
         failures += validate_frame(_columns_for(frame, delegated), {**suite, "expectations": delegated}).failures
@@ -77,8 +83,6 @@ def _columns_for(frame: pd.DataFrame, expectations: list[dict[str, Any]]) -> pd.
 
 def _evaluate(frame: pd.DataFrame, expectation: Mapping[str, Any]) -> FailedExpectation | None | object:
     """A :class:`FailedExpectation`, ``None`` when met, or ``_DELEGATE``."""
-    from mlops.validation import MISSING_COLUMN, failure_from_result
-
     kind, kwargs = expectation["type"], dict(expectation["kwargs"])
     check = _CHECKS.get(kind)
     if check is None or not set(kwargs) <= _KWARGS[kind]:
@@ -167,8 +171,6 @@ def _between(frame: pd.DataFrame, kwargs: dict[str, Any]) -> _Outcome:
     shown = {key: float(kwargs[key]) for key in ("min_value", "max_value") if kwargs.get(key) is not None}
 
     def outside(present: pd.Series) -> np.ndarray:
-        import numpy as np
-
         numbers = present.to_numpy()
         inside = (numbers >= low if low is not None else True) & (numbers <= high if high is not None else True)
         return ~(inside if isinstance(inside, np.ndarray) else np.full(len(numbers), bool(inside)))
@@ -190,8 +192,6 @@ def _map_check(values: pd.Series, kwargs: dict[str, Any], failing: Callable[[pd.
 
     ``failing`` gets the non-null values and marks the failing ones.
     """
-    import numpy as np
-
     nulls = values.isna().to_numpy()
     considered = len(values) - int(nulls.sum())
     if considered == 0:
@@ -205,10 +205,6 @@ def _map_check(values: pd.Series, kwargs: dict[str, Any], failing: Callable[[pd.
 
 
 def _unexpected(values: pd.Series, bad: np.ndarray, count: int, denominator: int) -> dict[str, Any]:
-    import numpy as np
-
-    from mlops.validation import SAMPLE_SIZE
-
     first = np.flatnonzero(bad)[:SAMPLE_SIZE]
     return {
         "unexpected_count": count,
@@ -219,9 +215,6 @@ def _unexpected(values: pd.Series, bad: np.ndarray, count: int, denominator: int
 
 def _python_types(names: list[str]) -> tuple[type, ...]:
     """GX's classes per type name for ``object`` columns: numpy's scalar type and the native one."""
-    import numpy as np
-    import pandas as pd
-
     classes = {
         "float": (np.float64, float),
         "int": (np.int64, int),
@@ -233,9 +226,6 @@ def _python_types(names: list[str]) -> tuple[type, ...]:
 
 
 def _not_instances(present: pd.Series, classes: tuple[type, ...]) -> np.ndarray:
-    import numpy as np
-    import pandas as pd
-
     # Most text columns hold only str: one C-level pass proves it without a Python loop.
     if str in classes and pd.api.types.infer_dtype(present, skipna=True) == "string":
         return np.zeros(len(present), dtype=bool)

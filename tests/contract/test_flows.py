@@ -18,7 +18,7 @@ from mlops.data import load_table
 from mlops.errors import ValidationFailed
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module", autouse=True)
