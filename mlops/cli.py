@@ -558,8 +558,6 @@ def schedule(settings: Settings, list_only: bool) -> None:
 
     Without prefect_api_url, starts a local Prefect server (127.0.0.1, state folder).
     """
-    import os
-
     from mlops import orchestration
 
     if list_only:
@@ -568,7 +566,7 @@ def schedule(settings: Settings, list_only: bool) -> None:
     server = None
     if not settings.prefect_api_url:
         server = orchestration.start_local_server(settings, settings.schedules.prefect_port)
-        os.environ["PREFECT_API_URL"] = server.api_url  # before prefect is imported below
+    api_url = server.api_url if server else str(settings.prefect_api_url)
     try:  # Prefect's runner turns SIGTERM into a graceful stop, so `finally` runs then too
         import prefect
 
@@ -577,10 +575,10 @@ def schedule(settings: Settings, list_only: bool) -> None:
         config = click.get_current_context().find_root().params.get("config")
         click.echo(
             f"Serving schedules: training '{settings.schedules.training_cron}' (cron, UTC), monitoring every "
-            f"{settings.schedules.monitoring_interval_minutes:g} min, on {os.environ.get('PREFECT_API_URL')}. "
-            "Ctrl-C to stop."
+            f"{settings.schedules.monitoring_interval_minutes:g} min, on {api_url}. Ctrl-C to stop."
         )
-        prefect.serve(*deployments(settings, config), print_starting_message=False)
+        with orchestration.using_api(api_url):
+            prefect.serve(*deployments(settings, config), print_starting_message=False)
     except KeyboardInterrupt:
         click.echo("Stopping.")
     finally:
@@ -589,19 +587,19 @@ def schedule(settings: Settings, list_only: bool) -> None:
 
 
 def _list_schedules(settings: Settings) -> None:
-    import os
-
     from mlops import orchestration, reporting
 
-    if not settings.prefect_api_url:
+    api_url = settings.prefect_api_url
+    if not api_url:
         server = orchestration.find_local_server(settings)
         if server is None:
             click.echo("No schedule server is running for this state folder. Start one with `mlops schedule`.")
             return
-        os.environ["PREFECT_API_URL"] = server.api_url
+        api_url = server.api_url
     from mlops.schedules import list_schedules
 
-    reporting.print_schedules(list_schedules())
+    with orchestration.using_api(api_url):
+        reporting.print_schedules(list_schedules())
 
 
 @cli.command()

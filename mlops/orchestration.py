@@ -21,6 +21,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 from prefect.server.api.server import SubprocessASGIServer
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from mlops import processes
 from mlops.config import Settings
@@ -102,6 +103,26 @@ def command_flow_runs(settings: Settings) -> Iterator[None]:
     ensure_database(settings)
     with one_shot_flow_runs():
         yield
+
+
+@contextmanager
+def using_api(api_url: str) -> Iterator[None]:
+    """Talk to the Prefect server at ``api_url``, in this process and in the flow-run processes it starts.
+
+    Prefect reads its settings when first imported (this module imports it), so setting
+    ``PREFECT_API_URL`` alone would reach only the child processes: the runner would talk
+    to an ephemeral server of its own while its flow runs talk to ``api_url``.
+    """
+    previous = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = api_url
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+            yield
+    finally:
+        if previous is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = previous
 
 
 def start_local_server(settings: Settings, port: int, timeout: float = 120.0) -> LocalPrefectServer:

@@ -189,13 +189,35 @@ def stop_tree(pid: int, started: str | None = None, family: Iterable[Member] = (
     for member, begun in members:
         signal_if_ours(member, begun, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while (alive(pid, started) or left(members)) and time.monotonic() < deadline:
+    while _still_there(pid, started, members) and time.monotonic() < deadline:
         time.sleep(0.1)
     if alive(pid, started):
         _signal_group(pid, signal.SIGKILL)
     for member, begun in left(members):
         signal_if_ours(member, begun, signal.SIGKILL)
+    deadline = time.monotonic() + 5.0
+    while _still_there(pid, started, members) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _still_there(pid: int, started: str | None, members: Iterable[Member]) -> bool:
+    """Whether any of the tree is left, zombies of our own children included (reaped on the way).
+
+    A stop returns only once the leader's process group is gone, so the caller may reuse
+    its port, its files or its pid's slot at once.
+    """
+    for member, _ in members:
+        _reap(member)
     _reap(pid)
+    return alive(pid, started) or bool(left(members)) or _group_exists(pid)
+
+
+def _group_exists(pid: int) -> bool:
+    try:
+        os.killpg(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def run_until_interrupted(process: subprocess.Popen[bytes], started: str | None) -> int | None:

@@ -9,7 +9,6 @@ whole command.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -204,10 +203,9 @@ def _schedules(settings: Settings, problems: list[str]) -> list[dict[str, str]] 
         if server is None:
             return None
         api_url = server.api_url
-    os.environ["PREFECT_API_URL"] = api_url
-
     try:
-        return list_schedules()
+        with orchestration.using_api(api_url):
+            return list_schedules()
     except Exception as exc:  # noqa: BLE001 — any failure of the Prefect client: shown, the rest still printed
         problems.append(f"schedules: the Prefect server at {api_url} cannot be read ({type(exc).__name__}); is it up?")
         return None
