@@ -33,8 +33,9 @@ check: install
 	$(UV) export --frozen --all-groups --no-hashes --no-emit-project --quiet -o $(VENV)/audit-requirements.txt
 	$(VENV)/bin/python .ci/audit.py $(VENV)/audit-requirements.txt
 
+# The slowest tests are listed at the end: the suite's budget is 25 minutes on 2 cores.
 test: check browser
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest --durations=40
 
 # Debian's Chromium for the browser tests (Playwright drives it; no browser download).
 # Without it (no root, no apt) those tests skip and say why.
