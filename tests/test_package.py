@@ -18,7 +18,7 @@ LIGHT = ("mlops/cli.py", "mlops/config.py", "mlops/__init__.py")
 # the tools are imported inside the functions that run after it.
 BEFORE_BINDING = ("mlops/environment.py", "mlops/project.py", "mlops/logs.py", "mlops/progress.py")
 # Seconds and hundreds of MB to import, needed by a few functions: imported where they are used.
-IMPORTED_WHERE_USED = ("great_expectations", "evidently")
+IMPORTED_WHERE_USED = ("great_expectations", "evidently", "skops")
 # An import that would close a cycle: the watchdog drives deployment, deployment starts the watchdog.
 CYCLES = {("mlops/deployment.py", "mlops.watchdog")}
 
