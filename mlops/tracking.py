@@ -932,7 +932,7 @@ def _git_commit() -> str | None:
 def _trusted_types(pipeline: Pipeline) -> list[str]:
     # We built this pipeline ourselves, so the types skops flags are ours to trust.
     # Imported here: skops.io imports every scikit-learn module to list its trusted types
-    # (~1.5 s), a cost only the commands that log a model should pay.
+    # (seconds per process), a cost only the commands that log a model should pay.
     import skops.io
 
     return skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
