@@ -38,12 +38,13 @@ def _interrupt_on_termination() -> None:
         signal.signal(signum, interrupt)
 
 
-def _settings(ctx: click.Context) -> Settings:
+def _settings(ctx: click.Context, environment: str | None = None) -> Settings:
+    """The settings for the global options; ``environment`` beats --env."""
     # pydantic is imported here, not at start-up, so `mlops --help` stays instant.
     from mlops.config import load_settings
 
-    config, state_dir, project = ctx.find_root().obj
-    settings = load_settings(config, state_dir, project)
+    config, state_dir, project, chosen = ctx.find_root().obj
+    settings = load_settings(config, state_dir, project, environment or chosen)
     if not (config or os.environ.get("MLOPS_CONFIG") or (settings.project.root / "mlops.yaml").is_file()):
         _say(settings, "note", f"no mlops.yaml in {settings.project.root} or above: the built-in defaults apply "
                                "(the bundled sample's paths). `mlops init DIR` starts a project.")  # fmt: skip
@@ -61,8 +62,13 @@ def _say(settings: Settings | None, level: str, text: str) -> None:
     click.secho(f"{level}: {text}", fg="red" if level == "error" else "yellow", err=True)
 
 
-def _command(function: Callable[..., Any]) -> Callable[..., Any]:
-    """Run a command with the tools bound to the state folder; turn MlopsError into a clean exit."""
+def _command(function: Callable[..., Any] | None = None, *, services: bool = True) -> Any:
+    """Run a command with the tools bound to the state folder; turn MlopsError into a clean exit.
+
+    ``services=False``: the configured servers need not answer (``mlops stack`` starts them).
+    """
+    if function is None:
+        return functools.partial(_command, services=services)
 
     @functools.wraps(function)
     @click.pass_context
@@ -74,7 +80,8 @@ def _command(function: Callable[..., Any]) -> Callable[..., Any]:
         try:
             settings = _settings(ctx)
             with console_logs(settings.logs):
-                check_services(settings)
+                if services:
+                    check_services(settings)
                 with tool_environment(settings):
                     return function(settings, **kwargs)
         except MlopsError as exc:
@@ -107,16 +114,25 @@ def _command(function: Callable[..., Any]) -> Callable[..., Any]:
     "--log-format", type=click.Choice(["auto", "text", "json"]), help="Log lines on stderr (logs.format): auto is JSON when not a terminal."
 )
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False), help="Lowest level logged (logs.level).")
+@click.option("--env", "environment", envvar="MLOPS_ENV", help="The profile of mlops.yaml's environments to run in (default: local).")
 @click.pass_context
 def cli(
-    ctx: click.Context, config: str | None, state_dir: str | None, project: str | None, log_format: str | None, log_level: str | None
+    ctx: click.Context,
+    config: str | None,
+    state_dir: str | None,
+    project: str | None,
+    log_format: str | None,
+    log_level: str | None,
+    environment: str | None,
 ) -> None:
     """Validate, train, register, serve and monitor models: the whole ML loop."""
     # As environment variables, which beat the config file and reach the processes a command starts.
     for name, value in (("MLOPS_LOGS__FORMAT", log_format), ("MLOPS_LOGS__LEVEL", log_level and log_level.upper())):
         if value:
             os.environ[name] = value
-    ctx.obj = (config, state_dir, project)
+    if environment:  # reaches the processes a command starts (servers, the scheduled flows' runner)
+        os.environ["MLOPS_ENV"] = environment
+    ctx.obj = (config, state_dir, project, environment)
 
 
 @cli.command()
@@ -769,6 +785,89 @@ def report(settings: Settings, model_version: str | None, open_it: bool, limit: 
         webbrowser.open(reports[0].path.resolve().as_uri())
 
 
+@cli.group()
+def stack() -> None:
+    """The server stack on this machine: PostgreSQL, MLflow and Prefect servers on it, a worker."""
+
+
+@stack.command("up")
+@_command(services=False)
+def stack_up(settings: Settings) -> None:
+    """Start the stack (what is not running yet) and print the profile that uses it."""
+    from mlops import stack as server_stack
+
+    servers = server_stack.stack_up(settings, progress=lambda name: click.echo(f"starting {name}...", err=True))
+    _show_stack(settings, [(server, True) for server in servers])
+    urls = server_stack.stack_urls(settings)
+    click.echo("\nA profile in mlops.yaml that uses it (then `mlops --env staging train`):\n"
+               f"environments:\n  staging:\n    tracking_uri: {urls['tracking_uri']}\n    prefect_api_url: {urls['prefect_api_url']}")  # fmt: skip
+
+
+@stack.command("status")
+@_command(services=False)
+def stack_status(settings: Settings) -> None:
+    """Show each server of the stack; exit 4 when one is down."""
+    from mlops import stack as server_stack
+
+    servers = server_stack.stack_status(settings)
+    if not servers:
+        click.echo("The stack is not running. Start it with `mlops stack up`.")
+        sys.exit(4)
+    _show_stack(settings, servers)
+    if not all(up for _, up in servers):
+        sys.exit(4)
+
+
+@stack.command("down")
+@_command(services=False)
+def stack_down(settings: Settings) -> None:
+    """Stop the stack; its databases and artifacts stay for the next `mlops stack up`."""
+    from mlops import stack as server_stack
+
+    stopped = server_stack.stack_down(settings)
+    click.echo(f"Stopped {', '.join(server.name for server in stopped)}." if stopped else "The stack was not running.")
+
+
+def _show_stack(settings: Settings, servers: list[Any]) -> None:
+    for server, up in servers:
+        where = server.url or (f"127.0.0.1:{server.port}" if server.port else "")
+        click.echo(f"  {server.name:<9} {'up' if up else 'DOWN':<5} pid {server.pid:<8} {where}  (log: {server.log})")
+
+
+@cli.group("env")
+def env_group() -> None:
+    """The named profiles of mlops.yaml (environments:) and what each resolves to."""
+
+
+@env_group.command("list")
+@click.pass_context
+def env_list(ctx: click.Context) -> None:
+    """List the profiles; the one in use (--env / MLOPS_ENV) is starred."""
+    from mlops.config import environment_names
+
+    config, _, project, environment = ctx.find_root().obj
+    try:
+        names = environment_names(config, project)
+    except MlopsError as exc:
+        _say(None, "error", str(exc))
+        sys.exit(exc.exit_code)
+    for name in names:
+        click.echo(f"{'*' if name == (environment or 'local') else ' '} {name}")
+
+
+@env_group.command("show")
+@click.argument("name", required=False)
+@click.pass_context
+def env_show(ctx: click.Context, name: str | None) -> None:
+    """Print the settings a profile resolves to (default: the one in use), secrets masked."""
+    try:
+        settings = _settings(ctx, name)
+    except MlopsError as exc:
+        _say(None, "error", str(exc))
+        sys.exit(exc.exit_code)
+    click.echo(_settings_json(settings))
+
+
 @cli.command("config")
 @click.option("--schema", is_flag=True, help="Print the JSON schema instead of the effective config.")
 @click.pass_context
@@ -783,12 +882,22 @@ def show_config(ctx: click.Context, schema: bool) -> None:
     except MlopsError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(exc.exit_code)
-    shown = Settings.model_json_schema() if schema else settings.model_dump(mode="json")
-    if not schema:  # what training uses, not null: the defaults for the contract's task filled in
-        shown["model"]["primary_metric"] = settings.model.metric
-        if not settings.model.candidates:
-            shown["model"]["estimator"] = settings.model.estimator_name
-    click.echo(json.dumps(shown, indent=2))
+    click.echo(json.dumps(Settings.model_json_schema(), indent=2) if schema else _settings_json(settings))
+
+
+def _settings_json(settings: Settings) -> str:
+    """The effective settings as JSON: secrets as ``**********``, the contract task's defaults filled in."""
+    import json
+
+    from mlops.environment import redact
+
+    shown = settings.model_dump(mode="json")
+    if settings.tracking_uri is not None:  # the server, its credentials masked
+        shown["tracking_uri"] = redact(settings.tracking_uri.get_secret_value())
+    shown["model"]["primary_metric"] = settings.model.metric  # what training uses, not null
+    if not settings.model.candidates:
+        shown["model"]["estimator"] = settings.model.estimator_name
+    return json.dumps(shown, indent=2)
 
 
 def main() -> None:

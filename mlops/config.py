@@ -13,6 +13,13 @@ Example ``mlops.yaml``::
       training: data/train.csv
     monitoring:
       drift_share_threshold: 0.3
+    environments:            # named profiles: `mlops --env staging ...` or MLOPS_ENV=staging
+      staging:
+        tracking_uri: http://127.0.0.1:5000
+        prefect_api_url: http://127.0.0.1:4201/api
+
+A profile's keys are the file's own, laid over it (section by section) when the profile is
+picked; ``local``, the embedded defaults, needs no entry.
 """
 
 from __future__ import annotations
@@ -44,6 +51,8 @@ __all__ = [
     "SearchConfig",
     "ServingConfig",
     "Settings",
+    "StackConfig",
+    "environment_names",
     "load_settings",
 ]
 
@@ -370,6 +379,24 @@ class LogsConfig(_Section):
     )
 
 
+class StackConfig(_Section):
+    """The server stack ``mlops stack up`` runs on 127.0.0.1, its data under ``<state_dir>/stack``.
+
+    PostgreSQL (Debian's packages), an ``mlflow server`` on it serving artifacts over HTTP, a
+    Prefect server on it and a process worker on the work pool: point a profile at the two
+    servers (``tracking_uri: http://127.0.0.1:5000``, ``prefect_api_url: http://127.0.0.1:4201/api``).
+    """
+
+    postgres_port: int = Field(5433, ge=1, le=65535, description="PostgreSQL's port (5432 is left to a system server).")
+    mlflow_port: int = Field(5000, ge=1, le=65535, description="The MLflow tracking server's port.")
+    prefect_port: int = Field(4201, ge=1, le=65535, description="The Prefect server's port (4200 is `mlops schedule`'s local one).")
+    work_pool: str = Field("mlops", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", description="The process work pool the worker serves.")
+    postgres_bin: Path | None = Field(
+        None, description="Folder holding initdb and postgres; default: the newest /usr/lib/postgresql/*/bin, else PATH."
+    )
+    startup_timeout_seconds: float = Field(180.0, gt=0, description="How long each server may take to answer.")
+
+
 _ENTRY_POINT = r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$"
 
 
@@ -398,9 +425,15 @@ class Settings(BaseSettings):
         env_ignore_empty=True,
     )
 
+    environment: str = Field("local", description="The profile in use (set by --env / MLOPS_ENV, not in the file).")
     state_dir: Path = Path(".mlops")
     tracking_uri: SecretStr | None = Field(
         None, description="MLflow tracking URI (may hold a password); default: SQLite under state_dir."
+    )
+    artifact_location: str | None = Field(
+        None,
+        description="Where new experiments keep artifacts (a URI: s3://..., file:///...); default: the tracking server's "
+        "(served over HTTP by `mlflow server --serve-artifacts`), or mlartifacts under state_dir for a local store.",
     )
     prefect_api_url: str | None = Field(None, description="Prefect server; default: an ephemeral one.")
     data: DataConfig = DataConfig()
@@ -411,6 +444,7 @@ class Settings(BaseSettings):
     alerts: AlertsConfig = AlertsConfig()
     logs: LogsConfig = LogsConfig()
     project: ProjectConfig = ProjectConfig()
+    stack: StackConfig = StackConfig()
 
     @model_validator(mode="after")
     def _retrain_data_is_trusted(self) -> Settings:
@@ -440,7 +474,9 @@ class Settings(BaseSettings):
     @property
     def mlflow_tracking_uri(self) -> str:
         if self.tracking_uri is not None:
-            return self.tracking_uri.get_secret_value()
+            uri = self.tracking_uri.get_secret_value()
+            # SQLAlchemy's plain postgresql:// means psycopg2; the lock ships psycopg (3).
+            return "postgresql+psycopg://" + uri.removeprefix("postgresql://") if uri.startswith("postgresql://") else uri
         return f"sqlite:///{self.state_dir / 'mlflow.db'}"
 
     @property
@@ -451,6 +487,15 @@ class Settings(BaseSettings):
     @property
     def mlflow_artifact_dir(self) -> Path:
         return self.state_dir / "mlartifacts"
+
+    @property
+    def experiment_artifact_location(self) -> str | None:
+        """The artifact location a new experiment is created with; None leaves it to the tracking server."""
+        if self.artifact_location is not None:
+            return self.artifact_location
+        if self.mlflow_tracking_uri.startswith(("http://", "https://")):
+            return None
+        return self.mlflow_artifact_dir.resolve().as_uri()  # MLflow's own default would be ./mlruns in the CWD
 
     @property
     def prefect_home(self) -> Path:
@@ -473,29 +518,38 @@ class Settings(BaseSettings):
         return self.state_dir / "reports"
 
 
+LOCAL_ENVIRONMENT = "local"
+
+
 def load_settings(
     config_path: str | os.PathLike[str] | None = None,
     state_dir: str | os.PathLike[str] | None = None,
     project: str | os.PathLike[str] | None = None,
+    environment: str | None = None,
     **overrides: Any,
 ) -> Settings:
-    """Load the config file (if any), apply the environment and resolve paths.
+    """Load the config file (if any) with its profile, apply the environment and resolve paths.
 
     ``config_path`` defaults to ``$MLOPS_CONFIG``, then ``mlops.yaml`` in ``project``
     (the ``--project`` option; default: the working directory or the nearest folder above
     it with an ``mlops.yaml``) if it exists. Relative
-    paths in the file are the project folder's. ``state_dir`` (the ``--state-dir``
-    option) beats both file and environment.
+    paths in the file are the project folder's. ``environment`` (``--env``, default
+    ``$MLOPS_ENV``, then ``local``) picks a profile of the file's ``environments``.
+    ``state_dir`` (the ``--state-dir`` option) beats file, profile and environment.
     """
     folder = Path(project).resolve() if project is not None else _project_folder(Path.cwd())
     if project is not None and not folder.is_dir():
         raise ConfigError(f"Project folder {project} does not exist. Give a folder with mlops.yaml (mlops init DIR makes one).")
     path = _find_config_file(config_path, folder)
-    values = _merged(_read_yaml(path) if path else {}, overrides)
+    name = environment or os.environ.get("MLOPS_ENV") or LOCAL_ENVIRONMENT
+    file_values = _read_yaml(path) if path else {}
+    named = _environments(file_values, path)
+    profile, profile_names = _profile(named, name, path), set(named)
+    values = _merged(_merged(file_values, profile), overrides) | {"environment": name}
     try:
         settings = Settings(**values)
     except ValidationError as exc:
-        source = f"config file {path}" if path else "configuration"
+        source = (f"config file {path}" if path else "configuration") + (f" (profile '{name}')" if name in profile_names else "")
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"Invalid {source}: {problems}. Fix the value or remove it to use the default.") from None
     base = path.parent if path else folder
@@ -509,6 +563,44 @@ def load_settings(
     updates["model"] = _model_for_data(settings.model, updates["data"])
     updates["monitoring"] = _monitoring_for_task(settings.monitoring, updates["model"].task, base)
     return settings.model_copy(update=updates)
+
+
+def environment_names(config_path: str | os.PathLike[str] | None = None, project: str | os.PathLike[str] | None = None) -> list[str]:
+    """The profiles a project can run in: ``local`` and those of its file's ``environments``."""
+    folder = Path(project).resolve() if project is not None else _project_folder(Path.cwd())
+    path = _find_config_file(config_path, folder)
+    named = _environments(_read_yaml(path) if path else {}, path)
+    return [LOCAL_ENVIRONMENT, *(key for key in named if key != LOCAL_ENVIRONMENT)]
+
+
+def _environments(file_values: dict[str, Any], path: Path | None) -> dict[str, dict[str, Any]]:
+    """The file's ``environments`` mapping (taken out of ``file_values``), each a mapping of settings."""
+    if "environment" in file_values:
+        raise ConfigError(f"{path} sets 'environment': the profile is picked with --env / MLOPS_ENV, among those under 'environments:'.")
+    named = file_values.pop("environments", None) or {}
+    if not isinstance(named, dict) or not all(isinstance(value, dict) or value is None for value in named.values()):
+        raise ConfigError(
+            f"'environments' in {path} must map each profile name to its settings, e.g. environments: {{staging: {{tracking_uri: ...}}}}."
+        )
+    for key, value in named.items():
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", str(key)):
+            raise ConfigError(f"Profile name '{key}' in {path}: use letters, digits, '-' and '_'.")
+        if value and {"environments", "environment"} & set(value):
+            raise ConfigError(f"Profile '{key}' in {path} sets 'environments' or 'environment': a profile holds settings only.")
+    return {str(key): value or {} for key, value in named.items()}
+
+
+def _profile(named: dict[str, dict[str, Any]], name: str, path: Path | None) -> dict[str, Any]:
+    if name in named:
+        return named[name]
+    if name == LOCAL_ENVIRONMENT:
+        return {}
+    known = ", ".join([LOCAL_ENVIRONMENT, *named]) if named else LOCAL_ENVIRONMENT
+    where = f"{path}" if path else "the built-in defaults (no mlops.yaml)"
+    raise ConfigError(
+        f"No profile '{name}' in {where}; the profiles are: {known}. "
+        "Pick one with --env / MLOPS_ENV, or add it under 'environments:' in mlops.yaml."
+    )
 
 
 SAMPLE_DATASET = "breast_cancer"

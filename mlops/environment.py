@@ -289,6 +289,25 @@ def check_services(settings: Settings, timeout: float = 5.0) -> None:
         checks.append(("Prefect server", settings.prefect_api_url.rstrip("/") + "/health", "prefect_api_url"))
     for name, url, key in checks:
         _probe(name, url, key, timeout)
+    parts = urlsplit(tracking)
+    if settings.tracking_uri is not None and parts.scheme.split("+")[0] in ("postgresql", "mysql", "mssql") and parts.hostname:
+        _probe_database(parts.scheme.split("+")[0], parts.hostname, parts.port or _DATABASE_PORTS[parts.scheme.split("+")[0]], timeout)
+
+
+_DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+
+
+def _probe_database(kind: str, host: str, port: int, timeout: float) -> None:
+    """A database tracking store that accepts no connection: the same one message and exit 4 as a server."""
+    import socket
+
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        raise ServiceUnavailable(
+            f"The {kind} tracking database at {host}:{port} does not answer ({exc.strerror or type(exc).__name__}). "
+            "Start it (`mlops stack up` runs one), or fix or remove 'tracking_uri' in the config (MLOPS_TRACKING_URI)."
+        ) from None
 
 
 # MLflow's words for a request that got no answer (after its retries), or a 5xx one.

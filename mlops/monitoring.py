@@ -73,7 +73,6 @@ from mlops.errors import DataError, MlopsError
 from mlops.labels import as_target_type, describe_unusable, label_key, read_label_file
 from mlops.metrics import score_labels
 from mlops.prediction_log import read_prediction_log, read_refusals
-from mlops.tracking import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -929,8 +928,7 @@ def refused_traffic(folder: str | Path, window: pd.DataFrame) -> RefusedTraffic:
 def log_monitoring_run(
     summary: DriftSummary,
     *,
-    experiment: str,
-    artifact_dir: Path,
+    experiment_id: str,
     model_name: str,
     model_version: str | None,
     quality: dict[str, float] | None = None,
@@ -949,7 +947,6 @@ def log_monitoring_run(
     :meth:`ShadowComparison.metrics` and the tag ``mlops.shadow.version``; ``refused`` traffic
     adds ``refused_requests`` and ``refused_share`` (and ``refused/summary.json`` per column).
     """
-    experiment_id = _monitoring_experiment(experiment, artifact_dir)
     run_tags = {
         "mlops.kind": "monitoring",
         "mlops.model_name": model_name,
@@ -977,16 +974,3 @@ def log_monitoring_run(
         for path in artifacts:
             mlflow.log_artifact(str(path), artifact_path="drift")
     return run.info.run_id
-
-
-def _monitoring_experiment(name: str, artifact_dir: Path) -> str:
-    # Artifacts under the state folder: MLflow's default would be ./mlruns in the CWD.
-
-    existing = mlflow.get_experiment_by_name(name)
-    if existing is not None:
-        return existing.experiment_id
-
-    artifact_dir.mkdir(parents=True, exist_ok=True)
-    return mlflow.create_experiment(
-        name, artifact_location=artifact_dir.resolve().as_uri(), tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND}
-    )

@@ -62,15 +62,24 @@ def start(
     cwd: str | Path | None = None,
     stdin: int | IO[bytes] | None = subprocess.DEVNULL,
     append: bool = False,
+    user: tuple[int, int] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start ``command`` in a session of its own, its output in ``log_path`` (None: this process's)."""
+    """Start ``command`` in a session of its own, its output in ``log_path`` (None: this process's).
+
+    ``user``: the uid and gid to run as (a server that refuses root, started by root).
+    """
+    uid, gid = user if user else (None, None)
+    groups: list[int] | None = [] if user else None
     if log_path is None:
-        return subprocess.Popen(list(command), cwd=cwd, env=env, stdin=stdin, start_new_session=True)  # noqa: S603
+        return subprocess.Popen(  # noqa: S603
+            list(command), cwd=cwd, env=env, stdin=stdin, start_new_session=True, user=uid, group=gid, extra_groups=groups
+        )
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab" if append else "wb") as log:
         return subprocess.Popen(  # noqa: S603 — our own interpreter and tools, never a shell
-            list(command), cwd=cwd, env=env, stdin=stdin, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+            list(command), cwd=cwd, env=env, stdin=stdin, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            user=uid, group=gid, extra_groups=groups,
+        )  # fmt: skip
 
 
 def wait_healthy(

@@ -55,15 +55,17 @@ def load_settings(
     config: str | os.PathLike[str] | None = None,
     state_dir: str | os.PathLike[str] | None = None,
     project: str | os.PathLike[str] | None = None,
+    environment: str | None = None,
     **overrides: Any,
 ) -> Settings:
     """The project's settings, with MLflow, Prefect and BentoML bound to its state folder (telemetry off).
 
     What the CLI does before every command, for scripts and notebooks: ``mlops.yaml``
-    of ``project`` (default: the working directory) or ``config``, the ``MLOPS_*``
+    of ``project`` (default: the working directory) or ``config``, its profile
+    ``environment`` (default: ``$MLOPS_ENV``, else ``local``), the ``MLOPS_*``
     environment, then ``overrides`` (sections as dicts, e.g. ``model={"seed": 1}``).
     """
-    settings = load(config, state_dir, project, **overrides)
+    settings = load(config, state_dir, project, environment, **overrides)
     bind_tools(settings)
     return settings
 
@@ -74,7 +76,12 @@ def entry_point(settings: Settings, name: EntryName) -> EntryPoint:
     spec = getattr(project, name)
     relative, attribute = spec.rsplit(":", 1)
     root = project.root.resolve()
-    path = root / relative
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root):
+        raise ConfigError(
+            f"project.{name} is {spec!r}, outside the project folder {root}. Name a file inside it "
+            "(relative to the folder of mlops.yaml), or set project.root to the folder that holds it."
+        )
     if path.is_file():
         return EntryPoint(path, attribute, root, default=False)
     if spec == ProjectConfig.model_fields[name].default and (TEMPLATE / relative).is_file():

@@ -332,8 +332,7 @@ def record_check(drift, quality, labeled, settings: Settings, reports: list[Path
     """The check as an MLflow run of the ``<experiment>-monitoring`` experiment, linked to the champion."""
     return monitoring.log_monitoring_run(
         drift,
-        experiment=f"{settings.model.experiment}-monitoring",
-        artifact_dir=settings.mlflow_artifact_dir,
+        experiment_id=tracking.create_experiment(f"{settings.model.experiment}-monitoring", settings),
         model_name=settings.model.name,
         model_version=tracking.champion_version(settings.model.name),
         quality=quality,

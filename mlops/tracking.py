@@ -212,15 +212,19 @@ MODEL_TRAINING_VIEW = "workflowType=machine_learning"
 
 
 def ensure_experiment(settings: Settings) -> str:
-    """Return the experiment id, creating it with artifacts under the state folder."""
-    experiment = mlflow.get_experiment_by_name(settings.model.experiment)
+    """Return the experiment id, creating it with its artifacts where the settings say."""
+    return create_experiment(settings.model.experiment, settings)
+
+
+def create_experiment(name: str, settings: Settings) -> str:
+    """The id of experiment ``name``, created if new (artifacts: :attr:`Settings.experiment_artifact_location`)."""
+    experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    settings.mlflow_artifact_dir.mkdir(parents=True, exist_ok=True)
-    return mlflow.create_experiment(
-        settings.model.experiment, artifact_location=settings.mlflow_artifact_dir.resolve().as_uri(),
-        tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND},
-    )
+    location = settings.experiment_artifact_location
+    if location is not None and location.startswith("file:"):
+        settings.mlflow_artifact_dir.mkdir(parents=True, exist_ok=True)
+    return mlflow.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
 
 
 def log_and_register(

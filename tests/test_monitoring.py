@@ -26,6 +26,7 @@ from mlops.monitoring import (
     window_quality,
 )
 from mlops.prediction_log import PredictionLogWriter, read_prediction_log
+from mlops.tracking import create_experiment
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 THRESHOLD = 0.3
@@ -296,8 +297,7 @@ def test_log_monitoring_run__links_the_check_to_the_model_version(tool_env, sett
     summary = compute_drift(reference, current, threshold=0.3, report_path=tmp_path / "drift.html")
     run_id = log_monitoring_run(
         summary,
-        experiment="breast-cancer-monitoring",
-        artifact_dir=settings.mlflow_artifact_dir,
+        experiment_id=create_experiment("breast-cancer-monitoring", settings),
         model_name="breast-cancer-classifier",
         model_version="3",
         quality={"accuracy": 0.9},
