@@ -9,7 +9,7 @@ export UV_PYTHON_DOWNLOADS := never
 # BentoML servers) then skips compiling its imports, even where PYTHONDONTWRITEBYTECODE is set.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: install browser demo check test test-fast bench docs ui clean
+.PHONY: install browser postgres demo check test test-fast bench docs ui clean
 
 install: $(VENV)/.installed
 
@@ -39,7 +39,7 @@ check: install
 # Three test processes (pytest-xdist): most tests wait on servers they start, so three
 # keep 2 cores busy. The slowest tests are listed at the end: the budget is 25 minutes.
 TEST_WORKERS ?= 3
-test: check browser
+test: check browser postgres
 	$(VENV)/bin/pytest -n $(TEST_WORKERS) --durations=40
 
 # Debian's Chromium for the browser tests (Playwright drives it; no browser download).
@@ -48,6 +48,13 @@ browser:
 	@command -v chromium >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } || \
 		echo "Chromium could not be installed (needs root and apt-get): the browser tests will skip."; }
+
+# Debian's PostgreSQL server for `mlops stack` and its tests (initdb and postgres; no cluster is used).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || { \
+		command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql; } || \
+		echo "PostgreSQL could not be installed (needs root and apt-get): the stack tests will skip."; }
 
 test-fast: install
 	$(VENV)/bin/pytest -n $(TEST_WORKERS) -m "not slow"

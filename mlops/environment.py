@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -299,8 +300,6 @@ _DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
 
 def _probe_database(kind: str, host: str, port: int, timeout: float) -> None:
     """A database tracking store that accepts no connection: the same one message and exit 4 as a server."""
-    import socket
-
     try:
         socket.create_connection((host, port), timeout=timeout).close()
     except OSError as exc:

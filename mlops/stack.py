@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
+import psycopg
 
 from mlops import processes
 from mlops.config import Settings
@@ -160,8 +161,6 @@ def _initdb(initdb: Path, data: Path, user: pwd.struct_passwd | None, password: 
 
 
 def _create_databases(settings: Settings, password: Path) -> None:
-    import psycopg
-
     with psycopg.connect(_conninfo(settings.stack.postgres_port, "postgres"), password=password.read_text().strip(), autocommit=True) as db:
         existing = {row[0] for row in db.execute("SELECT datname FROM pg_database")}
         for name in DATABASES:
@@ -227,8 +226,6 @@ def _answers(server: StackProcess, settings: Settings) -> bool:
 
 
 def _postgres_answers(port: int, password: str) -> bool:
-    import psycopg
-
     try:
         psycopg.connect(_conninfo(port, "postgres"), password=password, connect_timeout=2).close()
     except psycopg.OperationalError:
@@ -287,7 +284,7 @@ def _postgres_binaries(settings: Settings) -> dict[str, Path]:
         if folder and (folder / "initdb").is_file() and (folder / "postgres").is_file():
             return {"initdb": folder / "initdb", "postgres": folder / "postgres"}
     found = {name: shutil.which(name) for name in ("initdb", "postgres")}
-    if all(found.values()):
+    if all(found.values()) and not settings.stack.postgres_bin:
         return {name: Path(path) for name, path in found.items() if path}
     where = settings.stack.postgres_bin or "/usr/lib/postgresql/*/bin or PATH"
     raise ConfigError(f"PostgreSQL's initdb and postgres are not in {where}: {_INSTALL_HINT}.")

@@ -217,7 +217,7 @@ def ensure_experiment(settings: Settings) -> str:
 
 
 def create_experiment(name: str, settings: Settings) -> str:
-    """The id of experiment ``name``, created if new (artifacts: :attr:`Settings.experiment_artifact_location`)."""
+    """The id of experiment ``name``, created if new (artifacts: :attr:`mlops.config.Settings.experiment_artifact_location`)."""
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id

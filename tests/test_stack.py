@@ -1,0 +1,188 @@
+"""From laptop to servers by configuration alone: named profiles and ``mlops stack`` on real engines.
+
+The stack is the real thing: Debian's PostgreSQL (initdb'd here), ``mlflow server`` on it
+with artifacts served over HTTP, ``prefect server start`` on it and a process worker. A
+user's project (the churn table: text labels, imbalance, text and bool columns, an id) is
+trained, gated, promoted and rolled back through a ``staging`` profile pointing at them,
+with nothing but ``--env staging`` on the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from datasets import write
+
+from mlops import processes
+
+MLOPS = Path(sys.executable).with_name("mlops")
+POSTGRES_BIN = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+needs_postgres = pytest.mark.skipif(
+    not POSTGRES_BIN and not shutil.which("initdb"),
+    reason="PostgreSQL is not installed: `make test` installs it (apt-get install postgresql)",
+)
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for one in sockets:
+        one.bind(("127.0.0.1", 0))
+    ports = [one.getsockname()[1] for one in sockets]
+    for one in sockets:
+        one.close()
+    return ports
+
+
+def _mlops(project: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(("MLOPS_", "MLFLOW_", "PREFECT_"))}
+    return subprocess.run(
+        [str(MLOPS), "--log-format", "text", *args], capture_output=True, text=True, cwd=project, env=environment, timeout=timeout
+    )
+
+
+def _ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    assert "Traceback" not in result.stdout + result.stderr
+    return " ".join(result.stdout.split())
+
+
+def _project(folder: Path, ports: dict[str, int]) -> Path:
+    """A user's project whose mlops.yaml has a ``staging`` profile on the stack's servers."""
+    folder.mkdir(parents=True)
+    train, _, spec = write("churn", folder)
+    (folder / "mlops.yaml").write_text(
+        f"data:\n  training: {train.name}\n  target: {spec.target}\n"
+        f"stack:\n  postgres_port: {ports['postgres']}\n  mlflow_port: {ports['mlflow']}\n  prefect_port: {ports['prefect']}\n"
+        "environments:\n"
+        "  staging:\n"
+        f"    tracking_uri: http://127.0.0.1:{ports['mlflow']}\n"
+        f"    prefect_api_url: http://127.0.0.1:{ports['prefect']}/api\n"
+        "    model:\n      name: churn-staging\n"
+        "  nowhere:\n    tracking_uri: http://127.0.0.1:9/\n"
+    )
+    _ok(_mlops(folder, "contract", "draft", train.name, "--write"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def stack_project() -> Iterator[Path]:
+    """A project and its stack, up for the module; the folder searchable by PostgreSQL's own user (tests run as root)."""
+    base = Path(tempfile.mkdtemp(prefix="mlops-stack-", dir="/var/tmp" if Path("/var/tmp").is_dir() else None))
+    base.chmod(0o711)
+    postgres, mlflow, prefect = _free_ports(3)
+    project = _project(base / "project", {"postgres": postgres, "mlflow": mlflow, "prefect": prefect})
+    try:
+        yield project
+    finally:
+        _mlops(project, "stack", "down")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@needs_postgres
+@pytest.mark.slow
+def test_stack__train_gate_promote_and_rollback_run_on_postgres_through_a_profile(stack_project: Path):
+    up = _ok(_mlops(stack_project, "stack", "up"))
+    assert all(f"{name} up" in up for name in ("postgres", "mlflow", "prefect", "worker")), up
+
+    first = _ok(_mlops(stack_project, "--env", "staging", "train"))
+    second = _ok(_mlops(stack_project, "--env", "staging", "train"))
+    assert "Registered churn-staging v1" in first and "promoted to champion" in first
+    assert "Registered churn-staging v2" in second  # the gate decided, on the server's registry
+    _ok(_mlops(stack_project, "--env", "staging", "promote", "2", "--force", "--reason", "staging check"))
+    _ok(_mlops(stack_project, "--env", "staging", "rollback", "--reason", "staging check"))
+
+    config = json.loads(_ok(_mlops(stack_project, "env", "show", "staging")).replace(" ", "") or "{}")
+    server = config["tracking_uri"]
+    versions = httpx.get(f"{server}/api/2.0/mlflow/registered-models/get", params={"name": "churn-staging"}, timeout=10).json()
+    aliases = {alias["alias"]: alias["version"] for alias in versions["registered_model"]["aliases"]}
+    assert aliases["champion"] == "1" and aliases["previous"] == "2", aliases
+    # The store is PostgreSQL, the artifacts went over HTTP into the stack's folder, not the client's.
+    state = stack_project / ".mlops"
+    assert not (state / "mlflow.db").exists() and not (state / "mlartifacts").exists()
+    assert list((state / "stack" / "mlartifacts").rglob("MLmodel"))
+    rows = _psql(stack_project, "mlflow", "SELECT count(*) FROM model_versions WHERE name = 'churn-staging'")
+    assert rows == "2"
+    # The flow runs are on the Prefect server (its database on the same PostgreSQL).
+    runs = httpx.post(f"{config['prefect_api_url']}/flow_runs/filter", json={}, timeout=10).json()
+    assert sum(run["state_type"] == "COMPLETED" for run in runs) >= 2
+
+
+@needs_postgres
+@pytest.mark.slow
+def test_stack__up_again_keeps_the_servers_status_lists_them_and_down_stops_every_process(stack_project: Path):
+    _ok(_mlops(stack_project, "stack", "up"))
+    record = json.loads((stack_project / ".mlops" / "stack" / "stack.json").read_text())
+    again = _ok(_mlops(stack_project, "stack", "up"))
+    assert all(f"pid {server['pid']}" in again for server in record), "a running stack is not restarted"
+    status = _ok(_mlops(stack_project, "stack", "status"))
+    assert status.count(" up ") == 4, status
+    trees = [(server["pid"], server["started"], processes.descendants(server["pid"])) for server in record]
+
+    _ok(_mlops(stack_project, "stack", "down"))
+
+    assert not any(processes.alive(pid, started) or processes.left(family) for pid, started, family in trees)
+    down = _mlops(stack_project, "stack", "status")
+    assert down.returncode == 4 and "not running" in down.stdout
+    nowhere = _mlops(stack_project, "--env", "staging", "train")
+    assert nowhere.returncode == 4 and "does not answer" in nowhere.stderr and "Traceback" not in nowhere.stderr
+
+
+def _psql(project: Path, database: str, query: str) -> str:
+    import psycopg
+
+    record = json.loads((project / ".mlops" / "stack" / "stack.json").read_text())
+    port = next(server["port"] for server in record if server["name"] == "postgres")
+    password = (project / ".mlops" / "stack" / "postgres.password").read_text().strip()
+    with psycopg.connect(f"host=127.0.0.1 port={port} user=mlops dbname={database}", password=password) as db:
+        return str(db.execute(query).fetchone()[0])  # type: ignore[index]
+
+
+# --- refusals: nothing starts, nothing is written -------------------------------------------
+
+
+@needs_postgres
+def test_stack__a_taken_port_is_refused_before_anything_starts(tmp_path: Path):
+    postgres, mlflow, prefect = _free_ports(3)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "mlops.yaml").write_text(f"stack:\n  postgres_port: {postgres}\n  mlflow_port: {mlflow}\n  prefect_port: {prefect}\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", mlflow))
+        taken.listen()
+        result = _mlops(project, "stack", "up")
+    assert result.returncode == 2, result.stderr
+    assert f"Port {mlflow}" in result.stderr and "stack.mlflow_port" in result.stderr and "Traceback" not in result.stderr
+    assert not (project / ".mlops" / "stack" / "postgres").exists()
+
+
+def test_stack__no_postgresql_binaries_says_how_to_install_them(tmp_path: Path):
+    (tmp_path / "mlops.yaml").write_text(f"stack:\n  postgres_bin: {tmp_path / 'nowhere'}\n")
+    result = _mlops(tmp_path, "stack", "up")
+    assert result.returncode == 2 and "apt-get install postgresql" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_env__profiles_are_listed_shown_with_secrets_masked_and_an_unknown_one_is_refused(tmp_path: Path):
+    (tmp_path / "mlops.yaml").write_text(
+        "environments:\n  staging:\n    tracking_uri: postgresql://mlops:s3cr3t-pw@127.0.0.1:1/mlflow\n    serving: {port: 3100}\n"
+    )
+    listed = _ok(_mlops(tmp_path, "--env", "staging", "env", "list"))
+    shown = _ok(_mlops(tmp_path, "env", "show", "staging"))
+    unknown = _mlops(tmp_path, "--env", "prod", "train")
+    down = _mlops(tmp_path, "--env", "staging", "train")
+
+    assert listed == "local * staging"
+    assert '"environment": "staging"' in shown and '"port": 3100' in shown
+    assert "s3cr3t-pw" not in shown and "postgresql://***@127.0.0.1:1/mlflow" in shown
+    assert unknown.returncode == 2 and "No profile 'prod'" in unknown.stderr and "local, staging" in unknown.stderr
+    assert down.returncode == 4 and "127.0.0.1:1 does not answer" in down.stderr and "s3cr3t" not in down.stderr
+    assert not (tmp_path / ".mlops" / "mlflow.db").exists()  # nothing half-written
