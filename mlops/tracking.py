@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import mlflow
 import pandas as pd
-from filelock import FileLock, Timeout
+from filelock import FileLock
 from matplotlib.figure import Figure
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
@@ -59,6 +59,7 @@ from sklearn.pipeline import Pipeline
 from mlops import audit
 from mlops.contract import contract_file, contract_files
 from mlops.errors import RegistryError
+from mlops.locks import LockTimeout, shared_lock
 from mlops.metrics import higher_is_better, positive_label
 from mlops.training import evaluate
 
@@ -464,19 +465,18 @@ def champion_version(name: str) -> str | None:
 
 @contextmanager
 def registry_lock(settings: Settings) -> Iterator[None]:
-    """Serialize read-champion → compare → move across threads and processes.
+    """Serialize read-champion → compare → move across threads, processes and machines.
 
-    A file lock under the state folder: every process sharing this state folder
-    (and so the default SQLite registry) waits its turn. Processes on other machines
-    sharing a remote registry do not see it.
+    Where the processes that share the registry can all see it (:func:`mlops.locks.shared_lock`):
+    the Prefect server's concurrency limit, the PostgreSQL store's advisory lock, or a file
+    lock under the state folder when the registry is this machine's.
     """
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
     try:
-        with FileLock(str(settings.state_dir / LOCK_FILE), timeout=LOCK_TIMEOUT_SECONDS):
+        with shared_lock(settings, f"registry-{settings.model.name}", settings.state_dir / LOCK_FILE, LOCK_TIMEOUT_SECONDS):
             yield
-    except Timeout:
+    except LockTimeout as exc:
         raise RegistryError(
-            f"The registry lock {settings.state_dir / LOCK_FILE} was held for over {LOCK_TIMEOUT_SECONDS:g} s. "
+            f"The registry lock ({exc.where}) was held for over {LOCK_TIMEOUT_SECONDS:g} s. "
             "Another training flow, `mlops promote` or `mlops rollback` is still moving aliases; retry when it ends."
         ) from None
 

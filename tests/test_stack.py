@@ -137,6 +137,48 @@ def test_stack__up_again_keeps_the_servers_status_lists_them_and_down_stops_ever
     assert nowhere.returncode == 4 and "does not answer" in nowhere.stderr and "Traceback" not in nowhere.stderr
 
 
+_HOLD_THE_LOCK = """
+import json, sys, time
+from mlops.project import load_settings
+from mlops.tracking import registry_lock
+settings = load_settings(project=sys.argv[1], state_dir=sys.argv[2], environment=sys.argv[3])
+with registry_lock(settings):
+    began = time.time()
+    time.sleep(3)
+    ended = time.time()
+print(json.dumps([began, ended]))
+"""
+
+
+@needs_postgres
+@pytest.mark.slow
+@pytest.mark.parametrize("profile", ["staging", "database"])
+def test_stack__the_registry_lock_holds_across_machines_two_processes_take_turns(stack_project: Path, profile: str, tmp_path: Path):
+    """Two processes with state folders of their own (two machines: no shared lock file) never hold it at once.
+
+    ``staging`` has a Prefect server (its global concurrency limit); ``database`` points
+    straight at the PostgreSQL store (an advisory lock).
+    """
+    _ok(_mlops(stack_project, "stack", "up"))
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(("MLOPS_", "MLFLOW_", "PREFECT_"))}
+    if profile == "database":
+        record = json.loads((stack_project / ".mlops" / "stack" / "stack.json").read_text())
+        port = next(server["port"] for server in record if server["name"] == "postgres")
+        password = (stack_project / ".mlops" / "stack" / "postgres.password").read_text().strip()
+        environment["MLOPS_TRACKING_URI"] = f"postgresql://mlops:{password}@127.0.0.1:{port}/mlflow"
+    holders = [
+        subprocess.Popen(  # noqa: S603
+            [sys.executable, "-c", _HOLD_THE_LOCK, str(stack_project), str(tmp_path / f"machine-{n}"), "staging" if profile == "staging" else "local"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
+        )
+        for n in (1, 2)
+    ]  # fmt: skip
+    outputs = [holder.communicate(timeout=300) for holder in holders]
+    assert all(holder.returncode == 0 for holder in holders), outputs
+    (first_began, first_ended), (second_began, second_ended) = sorted(json.loads(out.strip().splitlines()[-1]) for out, _ in outputs)
+    assert second_began >= first_ended, "both processes held the registry lock at the same time"
+
+
 def _psql(project: Path, database: str, query: str) -> str:
     import psycopg
 
