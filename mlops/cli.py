@@ -579,6 +579,9 @@ def schedule(settings: Settings, list_only: bool) -> None:
     if list_only:
         _list_schedules(settings)
         return
+    if settings.schedules.work_pool:
+        _deploy_to_work_pool(settings)
+        return
     server = None
     if not settings.prefect_api_url:
         server = orchestration.start_local_server(settings, settings.schedules.prefect_port)
@@ -600,6 +603,21 @@ def schedule(settings: Settings, list_only: bool) -> None:
     finally:
         if server is not None:
             server.stop()
+
+
+def _deploy_to_work_pool(settings: Settings) -> None:
+    if not settings.prefect_api_url:
+        raise ConfigError(
+            f"schedules.work_pool is '{settings.schedules.work_pool}' but no Prefect server is configured: a work pool lives on one. "
+            "Set prefect_api_url (in the profile: `mlops stack up` prints it), or remove schedules.work_pool to serve the schedules here."
+        )
+    from mlops.schedules import deploy_to_work_pool
+
+    config = click.get_current_context().find_root().params.get("config")
+    names = deploy_to_work_pool(settings, config)
+    click.echo(f"Registered {' and '.join(names)} on work pool '{settings.schedules.work_pool}' of the Prefect server: "
+               f"training '{settings.schedules.training_cron}' (cron, UTC), monitoring every "
+               f"{settings.schedules.monitoring_interval_minutes:g} min. Its workers run them (`mlops stack up` starts one).")  # fmt: skip
 
 
 def _list_schedules(settings: Settings) -> None:

@@ -348,6 +348,12 @@ class SchedulesConfig(_Section):
     training_cron: str = Field("0 3 * * *", description="Cron (UTC) of the scheduled retraining.")
     monitoring_interval_minutes: float = Field(60.0, gt=0, description="Minutes between monitoring runs.")
     prefect_port: int = Field(4200, ge=1, le=65535, description="Port of the local Prefect server schedules start.")
+    work_pool: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$",
+        description="A Prefect work pool of the configured server: `mlops schedule` registers the deployments there for "
+        "its workers (`mlops stack up` starts one) and returns, instead of serving them from its own process.",
+    )
 
 
 # The events a flow can alert on (:func:`mlops.alerts.send_alert`); ``alerts.events`` picks among them.

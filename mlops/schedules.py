@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
+from typing import cast
 
-from prefect import flow, tags
+from prefect import Flow, flow, tags
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, StateType
@@ -21,12 +23,12 @@ from prefect.client.schemas.sorting import FlowRunSort
 
 from mlops import audit
 from mlops.alerts import send_alert
-from mlops.config import Settings, load_settings
+from mlops.config import Settings
 from mlops.prediction_log import read_prediction_log
-from mlops.project import load_flow
+from mlops.project import load_flow, load_settings  # binds MLflow, Prefect and BentoML: a worker's run has nothing else
 
 __all__ = [
-    "TRAINING_DEPLOYMENT", "MONITORING_DEPLOYMENT", "deployments", "record_schedule", "scheduled_monitoring",
+    "TRAINING_DEPLOYMENT", "MONITORING_DEPLOYMENT", "deploy_to_work_pool", "deployments", "record_schedule", "scheduled_monitoring",
     "scheduled_training",
 ]
 
@@ -35,18 +37,22 @@ MONITORING_DEPLOYMENT = "scheduled-monitoring"
 
 
 @flow(name="scheduled-training")
-def scheduled_training(config: str | None = None, state_dir: str | None = None, project: str | None = None) -> str:
+def scheduled_training(
+    config: str | None = None, state_dir: str | None = None, project: str | None = None, environment: str | None = None
+) -> str:
     """Retrain on the configured training data with the project's training flow; the gate decides as always."""
-    settings = load_settings(config, state_dir, project)
+    settings = load_settings(config, state_dir, project, environment)
     with _alert_on_failure(settings, "scheduled training"), tags("trigger:schedule"):
         outcome = load_flow(settings, "training")(settings, trigger="schedule")
     return f"v{outcome.registered.version}: {outcome.decision.reason}"
 
 
 @flow(name="scheduled-monitoring")
-def scheduled_monitoring(config: str | None = None, state_dir: str | None = None, project: str | None = None) -> str:
+def scheduled_monitoring(
+    config: str | None = None, state_dir: str | None = None, project: str | None = None, environment: str | None = None
+) -> str:
     """Check the logged predictions for drift with the project's monitoring flow; the policy decides whether to retrain."""
-    settings = load_settings(config, state_dir, project)
+    settings = load_settings(config, state_dir, project, environment)
     if read_prediction_log(settings.predictions_dir, last=1).empty:
         return "skipped: no predictions logged yet"
     with _alert_on_failure(settings, "scheduled monitoring"):
@@ -63,9 +69,43 @@ def _alert_on_failure(settings: Settings, what: str) -> Iterator[None]:
         raise
 
 
+def _parameters(settings: Settings, config: str | None) -> dict[str, str | None]:
+    """Where the scheduled flow finds its settings (file, state folder, project, profile): never the settings themselves."""
+    return {
+        "config": config, "state_dir": str(settings.state_dir), "project": str(settings.project.root),
+        "environment": settings.environment,
+    }  # fmt: skip
+
+
+def deploy_to_work_pool(settings: Settings, config: str | None) -> list[str]:
+    """Register both deployments on ``schedules.work_pool`` of the configured Prefect server; its workers run them.
+
+    The code is this installed ``mlops`` package (``flow.from_source`` on its folder), so a
+    process worker on a machine with the project and the framework installed runs it as is.
+    """
+    pool = settings.schedules.work_pool
+    source = Path(__file__).resolve().parents[1]
+    interval = timedelta(minutes=settings.schedules.monitoring_interval_minutes)
+    record_schedule(settings)
+    parameters = _parameters(settings, config)
+    # from_source is sync here (Prefect's sync/async dispatch): a Flow, not a coroutine
+    training = cast(Flow, flow.from_source(source=source, entrypoint="mlops/schedules.py:scheduled_training"))
+    monitoring = cast(Flow, flow.from_source(source=source, entrypoint="mlops/schedules.py:scheduled_monitoring"))
+    training.deploy(
+        name=TRAINING_DEPLOYMENT, work_pool_name=pool, cron=settings.schedules.training_cron, parameters=parameters,
+        tags=["mlops"], build=False, push=False, print_next_steps=False,
+    )  # fmt: skip
+    monitoring.deploy(
+        name=MONITORING_DEPLOYMENT, work_pool_name=pool, interval=interval, parameters=parameters, tags=["mlops"],
+        concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy="CANCEL_NEW"), build=False, push=False,
+        print_next_steps=False,
+    )  # fmt: skip
+    return [f"{scheduled_training.name}/{TRAINING_DEPLOYMENT}", f"{scheduled_monitoring.name}/{MONITORING_DEPLOYMENT}"]
+
+
 def deployments(settings: Settings, config: str | None) -> list:
     """The two deployments, parameterised by where to find the settings, not by the settings."""
-    parameters = {"config": config, "state_dir": str(settings.state_dir), "project": str(settings.project.root)}
+    parameters = _parameters(settings, config)
     interval = timedelta(minutes=settings.schedules.monitoring_interval_minutes)
     record_schedule(settings)
     return [
