@@ -9,7 +9,7 @@ export UV_PYTHON_DOWNLOADS := never
 # BentoML servers) then skips compiling its imports, even where PYTHONDONTWRITEBYTECODE is set.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: install browser demo check test test-fast bench docs ui clean
+.PHONY: install browser checkov demo check test test-fast bench docs ui clean
 
 install: $(VENV)/.installed
 
@@ -39,7 +39,7 @@ check: install
 # Three test processes (pytest-xdist): most tests wait on servers they start, so three
 # keep 2 cores busy. The slowest tests are listed at the end: the budget is 25 minutes.
 TEST_WORKERS ?= 3
-test: check browser
+test: check browser checkov
 	$(VENV)/bin/pytest -n $(TEST_WORKERS) --durations=40
 
 # Debian's Chromium for the browser tests (Playwright drives it; no browser download).
@@ -48,6 +48,16 @@ browser:
 	@command -v chromium >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } || \
 		echo "Chromium could not be installed (needs root and apt-get): the browser tests will skip."; }
+
+# checkov scans the manifests `mlops k8s render` writes (tests/test_kubernetes.py). It gets its own
+# environment: its pins (packaging, cachetools, importlib-metadata, ...) would move the project's lock.
+CHECKOV_VERSION := 3.3.30
+CHECKOV := .tools/checkov/bin/checkov
+checkov: $(CHECKOV)
+
+$(CHECKOV): | $(UV)
+	$(UV) venv --quiet --python $(PYTHON) .tools/checkov
+	$(UV) pip install --quiet --python .tools/checkov/bin/python checkov==$(CHECKOV_VERSION)
 
 test-fast: install
 	$(VENV)/bin/pytest -n $(TEST_WORKERS) -m "not slow"
