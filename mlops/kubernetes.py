@@ -23,18 +23,22 @@ import re
 from pathlib import Path
 from typing import Any
 
+import bentoml
 import yaml
+from bentoml.exceptions import NotFound
 
 from mlops.config import Settings
 from mlops.errors import ConfigError
+from mlops.serving import resolve_alias
 
 __all__ = ["CONTAINER_PORT", "IMAGE_USER", "WRITABLE_FOLDERS", "dns_name", "image_for", "render_manifests", "write_manifests"]
 
 CONTAINER_PORT = 3000  # where a containerized Bento listens (its Dockerfile's EXPOSE)
 IMAGE_USER = 1034  # the uid and gid BentoML's Dockerfile gives its user, bentoml
-# Where the server writes under a read-only root: volume name -> mount path.
+# Where the server writes under a read-only root: volume name -> mount path (paths in the pod, not here).
+_POD_TMP = "/tmp"  # noqa: S108  # nosec B108
 WRITABLE_FOLDERS = {
-    "tmp": "/tmp",  # noqa: S108 - the pod's own scratch folder, an emptyDir
+    "tmp": _POD_TMP,  # the pod's own scratch folder
     "prometheus": "/home/bentoml/prometheus_multiproc_dir",  # BentoML's metrics, one file per worker
     "predictions": "/home/bentoml/predictions",  # the prediction log (mlops.packaging's image folders)
     "labels": "/home/bentoml/labels",  # the label store POST /labels writes
@@ -64,18 +68,9 @@ def image_for(settings: Settings, image: str | None) -> str:
 
 
 def _packaged_image(settings: Settings) -> str:
-    # Imported here: rendering for a given image needs neither BentoML nor MLflow (seconds of imports).
-    import bentoml
-    from bentoml.exceptions import NotFound
-
-    from mlops.serving import resolve_alias
-
     name, alias = settings.model.name, settings.serving.alias
     fix = "run `mlops package` first, or pass --image IMAGE (or set kubernetes.image)"
-    try:
-        bentos = bentoml.bentos.list(name)
-    except NotFound:
-        bentos = []
+    bentos = _stored_bentos(name)
     if not bentos:
         raise ConfigError(f"No Bento of model {name!r} is packaged yet: {fix}.")
     version = resolve_alias(name, alias)
@@ -83,6 +78,14 @@ def _packaged_image(settings: Settings) -> str:
     if not packaged:
         raise ConfigError(f"Version {version} of model {name!r} ({alias}) is not packaged: {fix}.")
     return str(max(packaged, key=lambda bento: bento.creation_time).tag)
+
+
+def _stored_bentos(name: str) -> list[bentoml.Bento]:
+    """The Bentos of ``name`` in the BentoML store (``state_dir/bentoml``); none is an empty list."""
+    try:
+        return bentoml.bentos.list(name)
+    except NotFound:
+        return []
 
 
 def render_manifests(settings: Settings, image: str) -> list[dict[str, Any]]:

@@ -8,17 +8,20 @@ import os
 import re
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import yaml
 from click.testing import CliRunner
 
+from mlops import kubernetes
 from mlops.cli import cli
 from mlops.config import Settings, load_settings
 from mlops.errors import ConfigError
-from mlops.kubernetes import CONTAINER_PORT, IMAGE_USER, WRITABLE_FOLDERS, dns_name, render_manifests, write_manifests
+from mlops.kubernetes import CONTAINER_PORT, IMAGE_USER, WRITABLE_FOLDERS, dns_name, image_for, render_manifests, write_manifests
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -154,6 +157,24 @@ def test_kubernetes_config__inconsistent_values_are_a_config_error(tmp_path, mon
     monkeypatch.chdir(REPO)
     with pytest.raises(ConfigError, match=expected):
         load_settings(state_dir=tmp_path / "state", kubernetes=kubernetes)
+
+
+def test_image_for__option_then_config_then_the_newest_bento_of_the_serving_version(cluster_settings, monkeypatch):
+    def bento(version: str, mlflow_version: str, minute: int) -> SimpleNamespace:
+        return SimpleNamespace(tag=f"breast-cancer-classifier:{version}", info=SimpleNamespace(labels={"mlflow_version": mlflow_version}),
+                               creation_time=datetime(2026, 1, 1, 0, minute, tzinfo=UTC))
+
+    bentos = [bento("a", "1", 0), bento("b", "2", 1), bento("c", "2", 2), bento("d", "3", 3)]
+    monkeypatch.setattr(kubernetes, "_stored_bentos", lambda name: bentos)
+    monkeypatch.setattr(kubernetes, "resolve_alias", lambda name, alias: "2")
+    configured = load_settings(state_dir=cluster_settings.state_dir, kubernetes={"image": "registry.example/configured:1"})
+
+    assert image_for(cluster_settings, "registry.example/given:1") == "registry.example/given:1"
+    assert image_for(configured, None) == "registry.example/configured:1"
+    assert image_for(cluster_settings, None) == "breast-cancer-classifier:c"  # what `bentoml containerize` would name it
+    monkeypatch.setattr(kubernetes, "resolve_alias", lambda name, alias: "4")
+    with pytest.raises(ConfigError, match=r"Version 4 of model 'breast-cancer-classifier' \(champion\) is not packaged.*--image"):
+        image_for(cluster_settings, None)
 
 
 def test_cli_k8s_render__writes_one_file_per_object_in_the_state_folder(cluster_settings):
