@@ -10,9 +10,11 @@ shows which object changed::
 
 The pod runs the Bento image as BentoML builds it (user 1034, the Bento in
 ``/home/bentoml/bento``, port 3000) with a read-only root file system. The folders the server
-writes get an ``emptyDir`` each (:data:`WRITABLE_FOLDERS`); an ``emptyDir`` over
-``/home/bentoml`` itself would hide the Bento. The prediction log and the label store are
-therefore per pod and lost with it: collect them elsewhere before relying on them in a cluster.
+writes get an ``emptyDir`` each (:data:`WRITABLE_FOLDERS`). BentoML creates its store folders
+and metrics files in its home at start-up, and the image's home is ``/home/bentoml``, which an
+``emptyDir`` would hide the Bento under: so ``BENTOML_HOME`` points at an ``emptyDir`` of its own
+(the Bento is served from its path, its models from inside it). The prediction log and the label
+store are per pod and lost with it: collect them elsewhere before relying on them in a cluster.
 Sizes, replicas and names come from ``kubernetes.*`` (:class:`mlops.config.KubernetesConfig`).
 """
 
@@ -31,15 +33,16 @@ from mlops.config import Settings
 from mlops.errors import ConfigError
 from mlops.serving import resolve_alias
 
-__all__ = ["CONTAINER_PORT", "IMAGE_USER", "WRITABLE_FOLDERS", "dns_name", "image_for", "render_manifests", "write_manifests"]
+__all__ = ["CONTAINER_PORT", "IMAGE_USER", "POD_BENTOML_HOME", "WRITABLE_FOLDERS", "dns_name", "image_for", "render_manifests", "write_manifests"]
 
 CONTAINER_PORT = 3000  # where a containerized Bento listens (its Dockerfile's EXPOSE)
 IMAGE_USER = 1034  # the uid and gid BentoML's Dockerfile gives its user, bentoml
 # Where the server writes under a read-only root: volume name -> mount path (paths in the pod, not here).
 _POD_TMP = "/tmp"  # noqa: S108  # nosec B108
+POD_BENTOML_HOME = "/home/bentoml/bentoml"
 WRITABLE_FOLDERS = {
     "tmp": _POD_TMP,  # the pod's own scratch folder
-    "prometheus": "/home/bentoml/prometheus_multiproc_dir",  # BentoML's metrics, one file per worker
+    "bentoml-home": POD_BENTOML_HOME,  # BentoML's store folders and metrics files (prometheus_multiproc_dir)
     "predictions": "/home/bentoml/predictions",  # the prediction log (mlops.packaging's image folders)
     "labels": "/home/bentoml/labels",  # the label store POST /labels writes
 }
@@ -146,7 +149,10 @@ def _container(settings: Settings, image: str) -> dict[str, Any]:
         "image": image,
         "imagePullPolicy": "IfNotPresent",  # a Bento's version tag names one build: never re-pulled for nothing
         "ports": [{"name": "http", "containerPort": CONTAINER_PORT, "protocol": "TCP"}],
-        "env": [{"name": settings.serving.api_key_env, "valueFrom": {"secretKeyRef": secret}}],
+        "env": [
+            {"name": settings.serving.api_key_env, "valueFrom": {"secretKeyRef": secret}},
+            {"name": "BENTOML_HOME", "value": POD_BENTOML_HOME},
+        ],
         "resources": {
             "requests": {"cpu": config.cpu_request, "memory": config.memory_request},
             "limits": {"cpu": config.cpu_limit, "memory": config.memory_limit},

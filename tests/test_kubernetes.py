@@ -21,7 +21,7 @@ from mlops import kubernetes
 from mlops.cli import cli
 from mlops.config import Settings, load_settings
 from mlops.errors import ConfigError
-from mlops.kubernetes import CONTAINER_PORT, IMAGE_USER, WRITABLE_FOLDERS, dns_name, image_for, render_manifests, write_manifests
+from mlops.kubernetes import CONTAINER_PORT, IMAGE_USER, POD_BENTOML_HOME, WRITABLE_FOLDERS, dns_name, image_for, render_manifests, write_manifests
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -110,7 +110,8 @@ def test_render_manifests__pod_runs_as_bentoml_user_without_privileges_on_a_read
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
     mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
     assert mounts == WRITABLE_FOLDERS and "/tmp" in mounts.values()
-    assert "/home/bentoml" not in mounts.values(), "an emptyDir over the home would hide the Bento"
+    assert "/home/bentoml" not in mounts.values(), "an emptyDir over the image's home would hide the Bento"
+    assert {"name": "BENTOML_HOME", "value": POD_BENTOML_HOME} in container["env"] and POD_BENTOML_HOME in mounts.values()
     assert {volume["name"] for volume in pod["volumes"] if volume["emptyDir"] == {}} == set(mounts)
 
 
@@ -120,8 +121,8 @@ def test_render_manifests__api_key_is_a_secret_reference_never_a_value(cluster_s
 
     manifests = render_manifests(settings, IMAGE)
 
-    env = _container(manifests)["env"]
-    assert env == [{"name": settings.serving.api_key_env, "valueFrom": {"secretKeyRef": {"name": "model-key", "key": "token"}}}]
+    key = [variable for variable in _container(manifests)["env"] if variable["name"] == settings.serving.api_key_env]
+    assert key == [{"name": settings.serving.api_key_env, "valueFrom": {"secretKeyRef": {"name": "model-key", "key": "token"}}}]
     assert "s3cret-key-value" not in yaml.safe_dump_all(manifests)
 
 
