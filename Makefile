@@ -9,7 +9,7 @@ export UV_PYTHON_DOWNLOADS := never
 # BentoML servers) then skips compiling its imports, even where PYTHONDONTWRITEBYTECODE is set.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: install browser postgres demo check test test-fast bench docs ui clean
+.PHONY: install browser postgres checkov demo check test test-fast bench docs ui clean
 
 install: $(VENV)/.installed
 
@@ -39,7 +39,7 @@ check: install
 # Three test processes (pytest-xdist): most tests wait on servers they start, so three
 # keep 2 cores busy. The slowest tests are listed at the end: the budget is 25 minutes.
 TEST_WORKERS ?= 3
-test: check browser postgres
+test: check browser postgres checkov
 	$(VENV)/bin/pytest -n $(TEST_WORKERS) --durations=40
 
 # Debian's Chromium for the browser tests (Playwright drives it; no browser download).
@@ -55,6 +55,16 @@ postgres:
 		command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql; } || \
 		echo "PostgreSQL could not be installed (needs root and apt-get): the stack tests will skip."; }
+
+# checkov scans the manifests `mlops k8s render` writes (tests/test_kubernetes.py). It gets its own
+# environment, from its own lock: its pins (packaging, cachetools, ...) would move the project's.
+CHECKOV := .tools/checkov/bin/checkov
+checkov: $(CHECKOV)
+
+$(CHECKOV): deploy/k8s/checkov-requirements.txt | $(UV)
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) .tools/checkov
+	$(UV) pip sync --quiet --python .tools/checkov/bin/python deploy/k8s/checkov-requirements.txt
+	touch $@
 
 test-fast: install
 	$(VENV)/bin/pytest -n $(TEST_WORKERS) -m "not slow"

@@ -886,6 +886,26 @@ def env_show(ctx: click.Context, name: str | None) -> None:
     click.echo(_settings_json(settings))
 
 
+@cli.group()
+def k8s() -> None:
+    """Kubernetes manifests for the packaged model server (docs/cluster.md)."""
+
+
+@k8s.command("render")
+@click.option("--image", help="Image to run (default: kubernetes.image, else the packaged Bento's name:version).")
+@click.option("--out", type=click.Path(file_okay=False), help="Folder for the YAML files (default: STATE/k8s).")
+@_command
+def k8s_render(settings: Settings, image: str | None, out: str | None) -> None:
+    """Write the Deployment, Service, autoscaler and disruption budget of the serving model, one YAML file each."""
+    from mlops import kubernetes
+
+    folder = Path(out) if out else settings.state_dir / "k8s"
+    manifests = kubernetes.render_manifests(settings, kubernetes.image_for(settings, image))
+    for path in kubernetes.write_manifests(manifests, folder):
+        click.echo(f"Wrote {path}")
+    click.echo(f"  kubectl apply -n {settings.kubernetes.namespace} -f {folder}")
+
+
 @cli.command("config")
 @click.option("--schema", is_flag=True, help="Print the JSON schema instead of the effective config.")
 @click.pass_context

@@ -43,6 +43,7 @@ __all__ = [
     "CandidateConfig",
     "CLASSIFICATION_METRICS",
     "DataConfig",
+    "KubernetesConfig",
     "LogsConfig",
     "ModelConfig",
     "MonitoringConfig",
@@ -300,6 +301,55 @@ class ServingConfig(_Section):
     log_backups: int = Field(3, ge=1, description="Rotated server logs kept (serve-PORT.log.1, ...).")
 
 
+# A Kubernetes quantity as requests and limits take it: 500m, 1, 1.5, 512Mi, 1G.
+_QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"
+_QUANTITY_UNITS = {"m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+
+
+def _quantity(value: str) -> float:
+    """``500m`` -> 0.5, ``1Ki`` -> 1024.0: enough to compare a request with its limit."""
+    number = value.rstrip("mkMGTi")
+    return float(number) * _QUANTITY_UNITS.get(value[len(number):], 1.0)
+
+
+class KubernetesConfig(_Section):
+    """What ``mlops k8s render`` writes for a cluster (docs/cluster.md): where, how many, how big.
+
+    Checked here, not by the cluster: an HPA whose minimum exceeds its maximum, or a
+    request above its limit, would be refused at ``kubectl apply``, far from the config.
+    """
+
+    namespace: str = Field("mlops", pattern=_DNS_LABEL, description="The namespace every object is rendered in (create it first).")
+    replicas: int = Field(2, ge=1, description="Pods the Deployment starts with; the autoscaler moves it between min and max.")
+    min_replicas: int = Field(2, ge=1, description="The autoscaler's floor (2: a drained node leaves one pod serving).")
+    max_replicas: int = Field(5, ge=1, description="The autoscaler's ceiling.")
+    cpu_target_percent: int = Field(70, ge=1, le=100, description="Average CPU use, as a share of the request, the autoscaler aims at.")
+    cpu_request: str = Field("500m", pattern=_QUANTITY, description="CPU each pod is guaranteed (the autoscaler's 100%).")
+    cpu_limit: str = Field("1", pattern=_QUANTITY, description="CPU each pod may use at most (throttled above).")
+    memory_request: str = Field("512Mi", pattern=_QUANTITY, description="Memory each pod is guaranteed.")
+    memory_limit: str = Field("1Gi", pattern=_QUANTITY, description="Memory each pod may use at most (killed above).")
+    secret_name: str | None = Field(
+        None, pattern=_DNS_LABEL, description="The Secret holding the API key; default: <model name>-api-key."
+    )
+    secret_key: str = Field("api-key", pattern=r"^[-._a-zA-Z0-9]+$", description="The key of that Secret holding the API key.")
+    image: str | None = Field(None, min_length=1, description="The image to run; default: the packaged Bento's name:version.")
+    max_unavailable: int | None = Field(
+        None, ge=1, description="The disruption budget's maxUnavailable; default: minAvailable 1."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KubernetesConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})")
+        if not self.min_replicas <= self.replicas <= self.max_replicas:
+            raise ValueError(f"replicas ({self.replicas}) is outside min_replicas..max_replicas ({self.min_replicas}..{self.max_replicas})")
+        for name, request, limit in (("cpu", self.cpu_request, self.cpu_limit), ("memory", self.memory_request, self.memory_limit)):
+            if _quantity(request) > _quantity(limit):
+                raise ValueError(f"{name}_request ({request}) is above {name}_limit ({limit})")
+        return self
+
+
 class MonitoringConfig(_Section):
     """When drift counts as drift and what it triggers."""
 
@@ -445,6 +495,7 @@ class Settings(BaseSettings):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     serving: ServingConfig = ServingConfig()
+    kubernetes: KubernetesConfig = KubernetesConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     schedules: SchedulesConfig = SchedulesConfig()
     alerts: AlertsConfig = AlertsConfig()
