@@ -695,16 +695,36 @@ def status(settings: Settings, as_json: bool) -> None:
 @click.argument("version")
 @click.option("--force", is_flag=True, help="Move even if the gate's checks fail.")
 @click.option("--reason", default="", help="Why, for the audit log.")
+@click.option("--to", "to", help="Copy VERSION (this profile's champion) into that profile's registry and promote it there.")
 @_command
-def promote(settings: Settings, version: str, force: bool, reason: str) -> None:
+def promote(settings: Settings, version: str, force: bool, reason: str, to: str | None) -> None:
     """Make VERSION the champion, through the gate's checks (margin and floors) unless --force."""
     from mlops import tracking
     from mlops.progress import progress
 
+    if to is not None:
+        _promote_to(settings, version, to, force, reason)
+        return
     with progress(f"promoting v{version}"):
         decision = tracking.promote_version(settings, version, _holdout(settings), force=force, reason=reason)
     _report_move(decision, "promote")
     _follow_champion(settings)
+
+
+def _promote_to(source: Settings, version: str, to: str, force: bool, reason: str) -> None:
+    from mlops.environment import check_services
+    from mlops.progress import progress
+    from mlops.promotion import promote_to
+
+    target = _settings(click.get_current_context(), to)
+    if target.mlflow_tracking_uri == source.mlflow_tracking_uri and target.model.name == source.model.name:
+        raise ConfigError(f"Profile '{to}' uses the same registry and model name as '{source.environment}': nothing to copy. "
+                          "Give the profile its own tracking_uri or model.name.")  # fmt: skip
+    check_services(target)
+    with progress(f"promoting {source.environment} v{version} to {to}"):
+        decision = promote_to(source, version, target, _holdout(target), force=force, reason=reason)
+    click.echo(f"{to}: {target.model.name} v{decision.challenger_version} copied from {source.environment} v{version}.")
+    _report_move(decision, "promote")
 
 
 @cli.command()

@@ -72,6 +72,9 @@ def _project(folder: Path, ports: dict[str, int]) -> Path:
         f"    prefect_api_url: http://127.0.0.1:{ports['prefect']}/api\n"
         "    model:\n      name: churn-staging\n"
         "    schedules:\n      work_pool: mlops\n"
+        "  production:\n"
+        f"    tracking_uri: http://127.0.0.1:{ports['mlflow']}\n"
+        "    model:\n      name: churn-production\n"
         "  nowhere:\n    tracking_uri: http://127.0.0.1:9/\n"
     )
     _ok(_mlops(folder, "contract", "draft", train.name, "--write"))
@@ -139,6 +142,28 @@ def test_stack__up_again_keeps_the_servers_status_lists_them_and_down_stops_ever
     assert down.returncode == 4 and "not running" in down.stdout
     nowhere = _mlops(stack_project, "--env", "staging", "train")
     assert nowhere.returncode == 4 and "does not answer" in nowhere.stderr and "Traceback" not in nowhere.stderr
+
+
+@needs_postgres
+@pytest.mark.slow
+def test_promote_to__a_blessed_version_moves_local_to_staging_to_production_through_each_gate(stack_project: Path):
+    _ok(_mlops(stack_project, "stack", "up"))
+    _ok(_mlops(stack_project, "--env", "staging", "train"))  # staging has a champion already
+    _ok(_mlops(stack_project, "train"))  # local: SQLite under the state folder, its own registry
+    to_staging = _ok(_mlops(stack_project, "promote", "1", "--to", "staging", "--force", "--reason", "release 1"))
+    server = json.loads(_ok(_mlops(stack_project, "env", "show", "staging")).replace(" ", ""))["tracking_uri"]
+    staging = httpx.get(f"{server}/api/2.0/mlflow/registered-models/alias", params={"name": "churn-staging", "alias": "champion"}, timeout=10)
+    champion = staging.json()["model_version"]
+    tags = {tag["key"]: tag["value"] for tag in champion["tags"]}
+    assert "copied from local v1" in to_staging and tags["mlops.promoted_from"] == "local:churn-classifier/1", tags
+
+    refused = _mlops(stack_project, "--env", "staging", "promote", str(int(champion["version"]) - 1), "--to", "production")
+    to_production = _ok(_mlops(stack_project, "--env", "staging", "promote", champion["version"], "--to", "production"))
+
+    assert refused.returncode == 2 and "not the champion of 'staging'" in refused.stderr, refused.stderr
+    assert "champion → v1" in to_production  # production had none: its gate promotes the first
+    audit = (stack_project / ".mlops" / "audit.jsonl").read_text()
+    assert f"from staging:churn-staging/{champion['version']}" in audit and "from local:churn-classifier/1: release 1" in audit
 
 
 _RUN_THE_DEPLOYMENT = """
