@@ -77,6 +77,10 @@ def _command(function: Callable[..., Any] | None = None, *, services: bool = Tru
         from mlops.logs import console_logs
 
         settings = None
+        chosen = kwargs.pop("command_environment", None)
+        if chosen:  # `mlops train --env staging` as `mlops --env staging train`
+            ctx.find_root().obj = (*ctx.find_root().obj[:3], chosen)
+            os.environ["MLOPS_ENV"] = chosen
         try:
             settings = _settings(ctx)
             with console_logs(settings.logs):
@@ -101,7 +105,8 @@ def _command(function: Callable[..., Any] | None = None, *, services: bool = Tru
                                     "This is the project's code: fix it and run the command again.")  # fmt: skip
             sys.exit(ConfigError.exit_code)
 
-    return wrapper
+    option = click.option("--env", "command_environment", metavar="NAME", help="The profile of mlops.yaml to run in (as `mlops --env`).")
+    return option(wrapper)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -836,9 +841,10 @@ def stack_up(settings: Settings) -> None:
 
     servers = server_stack.stack_up(settings, progress=lambda name: click.echo(f"starting {name}...", err=True))
     _show_stack(settings, [(server, True) for server in servers])
-    urls = server_stack.stack_urls(settings)
-    click.echo("\nA profile in mlops.yaml that uses it (then `mlops --env staging train`):\n"
-               f"environments:\n  staging:\n    tracking_uri: {urls['tracking_uri']}\n    prefect_api_url: {urls['prefect_api_url']}")  # fmt: skip
+    import yaml
+
+    profile = yaml.safe_dump({"environments": {"staging": settings.stack.profile()}}, sort_keys=False)
+    click.echo(f"\nA profile in mlops.yaml that uses it (then `mlops --env staging train`):\n{profile}", nl=False)
 
 
 @stack.command("status")

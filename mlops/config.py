@@ -452,6 +452,14 @@ class StackConfig(_Section):
     )
     startup_timeout_seconds: float = Field(180.0, gt=0, description="How long each server may take to answer.")
 
+    def profile(self) -> dict[str, Any]:
+        """The settings of a profile that uses this stack (``environments: {staging: ...}``)."""
+        return {
+            "tracking_uri": f"http://127.0.0.1:{self.mlflow_port}",
+            "prefect_api_url": f"http://127.0.0.1:{self.prefect_port}/api",
+            "schedules": {"work_pool": self.work_pool},
+        }
+
 
 _ENTRY_POINT = r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$"
 

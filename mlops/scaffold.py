@@ -20,7 +20,7 @@ import yaml
 
 from mlops import contract
 from mlops import data as tables
-from mlops.config import SAMPLE_DATASET, ProjectConfig, dataset_name
+from mlops.config import SAMPLE_DATASET, ProjectConfig, StackConfig, dataset_name
 from mlops.data import write_sample_data
 from mlops.errors import ConfigError
 from mlops.project import TEMPLATE
@@ -109,7 +109,11 @@ def _config_text(data: dict[str, str]) -> str:
 
     entry_points = {name: field.default for name, field in ProjectConfig.model_fields.items() if name != "root"}
     body = {"data": data, "project": entry_points}
-    return header + yaml.safe_dump(body, sort_keys=False)
+    profiles = (
+        "# Profiles (`mlops --env staging train`, docs/cluster.md): staging is the stack `mlops stack up` starts.\n"
+        + yaml.safe_dump({"environments": {"staging": StackConfig().profile()}}, sort_keys=False)
+    )
+    return header + yaml.safe_dump(body, sort_keys=False) + profiles
 
 
 def _framework_source() -> str:

@@ -40,7 +40,7 @@ from mlops.config import Settings
 from mlops.environment import TELEMETRY_OFF
 from mlops.errors import ConfigError, ServiceUnavailable
 
-__all__ = ["StackProcess", "stack_down", "stack_status", "stack_up", "stack_urls"]
+__all__ = ["StackProcess", "stack_down", "stack_status", "stack_up"]
 
 DATABASE_USER = "mlops"
 DATABASES = ("mlflow", "prefect")
@@ -61,14 +61,6 @@ class StackProcess:
     @property
     def running(self) -> bool:
         return processes.is_ours(self.pid, self.started)
-
-
-def stack_urls(settings: Settings) -> dict[str, str]:
-    """What a profile sets to use the stack: the MLflow and Prefect servers' addresses."""
-    return {
-        "tracking_uri": f"http://127.0.0.1:{settings.stack.mlflow_port}",
-        "prefect_api_url": f"http://127.0.0.1:{settings.stack.prefect_port}/api",
-    }
 
 
 def stack_up(settings: Settings, progress: Callable[[str], None] = lambda line: None) -> list[StackProcess]:
@@ -203,7 +195,7 @@ def _start_prefect(settings: Settings, password: Path) -> StackProcess:
 
 
 def _start_worker(settings: Settings) -> StackProcess:
-    api = stack_urls(settings)["prefect_api_url"]
+    api = settings.stack.profile()["prefect_api_url"]
     pool = settings.stack.work_pool
     command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process", "--name", f"{pool}-worker"]
     env = {**_clean_environment(), "PREFECT_API_URL": api, "PREFECT_HOME": str(_stack_dir(settings) / "worker")}

@@ -292,3 +292,15 @@ def test_env__profiles_are_listed_shown_with_secrets_masked_and_an_unknown_one_i
     assert unknown.returncode == 2 and "No profile 'prod'" in unknown.stderr and "local, staging" in unknown.stderr
     assert down.returncode == 4 and "127.0.0.1:1 does not answer" in down.stderr and "s3cr3t" not in down.stderr
     assert not (tmp_path / ".mlops" / "mlflow.db").exists()  # nothing half-written
+
+
+def test_env__the_reference_project_and_new_projects_have_a_staging_profile_on_the_stack(tmp_path: Path):
+    from mlops.config import StackConfig, load_settings
+    from mlops.scaffold import _config_text
+
+    (tmp_path / "mlops.yaml").write_text(_config_text({"training": "data.csv", "target": "y"}))
+    for project in (Path(__file__).resolve().parents[1], tmp_path):
+        staging = load_settings(project=project, environment="staging", state_dir=tmp_path / "state")
+        profile = StackConfig().profile()
+        assert staging.mlflow_tracking_uri == profile["tracking_uri"] and staging.prefect_api_url == profile["prefect_api_url"]
+        assert staging.schedules.work_pool == profile["schedules"]["work_pool"] and staging.environment == "staging"
