@@ -35,6 +35,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -333,11 +334,32 @@ def _log_trials(trials: Sequence[Trial], metric: str, experiment_id: str, tags: 
             mlflow.log_metrics({f"cv_{metric}": trial.cv_score, f"cv_{metric}_std": trial.cv_std})
 
 
+# The store's words for a row another writer inserted first (PostgreSQL, MySQL, SQLite).
+_INSERTED_MEANWHILE = ("UniqueViolation", "duplicate key value", "Duplicate entry", "UNIQUE constraint failed")
+
+
+def _log_input(dataset: Any, attempts: int = 3) -> None:
+    """``mlflow.log_input``, again when a concurrent training inserted the same dataset first.
+
+    MLflow's SQL store checks for the dataset, then inserts it: two trainings of the same
+    file on one server race there, and the loser's insert breaks the unique key. On the
+    retry the dataset exists and is only linked to the run.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            mlflow.log_input(dataset, context="training")
+            return
+        except MlflowException as exc:
+            if attempt == attempts or not any(words in str(exc) for words in _INSERTED_MEANWHILE):
+                raise
+            time.sleep(0.2 * attempt)
+
+
 def _log_data(frame, split: DataSplit, settings: Settings, data_path: Path, manifest) -> None:
     """The dataset as a run input, the suite, and the split manifest (which row went where)."""
     # mlflow.data exports from_pandas lazily, out of mypy's sight
     dataset = mlflow.data.from_pandas(frame, source=str(data_path), targets=settings.data.target, name="train")  # type: ignore[attr-defined]
-    mlflow.log_input(dataset, context="training")
+    _log_input(dataset)
     for path in contract_files(settings):
         mlflow.log_artifact(str(path), artifact_path="contract")
     # The snapshot monitoring compares the served traffic with (bounded for large data).

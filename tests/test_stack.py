@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -166,6 +168,32 @@ def test_promote_to__a_blessed_version_moves_local_to_staging_to_production_thro
     assert f"from staging:churn-staging/{champion['version']}" in audit and "from local:churn-classifier/1: release 1" in audit
 
 
+@needs_postgres
+@pytest.mark.slow
+def test_stack__two_trainings_at_once_on_the_servers_both_register_and_the_gate_decides_each(stack_project: Path):
+    _ok(_mlops(stack_project, "stack", "up"))
+    server = json.loads(_ok(_mlops(stack_project, "env", "show", "staging")).replace(" ", ""))["tracking_uri"]
+    search = f"{server}/api/2.0/mlflow/model-versions/search"
+    before = httpx.get(search, params={"filter": "name='churn-staging'"}, timeout=10).json().get("model_versions", [])
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(("MLOPS_", "MLFLOW_", "PREFECT_"))}
+    command = [str(MLOPS), "--log-format", "text", "--env", "staging", "train"]
+    runs = [
+        subprocess.Popen(command, cwd=stack_project, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # noqa: S603
+        for _ in range(2)
+    ]
+    outputs = [run.communicate(timeout=600) for run in runs]
+
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    after = httpx.get(search, params={"filter": "name='churn-staging'"}, timeout=10).json()["model_versions"]
+    new = [version for version in after if version["version"] not in {old["version"] for old in before}]
+    assert len(new) == 2
+    for version in new:
+        tags = {tag["key"]: tag["value"] for tag in version.get("tags", [])}
+        assert tags.get("mlops.status") == "complete" and tags.get("mlops.gate.decision") in ("promoted", "rejected"), tags
+    aliases = httpx.get(f"{server}/api/2.0/mlflow/registered-models/get", params={"name": "churn-staging"}, timeout=10).json()
+    assert sum(alias["alias"] == "champion" for alias in aliases["registered_model"]["aliases"]) == 1
+
+
 _RUN_THE_DEPLOYMENT = """
 import sys
 from prefect.deployments import run_deployment
@@ -269,6 +297,39 @@ def test_stack__a_taken_port_is_refused_before_anything_starts(tmp_path: Path):
     assert result.returncode == 2, result.stderr
     assert f"Port {mlflow}" in result.stderr and "stack.mlflow_port" in result.stderr and "Traceback" not in result.stderr
     assert not (project / ".mlops" / "stack" / "postgres").exists()
+
+
+@needs_postgres
+@pytest.mark.slow
+def test_stack__sigterm_while_it_starts_stops_every_server_it_started():
+    base = Path(tempfile.mkdtemp(prefix="mlops-stack-", dir="/var/tmp" if Path("/var/tmp").is_dir() else None))
+    base.chmod(0o711)
+    postgres, mlflow, prefect = _free_ports(3)
+    (base / "mlops.yaml").write_text(f"stack:\n  postgres_port: {postgres}\n  mlflow_port: {mlflow}\n  prefect_port: {prefect}\n")
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(("MLOPS_", "MLFLOW_", "PREFECT_"))}
+    try:
+        up = subprocess.Popen(  # noqa: S603
+            [str(MLOPS), "stack", "up"], cwd=base, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        log = base / ".mlops" / "logs" / "stack-mlflow.log"
+        deadline = time.monotonic() + 120
+        while not log.exists() and up.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)  # PostgreSQL runs; the MLflow server is starting
+        started = {pid for pid in processes.descendants(up.pid)}
+        up.send_signal(signal.SIGTERM)
+        _, stderr = up.communicate(timeout=120)
+
+        assert up.returncode != 0 and "Traceback" not in stderr, stderr
+        assert not processes.left(started), "a server outlived the interrupted `mlops stack up`"
+        assert not any(_port_taken(port) for port in (postgres, mlflow, prefect))
+        assert not (base / ".mlops" / "stack" / "stack.json").exists()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def test_stack__no_postgresql_binaries_says_how_to_install_them(tmp_path: Path):
