@@ -60,7 +60,9 @@ def task_runner(settings: Settings) -> TaskRunner[Any] | None:
         "threads_per_worker": config.dask_threads_per_worker,
         "processes": True,
         "host": "127.0.0.1",  # the scheduler and the workers listen on loopback only
-        "dashboard_address": None,  # no dashboard server
+        # The scheduler's HTTP endpoint (health, metrics) on a free loopback port: with None it still takes 8787,
+        # on which two flow runs' clusters collide.
+        "dashboard_address": "127.0.0.1:0",
     }
     return FlowApiDaskTaskRunner(cluster_kwargs=cluster)
 
