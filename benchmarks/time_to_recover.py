@@ -40,10 +40,10 @@ from _traffic import read_answers, start_client  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 TARGET_SECONDS = 10.0
 # Consecutive stage boundaries: (stage, Prefect task run whose end closes it); see stage_times.
-TRAINING_STAGES = (("validate", "validate_data"), ("train", "train_candidates"), ("register", "register_model"),
+TRAINING_STAGES = (("validate", "validate_data"), ("train", "pick_best"), ("register", "register_model"),
                    ("recent set, gate", "gate"))
 # Task runs of one monitoring flow run that retrains and redeploys, and of its training flow run.
-MONITORING_TASKS, TRAINING_TASKS = 10, 7
+MONITORING_TASKS, TRAINING_TASKS = 10, 8  # the training flow: a search_candidate per candidate (one here) and pick_best
 TOTAL = "drift detected → new champion answering"
 
 

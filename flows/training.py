@@ -1,4 +1,4 @@
-"""The training flow: validate → split → search → register → gate → model card.
+"""The training flow: validate → split → search (a task per candidate) → pick the best → register → gate → model card.
 
 A project file (``project.training`` in ``mlops.yaml``): edit it, or compose your own
 flow from :mod:`mlops.tasks` the same way.
@@ -70,7 +70,11 @@ def training_flow(
     except MlopsError as exc:
         return Failed(message=str(exc), data=exc)
     split = tasks.split_data(frame, settings, labeled_from, labeled_weight)
-    searched = tasks.train_candidates(split, settings, candidates)
+    # One task run per candidate, side by side on the task runner (orchestration.task_runner: threads or dask).
+    columns = tasks.candidate_columns(settings)
+    searches = [tasks.search_candidate.submit(candidate, split, settings, columns)
+                for candidate in training.candidates_to_search(settings.model, candidates)]  # fmt: skip
+    searched = tasks.pick_best([search.result() for search in searches], split, settings)
     fingerprint = data.data_fingerprint(frame)
     flow_run_id = str(runtime.flow_run.id) if runtime.flow_run.id else None
     tags = {"trigger": trigger, "data_fingerprint": fingerprint, "flow_run_id": flow_run_id or ""}

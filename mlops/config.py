@@ -47,6 +47,7 @@ __all__ = [
     "LogsConfig",
     "ModelConfig",
     "MonitoringConfig",
+    "OrchestrationConfig",
     "REGRESSION_METRICS",
     "SchedulesConfig",
     "SearchConfig",
@@ -406,6 +407,26 @@ class SchedulesConfig(_Section):
     )
 
 
+class OrchestrationConfig(_Section):
+    """Where a flow's tasks run: Prefect's thread pool in the flow's process, or a Dask cluster.
+
+    With ``dask``, each candidate's search is a task run of its own on a Dask worker
+    (``prefect-dask``): ``dask_address`` is a running scheduler's; without one a local
+    cluster of ``dask_workers`` processes on 127.0.0.1 lives as long as the flow run.
+    """
+
+    task_runner: Literal["threads", "dask"] = Field(
+        "threads", description="threads: Prefect's ThreadPoolTaskRunner in the flow's process; dask: prefect-dask's DaskTaskRunner."
+    )
+    dask_address: str | None = Field(
+        None,
+        pattern=r"^(tcp|tls)://[^\s/:]+:[0-9]{1,5}$",
+        description="A running Dask scheduler, e.g. tcp://scheduler:8786; default: a local cluster started for each flow run.",
+    )
+    dask_workers: int = Field(2, ge=1, description="Worker processes of the local cluster.")
+    dask_threads_per_worker: int = Field(1, ge=1, description="Threads of each local worker.")
+
+
 # The events a flow can alert on (:func:`mlops.alerts.send_alert`); ``alerts.events`` picks among them.
 AlertEvent = Literal[
     "drift_detected", "gate_rejected", "deployment_rolled_back", "flow_failed", "retrain_needs_labels", "challenger_waiting"
@@ -506,6 +527,7 @@ class Settings(BaseSettings):
     kubernetes: KubernetesConfig = KubernetesConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     schedules: SchedulesConfig = SchedulesConfig()
+    orchestration: OrchestrationConfig = OrchestrationConfig()
     alerts: AlertsConfig = AlertsConfig()
     logs: LogsConfig = LogsConfig()
     project: ProjectConfig = ProjectConfig()

@@ -103,14 +103,19 @@ def load_entry_point(settings: Settings, name: EntryName) -> Any:
 
 
 def load_flow(settings: Settings, name: Literal["training", "monitoring", "scoring"]) -> Any:
-    """The project's flow (``project.training`` …): a Prefect flow, called like the function it wraps."""
+    """The project's flow (``project.training`` …): a Prefect flow, called like the function it wraps.
+
+    It runs its tasks on the configured task runner (``orchestration.task_runner``: threads, or a Dask cluster).
+    """
     from prefect import Flow
+
+    from mlops.task_runners import with_task_runner  # Prefect and Dask: only once the tools are bound
 
     found = load_entry_point(settings, name)
     if not isinstance(found, Flow):
         point = entry_point(settings, name)
         raise ConfigError(f"{point.path}:{point.name} is not a Prefect flow: decorate it with @flow.")
-    return found
+    return with_task_runner(found, settings)
 
 
 def _import(point: EntryPoint) -> ModuleType:

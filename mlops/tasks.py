@@ -34,6 +34,7 @@ from mlops.prediction_log import METADATA_COLUMNS, read_prediction_log
 from mlops.training import DataSplit
 
 __all__ = [
+    "candidate_columns",
     "compare_with_shadow",
     "count_refused",
     "decide_retrain",
@@ -46,6 +47,7 @@ __all__ = [
     "measure_drift",
     "measure_quality",
     "package_model",
+    "pick_best",
     "predict",
     "publish_monitoring",
     "publish_scoring",
@@ -55,6 +57,7 @@ __all__ = [
     "register_model",
     "retrain",
     "save_check_summary",
+    "search_candidate",
     "send_alert",
     "split_data",
     "train_candidates",
@@ -125,21 +128,53 @@ def split_data(frame, settings: Settings, labeled_from: int | None = None, label
 
 
 @task(cache_policy=NO_CACHE)
+def search_candidate(
+    candidate: training.Candidate, split: DataSplit, settings: Settings, columns: tuple[list[str], list[str]]
+) -> training.CandidateSearch:
+    """One candidate's cross-validated search, a task run of its own (``columns``: the contract's numeric, categorical).
+
+    Wraps :func:`mlops.training.search_candidate`. The training flow submits one per candidate:
+    they run side by side on the flow's task runner (``orchestration.task_runner``).
+    """
+    _logger().info("searching candidate %s (%d-fold cross-validation)", candidate.name, settings.model.search.cv_folds)
+    return training.search_candidate(candidate, split, settings.model, columns)
+
+
+@task(cache_policy=NO_CACHE)
+def pick_best(searches: list[training.CandidateSearch], split: DataSplit, settings: Settings) -> training.SearchResult:
+    """The best candidate (the first of the highest cross-validated score) refitted and scored on the holdout.
+
+    Wraps :func:`mlops.training.pick_best`; ``searches`` in the candidates' order, whatever finished first.
+    """
+    result = training.pick_best(searches, split, settings.model)
+    _log_search(result)
+    return result
+
+
+@task(cache_policy=NO_CACHE)
 def train_candidates(
     split: DataSplit, settings: Settings, candidates: list[training.Candidate] | None = None
 ) -> training.SearchResult:
-    """Search every candidate (``model.candidates``, or ``candidates`` declared in Python) by cross-validation.
+    """Search every candidate (``model.candidates``, or ``candidates`` declared in Python) in this one task run.
 
     Wraps :func:`mlops.training.search_candidates`; the best is refitted and scored on the holdout.
+    The project's training flow runs :func:`search_candidate` per candidate and :func:`pick_best` instead.
     """
-    columns = training.contract_columns(contract.load_contract(settings.data.contract))
-    result = training.search_candidates(split, settings.model, candidates, columns)
-    logger = _logger()
+    result = training.search_candidates(split, settings.model, candidates, candidate_columns(settings))
+    _log_search(result)
+    return result
+
+
+def _log_search(result: training.SearchResult) -> None:
     best = result.best
     others = ", ".join(f"{name} {value:.4f}" for name, value in best.metrics.items() if name != result.metric)
-    logger.info("%s trials; best %s: holdout %s %.4f (%s)", len(result.trials), best.params["estimator"], result.metric,
-                best.metrics.get(result.metric, float("nan")), others)  # fmt: skip
-    return result
+    _logger().info("%s trials; best %s: holdout %s %.4f (%s)", len(result.trials), best.params["estimator"], result.metric,
+                   best.metrics.get(result.metric, float("nan")), others)  # fmt: skip
+
+
+def candidate_columns(settings: Settings) -> tuple[list[str], list[str]]:
+    """The data contract's numeric and categorical feature columns, as the candidates' preprocessing takes them."""
+    return training.contract_columns(contract.load_contract(settings.data.contract))
 
 
 @task(cache_policy=NO_CACHE)

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Candidate",
+    "CandidateSearch",
     "DataSplit",
     "SearchResult",
     "TrainedModel",
@@ -50,6 +51,7 @@ __all__ = [
     "build_pipeline",
     "build_preprocessor",
     "candidates_from_config",
+    "candidates_to_search",
     "check_contract_fits",
     "check_trainable",
     "contract_columns",
@@ -57,7 +59,9 @@ __all__ = [
     "feature_frame",
     "higher_is_better",
     "infer_columns",
+    "pick_best",
     "row_hashes",
+    "search_candidate",
     "search_candidates",
     "split_holdout",
     "split_for_contract",
@@ -122,6 +126,18 @@ class TrainedModel:
     # The winning trial's cross-validated score (``cv_<metric>``, ``cv_<metric>_std``), logged on
     # the parent under the trials' keys.
     cv_metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CandidateSearch:
+    """One candidate's search (:func:`search_candidate`): its trials, the best of them and its refitted pipeline."""
+
+    candidate: str
+    trials: tuple[Trial, ...]
+    best_trial: Trial
+    # The search's ``best_score_``: the mean cross-validated score as scikit-learn ranks it (higher is better).
+    best_score: float
+    pipeline: Pipeline
 
 
 @dataclass(frozen=True)
@@ -371,34 +387,61 @@ def search_candidates(
     candidates: list[Candidate] | None = None,
     columns: tuple[list[str], list[str]] | None = None,
 ) -> SearchResult:
-    """Search each candidate's space by cross-validation on the training part.
+    """Search each candidate's space by cross-validation on the training part, one after the other.
 
     The best candidate (by mean cross-validated primary metric, never by the holdout,
     which stays for the gate) is refitted on the whole training part and scored on
     the holdout. ``columns`` (numeric, categorical) default to the dtypes' verdict.
+    The training flow runs :func:`search_candidate` as one task per candidate instead
+    (in parallel on a Dask cluster), then :func:`pick_best`: the same result.
     """
+    searches, candidates = [], candidates_to_search(config, candidates)
+    for number, candidate in enumerate(candidates, 1):
+        _logger().info("searching candidate %d/%d: %s (%d-fold cross-validation)", number, len(candidates), candidate.name,
+                       config.search.cv_folds)  # fmt: skip
+        searches.append(search_candidate(candidate, split, config, columns))
+    return pick_best(searches, split, config)
+
+
+def candidates_to_search(config: ModelConfig, candidates: list[Candidate] | None = None) -> list[Candidate]:
+    """``candidates`` (declared in Python), else ``model.candidates``; none at all is a config error."""
     candidates = candidates if candidates is not None else candidates_from_config(config)
     if not candidates:
         raise ConfigError("No candidates to train. Add model.candidates to the config or pass some.")
-    trials: list[Trial] = []
-    fitted = []
-    for number, candidate in enumerate(candidates, 1):
-        _logger().info("searching candidate %d/%d: %s (%d-fold cross-validation)", number, len(candidates),
-                       candidate.name, config.search.cv_folds)  # fmt: skip
-        search = _search(candidate, split, config, columns)
-        found = _trials(candidate.name, search, split, config)
-        trials += found
-        fitted.append((search.best_score_, candidate, search, found[search.best_index_]))
-        leader = max(fitted, key=lambda item: item[0])
-        _logger().info("candidate %d/%d %s: %d trials, best cv %s %.4f; best so far: %s %.4f", number, len(candidates),
-                       candidate.name, len(found), config.metric, found[search.best_index_].cv_score, leader[1].name,
-                       leader[3].cv_score)  # fmt: skip
-    _, candidate, search, best_trial = max(fitted, key=lambda item: item[0])
-    params = _params(candidate.name, search.best_estimator_, split, config)
-    metrics = evaluate(search.best_estimator_, split.x_holdout, split.y_holdout, config.task, config.positive_label)
-    cv_metrics = {f"cv_{config.metric}": best_trial.cv_score, f"cv_{config.metric}_std": best_trial.cv_std}
-    best = TrainedModel(search.best_estimator_, metrics, params, cv_metrics)
-    return SearchResult(best, tuple(trials), config.metric)
+    return candidates
+
+
+def search_candidate(
+    candidate: Candidate, split: DataSplit, config: ModelConfig, columns: tuple[list[str], list[str]] | None = None
+) -> CandidateSearch:
+    """One candidate's cross-validated search: its trials and its best pipeline, refitted on the training part.
+
+    Independent of the other candidates, so each may run in a process (or on a machine) of its own.
+    """
+    search = _search(candidate, split, config, columns)
+    trials = tuple(_trials(candidate.name, search, split, config))
+    return CandidateSearch(candidate.name, trials, trials[search.best_index_], float(search.best_score_), search.best_estimator_)
+
+
+def pick_best(searches: list[CandidateSearch], split: DataSplit, config: ModelConfig) -> SearchResult:
+    """The first candidate with the highest cross-validated score, scored on the holdout; every trial kept in order.
+
+    Ties go to the earlier candidate, as ``max`` keeps the first of equals: the order of
+    ``model.candidates`` decides, never the order in which parallel searches finished.
+    """
+    if not searches:
+        raise ConfigError("No candidates to train. Add model.candidates to the config or pass some.")
+    for number, search in enumerate(searches, 1):
+        leader = max(searches[:number], key=lambda found: found.best_score)
+        _logger().info("candidate %d/%d %s: %d trials, best cv %s %.4f; best so far: %s %.4f", number, len(searches),
+                       search.candidate, len(search.trials), config.metric, search.best_trial.cv_score, leader.candidate,
+                       leader.best_trial.cv_score)  # fmt: skip
+    best = max(searches, key=lambda search: search.best_score)
+    params = _params(best.candidate, best.pipeline, split, config)
+    metrics = evaluate(best.pipeline, split.x_holdout, split.y_holdout, config.task, config.positive_label)
+    cv_metrics = {f"cv_{config.metric}": best.best_trial.cv_score, f"cv_{config.metric}_std": best.best_trial.cv_std}
+    trials = tuple(trial for search in searches for trial in search.trials)
+    return SearchResult(TrainedModel(best.pipeline, metrics, params, cv_metrics), trials, config.metric)
 
 
 def _logger() -> logging.Logger:

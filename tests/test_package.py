@@ -21,6 +21,9 @@ BEFORE_BINDING = ("mlops/environment.py", "mlops/project.py", "mlops/logs.py", "
 IMPORTED_WHERE_USED = ("great_expectations", "evidently", "skops")
 # An import that would close a cycle: the watchdog drives deployment, deployment starts the watchdog.
 CYCLES = {("mlops/deployment.py", "mlops.watchdog")}
+# A module of ours that imports the tools at its top, needed by a function of a module imported before binding:
+# load_flow puts the project's flow on the configured task runner (Prefect and Dask), once the tools are bound.
+AFTER_BINDING = {("mlops/project.py", "mlops.task_runners")}
 
 
 def _rel(path: Path) -> str:
@@ -57,7 +60,7 @@ def _function_level_imports(tree: ast.Module) -> list[tuple[ast.stmt, list[str]]
 
 def _lazy_allowed(path: Path, module: str) -> bool:
     top = module.split(".")[0]
-    if top in IMPORTED_WHERE_USED or (_rel(path), module) in CYCLES:
+    if top in IMPORTED_WHERE_USED or (_rel(path), module) in CYCLES | AFTER_BINDING:
         return True
     return _rel(path) in BEFORE_BINDING and top not in sys.stdlib_module_names and top != "mlops"
 
