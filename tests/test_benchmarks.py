@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-# dask_search.py's quick run takes ~45 s (two flow runs, one starting a Dask cluster); tests/test_dask.py runs the same path.
-SLOW_QUICK = {"dask_search.py"}
+# Quick runs that repeat another test's work: dask_search.py (~45 s: two flow runs, one starting a Dask
+# cluster) is tests/test_dask.py's path; demo_end_to_end.py (~100 s: one `mlops demo`) is test_cli's demo,
+# which also reads the benchmark's rows from its demo (stage_times).
+SLOW_QUICK = {"dask_search.py", "demo_end_to_end.py"}
 SCRIPTS = sorted(p for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_") and p.name not in SLOW_QUICK)
 
 

@@ -139,7 +139,12 @@ def test_bad_config_value__exit_2_naming_the_key(tmp_path):
 def test_demo__the_retrained_model_replaces_the_champion_on_a_clean_and_on_an_existing_state_folder(tmp_path):
     state = tmp_path / "state"
     for attempt, (champion, retrained) in (("clean", (1, 2)), ("existing", (3, 4))):
+        started = time.perf_counter()
         result = run_mlops("demo", state_dir=state, MLOPS_SERVING__PORT=str(_free_port()))
+        if attempt == "clean":  # benchmarks/demo_end_to_end.py's rows, from this run (its quick run is not repeated)
+            rows = _benchmark("demo_end_to_end").stage_times(state, time.perf_counter() - started)
+            assert {"total", "start-up and shutdown"} <= set(rows) and len(rows) > 3, rows
+            assert all(seconds >= 0 for seconds in rows.values()), rows
         out = result.stdout
         assert result.returncode == 0, f"{attempt} state folder:\n{out}\n{result.stderr}"
         assert f"v{retrained} replaced v{champion}" in out, out
@@ -153,6 +158,17 @@ def test_demo__the_retrained_model_replaces_the_champion_on_a_clean_and_on_an_ex
     assert list((state / "predictions").glob("predictions-*.jsonl"))
     assert not (state / "deploy" / "state.json").exists(), "the demo stops its deployment"
     assert not list(Path.home().glob(".mlops*")), "nothing is written to the home directory"
+
+
+def _benchmark(name: str):
+    """A script of benchmarks/ as a module (they are scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", REPO / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.mark.slow
