@@ -839,7 +839,12 @@ def stack_up(settings: Settings) -> None:
     """Start the stack (what is not running yet) and print the profile that uses it."""
     from mlops import stack as server_stack
 
-    servers = server_stack.stack_up(settings, progress=lambda name: click.echo(f"starting {name}...", err=True))
+    _interrupt_on_termination()  # SIGTERM as Ctrl-C: the servers started so far are stopped
+    try:
+        servers = server_stack.stack_up(settings, progress=lambda name: click.echo(f"starting {name}...", err=True))
+    except KeyboardInterrupt:
+        click.secho("stack up interrupted; every server it had started was stopped.", fg="yellow", err=True)
+        sys.exit(130)
     _show_stack(settings, [(server, True) for server in servers])
     import yaml
 

@@ -44,6 +44,7 @@ __all__ = [
     "process_start",
     "run_until_interrupted",
     "signal_if_ours",
+    "signals_held",
     "start",
     "stop_process",
     "stop_tree",
@@ -266,6 +267,28 @@ def interrupts_deferred() -> Iterator[None]:
     finally:
         for signum, handler in kept.items():
             signal.signal(signum, handler)
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold Ctrl-C, SIGTERM and SIGHUP until the block ends, then deliver the first that came.
+
+    For "start a process and record it": a signal cannot land between the two, so whoever
+    cleans up on it knows the process. (Unlike :func:`interrupts_deferred`, nothing is ignored:
+    a process started inside gets the default handlers, as exec resets caught signals.)
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+    kept = {signum: signal.signal(signum, lambda number, frame: arrived.append(number)) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in kept.items():
+            signal.signal(signum, handler)
+        if arrived:
+            signal.raise_signal(arrived[0])
 
 
 def stop_process(pid: int, started: str | None, timeout: float = 15.0) -> None:

@@ -83,18 +83,14 @@ def stack_up(settings: Settings, progress: Callable[[str], None] = lambda line: 
     try:
         password = _password(settings, user)
         progress("PostgreSQL")
-        started.append(_start_postgres(settings, binaries, user, password))
+        _start_postgres(settings, binaries, user, password, started)
         _create_databases(settings, password)
-        _write_record(settings, started)
         progress("MLflow server")
-        started.append(_start_mlflow(settings, password))
-        _write_record(settings, started)
+        _start_mlflow(settings, password, started)
         progress("Prefect server")
-        started.append(_start_prefect(settings, password))
-        _write_record(settings, started)
+        _start_prefect(settings, password, started)
         progress("Prefect worker")
-        started.append(_start_worker(settings))
-        _write_record(settings, started)
+        _start_worker(settings, started)
     except BaseException:  # a failure, Ctrl-C or SIGTERM half-way: nothing of the stack outlives the call
         _stop(started)
         _record_path(settings).unlink(missing_ok=True)
@@ -118,7 +114,9 @@ def stack_down(settings: Settings) -> list[StackProcess]:
 # --- the servers --------------------------------------------------------------------------
 
 
-def _start_postgres(settings: Settings, binaries: dict[str, Path], user: pwd.struct_passwd | None, password: Path) -> StackProcess:
+def _start_postgres(
+    settings: Settings, binaries: dict[str, Path], user: pwd.struct_passwd | None, password: Path, started: list[StackProcess]
+) -> None:
     data = _stack_dir(settings) / "postgres"
     if not (data / "PG_VERSION").is_file():
         _initdb(binaries["initdb"], data, user, password)
@@ -127,11 +125,8 @@ def _start_postgres(settings: Settings, binaries: dict[str, Path], user: pwd.str
         str(binaries["postgres"]), "-D", str(data), "-p", str(port),
         "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
     ]  # fmt: skip
-    log = _log_path(settings, "postgres")
-    process = _start(command, log, env=_clean_environment(), user=user)
-    server = StackProcess("postgres", process.pid, processes.process_start(process.pid), port, None, str(log))
-    _wait(server, process, settings, lambda: _postgres_answers(port, password.read_text().strip()))
-    return server
+    process = _launch(settings, started, "postgres", command, _clean_environment(), port, None, user)
+    _wait(started[-1], process, settings, lambda: _postgres_answers(port, password.read_text().strip()))
 
 
 def _initdb(initdb: Path, data: Path, user: pwd.struct_passwd | None, password: Path) -> None:
@@ -144,9 +139,13 @@ def _initdb(initdb: Path, data: Path, user: pwd.struct_passwd | None, password: 
         "--auth-local=scram-sha-256", "--encoding=UTF8", "--no-instructions",
     ]  # fmt: skip
     uid, gid = (user.pw_uid, user.pw_gid) if user else (None, None)
-    result = subprocess.run(  # noqa: S603 — PostgreSQL's own tool, arguments ours
-        command, capture_output=True, text=True, env=_clean_environment(), user=uid, group=gid, extra_groups=[] if user else None, check=False
-    )
+    try:
+        result = subprocess.run(  # noqa: S603 — PostgreSQL's own tool, arguments ours
+            command, capture_output=True, text=True, env=_clean_environment(), user=uid, group=gid, extra_groups=[] if user else None, check=False
+        )
+    except BaseException:  # interrupted: subprocess.run has killed initdb; no half cluster for the next `up`
+        shutil.rmtree(data, ignore_errors=True)
+        raise
     if result.returncode != 0:
         shutil.rmtree(data, ignore_errors=True)  # no half-initialised cluster left for the next try
         raise ServiceUnavailable(f"initdb failed for {data}: {result.stderr.strip()[-500:]}")
@@ -160,7 +159,7 @@ def _create_databases(settings: Settings, password: Path) -> None:
                 db.execute(f'CREATE DATABASE "{name}"')  # noqa: S608 — a name of DATABASES, never input
 
 
-def _start_mlflow(settings: Settings, password: Path) -> StackProcess:
+def _start_mlflow(settings: Settings, password: Path, started: list[StackProcess]) -> None:
     port = settings.stack.mlflow_port
     artifacts = _stack_dir(settings) / "mlartifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
@@ -169,15 +168,12 @@ def _start_mlflow(settings: Settings, password: Path) -> StackProcess:
         "--serve-artifacts", "--artifacts-destination", str(artifacts),
     ]  # fmt: skip
     env = {**_clean_environment(), "MLFLOW_BACKEND_STORE_URI": _database_url(settings, password, "mlflow", "psycopg")}
-    log = _log_path(settings, "mlflow")
-    process = _start(command, log, env=env)
     url = f"http://127.0.0.1:{port}"
-    server = StackProcess("mlflow", process.pid, processes.process_start(process.pid), port, url, str(log))
-    _wait(server, process, settings, lambda: processes.answers(f"{url}/health"))
-    return server
+    process = _launch(settings, started, "mlflow", command, env, port, url)
+    _wait(started[-1], process, settings, lambda: processes.answers(f"{url}/health"))
 
 
-def _start_prefect(settings: Settings, password: Path) -> StackProcess:
+def _start_prefect(settings: Settings, password: Path, started: list[StackProcess]) -> None:
     port = settings.stack.prefect_port
     url = f"http://127.0.0.1:{port}/api"
     command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
@@ -187,23 +183,30 @@ def _start_prefect(settings: Settings, password: Path) -> StackProcess:
         "PREFECT_SERVER_DATABASE_CONNECTION_URL": _database_url(settings, password, "prefect", "asyncpg"),
         "PREFECT_UI_API_URL": url,
     }
-    log = _log_path(settings, "prefect")
-    process = _start(command, log, env=env)
-    server = StackProcess("prefect", process.pid, processes.process_start(process.pid), port, url, str(log))
-    _wait(server, process, settings, lambda: processes.answers(f"{url}/health"))
-    return server
+    process = _launch(settings, started, "prefect", command, env, port, url)
+    _wait(started[-1], process, settings, lambda: processes.answers(f"{url}/health"))
 
 
-def _start_worker(settings: Settings) -> StackProcess:
+def _start_worker(settings: Settings, started: list[StackProcess]) -> None:
     api = settings.stack.profile()["prefect_api_url"]
     pool = settings.stack.work_pool
     command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process", "--name", f"{pool}-worker"]
     env = {**_clean_environment(), "PREFECT_API_URL": api, "PREFECT_HOME": str(_stack_dir(settings) / "worker")}
-    log = _log_path(settings, "worker")
-    process = _start(command, log, env=env)
-    server = StackProcess("worker", process.pid, processes.process_start(process.pid), None, api, str(log))
-    _wait(server, process, settings, lambda: _worker_online(api, pool))
-    return server
+    process = _launch(settings, started, "worker", command, env, None, api)
+    _wait(started[-1], process, settings, lambda: _worker_online(api, pool))
+
+
+def _launch(
+    settings: Settings, started: list[StackProcess], name: str, command: list[str], env: dict[str, str],
+    port: int | None, url: str | None, user: pwd.struct_passwd | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start one server and record it (in ``started`` and the state file) before a signal may stop this call."""
+    log = _log_path(settings, name)
+    with processes.signals_held():
+        process = _start(command, log, env=env, user=user)
+        started.append(StackProcess(name, process.pid, processes.process_start(process.pid), port, url, str(log)))
+    _write_record(settings, started)
+    return process
 
 
 # --- health ---------------------------------------------------------------------------------
@@ -235,14 +238,9 @@ def _worker_online(api: str, pool: str) -> bool:
 
 
 def _wait(server: StackProcess, process: subprocess.Popen[bytes], settings: Settings, healthy: Callable[[], bool]) -> None:
+    """Until the server answers; else a :class:`ServiceUnavailable` quoting its log (the caller stops what it started)."""
     timeout = settings.stack.startup_timeout_seconds
-    try:
-        ok = processes.wait_healthy(healthy, process, timeout, interval=0.5)
-    except BaseException:
-        _stop([server])
-        raise
-    if not ok:
-        _stop([server])
+    if not processes.wait_healthy(healthy, process, timeout, interval=0.5):
         tail = Path(server.log).read_text(errors="replace").strip().splitlines()[-5:] if Path(server.log).exists() else []
         raise ServiceUnavailable(
             f"The stack's {server.name} server did not start within {timeout:g} s. Its log ({server.log}) ends: "

@@ -33,9 +33,9 @@ def project(request, settings, tmp_path, mlflow_db_template):
     """Settings with three candidates on the bundled data, or two on a dataset of tests/datasets.py."""
     from datasets import write
 
+    from mlops.config import load_settings  # not mlops.load_settings: that binds MLflow for the rest of the test process
     from mlops.contract import draft_contract, write_contract
     from mlops.data import load_table
-    from mlops.project import load_settings
 
     if request.param == "breast_cancer":
         return load_settings(state_dir=settings.state_dir, model={"candidates": CANDIDATES["classification"]})
@@ -148,9 +148,10 @@ def _logistic():
 
 def test_dask__an_address_nothing_listens_at_is_named_with_the_fix(settings):
     import mlops
+    from mlops.config import load_settings
 
     # Given a scheduler address nothing listens at
-    bad = mlops.load_settings(state_dir=settings.state_dir, orchestration={"task_runner": "dask", "dask_address": "tcp://127.0.0.1:9"})
+    bad = load_settings(state_dir=settings.state_dir, orchestration={"task_runner": "dask", "dask_address": "tcp://127.0.0.1:9"})
 
     # When the flow is loaded, then the error names the address, the setting and the fix
     with pytest.raises(ServiceUnavailable) as raised:
