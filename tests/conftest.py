@@ -77,13 +77,26 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip ``fuzz_long`` tests unless the marker expression names them: minutes the suite's budget lacks."""
+    """Skip ``fuzz_long`` tests unless the marker expression names them: minutes the suite's budget lacks.
+
+    The tests of a module that share a module-scoped fixture (a trained model, a running
+    deployment, the demo's state) run in one test process (``--dist loadgroup``): the fixture
+    is built once, not once in each process that drew one of them.
+    """
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None and _uses_module_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
     if "fuzz_long" in (config.getoption("markexpr") or ""):
         return
     skip = pytest.mark.skip(reason="the long fuzzing run: select it with -m fuzz_long")
     for item in items:
         if "fuzz_long" in item.keywords:
             item.add_marker(skip)
+
+
+def _uses_module_fixture(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    return info is not None and any(defs and defs[-1].scope == "module" for defs in info.name2fixturedefs.values())
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
