@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import socket
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ from urllib.parse import urlsplit
 
 from mlops.config import Settings
 from mlops.errors import MlopsError, ServiceUnavailable
+from mlops.processes import connection_problem
 
 __all__ = [
     "TELEMETRY_OFF",
@@ -300,13 +300,12 @@ _DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
 
 def _probe_database(kind: str, host: str, port: int, timeout: float) -> None:
     """A database tracking store that accepts no connection: the same one message and exit 4 as a server."""
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-    except OSError as exc:
+    problem = connection_problem(host, port, timeout)
+    if problem is not None:
         raise ServiceUnavailable(
-            f"The {kind} tracking database at {host}:{port} does not answer ({exc.strerror or type(exc).__name__}). "
+            f"The {kind} tracking database at {host}:{port} does not answer ({problem}). "
             "Start it (`mlops stack up` runs one), or fix or remove 'tracking_uri' in the config (MLOPS_TRACKING_URI)."
-        ) from None
+        )
 
 
 # MLflow's words for a request that got no answer (after its retries), or a 5xx one.

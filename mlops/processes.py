@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -37,6 +38,7 @@ __all__ = [
     "alive",
     "answers",
     "become_subreaper",
+    "connection_problem",
     "descendants",
     "interrupts_deferred",
     "is_ours",
@@ -107,6 +109,15 @@ def answers(url: str, check: Callable[[httpx.Response], bool] | None = None) -> 
         return response.status_code == 200 and (check is None or check(response))
     except (httpx.HTTPError, ValueError):  # not listening yet, or an answer that is not what we started
         return False
+
+
+def connection_problem(host: str, port: int, timeout: float = 1.0) -> str | None:
+    """Why a TCP connection to ``host:port`` fails ("Connection refused", ...), or None when something listens."""
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    return None
 
 
 def process_start(pid: int) -> str | None:

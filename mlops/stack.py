@@ -24,7 +24,6 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -341,9 +340,7 @@ def _check_port_free(name: str, port: int) -> None:
 
 
 def _port_open(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(1.0)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
+    return processes.connection_problem("127.0.0.1", port) is None
 
 
 def _stack_dir(settings: Settings) -> Path:

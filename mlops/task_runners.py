@@ -13,7 +13,6 @@ stopped when it ends (prefect-dask's ``DaskTaskRunner`` owns it).
 
 from __future__ import annotations
 
-import socket
 import sys
 from typing import Any
 
@@ -23,6 +22,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.task_runners import TaskRunner
 from prefect_dask import DaskTaskRunner
 
+from mlops import processes
 from mlops.config import Settings
 from mlops.errors import ServiceUnavailable
 
@@ -82,10 +82,9 @@ def with_task_runner(flow: Flow[Any, Any], settings: Settings) -> Flow[Any, Any]
 def check_scheduler(address: str, timeout: float = SCHEDULER_TIMEOUT_SECONDS) -> None:
     """Fail early, and say what to do, when nothing listens at the scheduler's address."""
     host, _, port = address.split("://", 1)[-1].rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
-    except OSError as exc:
+    problem = processes.connection_problem(host, int(port), timeout)
+    if problem is not None:
         raise ServiceUnavailable(
-            f"No Dask scheduler answers at {address} (orchestration.dask_address): {exc.strerror or exc}. Start one there "
+            f"No Dask scheduler answers at {address} (orchestration.dask_address): {problem}. Start one there "
             "(`dask scheduler`), fix the address, or remove orchestration.dask_address to run on a local cluster."
-        ) from None
+        )
