@@ -169,8 +169,9 @@ class SwapProxy:
         path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
         if scope["query_string"]:
             path += "?" + scope["query_string"].decode("latin-1")
-        # A connection that fails (a killed instance, a stale pooled connection) is tried again on the
-        # next instance, and once more on the same one when it is alone: the client never sees it.
+        # A connection that fails (a killed instance, a stale pooled connection, an answer cut off)
+        # is tried again on the next instance, and once more on the same one when it is alone:
+        # the client never sees it.
         attempts = order + order[:1] if len(order) == 1 else order
         for index, upstream in enumerate(attempts):
             if index:
@@ -183,7 +184,7 @@ class SwapProxy:
                     status = response.status
                     request_id = response.headers.get("x-request-id")
                 break
-            except aiohttp.ClientConnectionError as exc:
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:  # cut mid-answer too
                 self._failed_at[upstream] = asyncio.get_running_loop().time()
                 if index == len(attempts) - 1:
                     return await _answer(send, 502, {"error": f"The model server at {upstream} failed: {exc!r}"})

@@ -76,6 +76,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "fuzz_long: the long fuzzing run; runs only when selected (-m fuzz_long)")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups into the node ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip ``fuzz_long`` tests unless the marker expression names them: minutes the suite's budget lacks.
 
@@ -92,6 +93,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "fuzz_long" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Fail a grouped test when ``--dist loadgroup`` ignored its group (pytest-dev/pytest-xdist#1386):
+    the tests that rely on their module's shared state would otherwise fail far from the cause."""
+    if item.config.getoption("loadgroup", default=False) and item.get_closest_marker("xdist_group") and "@" not in item.nodeid:
+        pytest.fail("xdist did not apply this test's group: check the pytest and pytest-xdist pins", pytrace=False)
 
 
 def _uses_module_fixture(item: pytest.Item) -> bool:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +92,7 @@ class Traffic:
     url: str
     sent: int = 0
     failures: list[float] = field(default_factory=list)
+    reasons: Counter[str] = field(default_factory=Counter)
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
@@ -101,10 +103,13 @@ class Traffic:
             while not self.stop.is_set():
                 self.sent += 1
                 try:
-                    if client.post(f"{self.url}/predict", json=body).status_code != 200:
+                    answer = client.post(f"{self.url}/predict", json=body)
+                    if answer.status_code != 200:
                         self.failures.append(time.monotonic())
-                except httpx.HTTPError:
+                        self.reasons[f"{answer.status_code} {answer.text[:200]}"] += 1
+                except httpx.HTTPError as exc:
                     self.failures.append(time.monotonic())
+                    self.reasons[repr(exc)[:200]] += 1
                     time.sleep(0.01)  # a refused connection returns at once: keep the count meaningful
 
     @property
@@ -202,7 +207,7 @@ def test_killing_one_of_two_model_servers__loses_no_request(deployed: Settings, 
     time.sleep(1.0)
 
     print(f"replica killed: back in {back:.1f} s; {len(traffic.failures)} of {traffic.sent} requests failed")
-    assert traffic.failures == []
+    assert traffic.failures == [], traffic.reasons
 
 
 @pytest.mark.slow
