@@ -40,7 +40,7 @@ check: install
 # keep 2 cores busy. The slowest tests are listed at the end: the budget is 25 minutes.
 TEST_WORKERS ?= 3
 test: check browser postgres checkov
-	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup --durations=40
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=40
 
 # Debian's Chromium for the browser tests (Playwright drives it; no browser download).
 # Without it (no root, no apt) those tests skip and say why.
@@ -67,7 +67,7 @@ $(CHECKOV): deploy/k8s/checkov-requirements.txt | $(UV)
 	touch $@
 
 test-fast: install
-	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup -m "not slow"
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder -m "not slow"
 
 # The configuration reference (from `mlops config --schema`) and the API reference (pdoc) under docs/.
 docs: install

@@ -350,7 +350,7 @@ def package(settings: Settings, alias: str | None) -> None:
         result = packaging.package(settings, alias)
     click.echo(f"Built Bento {result.bento_tag} with model {result.model_tag} (registry version {result.version})")
     click.echo(f"Docker build context: {result.build_context}")
-    click.echo(f"  docker build -t {result.bento_tag.replace(':', '-')} {result.build_context}")
+    click.echo(f"  docker build -t {result.bento_tag} {result.build_context}   # the image `mlops k8s render` names")
 
 
 @cli.group(invoke_without_command=True)
@@ -812,10 +812,10 @@ def report(settings: Settings, model_version: str | None, open_it: bool, limit: 
 
     reports = find_reports(settings.reports_dir, settings.mlflow_artifact_dir)
     if model_version is not None:
-        card = model_card_of(reports, model_version)
+        card = model_card_of(reports, model_version) or _fetched_card(settings, model_version)
         if card is None:
             raise RegistryError(f"No model card of version {model_version} under {settings.mlflow_artifact_dir}. "
-                                "Check the version with `mlops compare` (cards of a remote tracking server stay there).")
+                                "Check the version with `mlops compare`.")
         click.echo(f"Model card of v{card.version}: {card.path}\n")
         click.echo(card.path.read_text(encoding="utf-8"))
         reports = [card]
@@ -826,6 +826,26 @@ def report(settings: Settings, model_version: str | None, open_it: bool, limit: 
         print_reports(reports[:limit])
     if open_it:
         webbrowser.open(reports[0].path.resolve().as_uri())
+
+
+def _fetched_card(settings: Settings, version: str) -> Any:
+    """The card of ``version`` from the configured tracking server (its artifacts are not on this disk),
+    saved under the reports folder so it can be opened; None with the local store."""
+    from datetime import datetime
+
+    from mlops import tracking
+    from mlops.reporting import ReportFile
+
+    if settings.tracking_uri is None or settings.mlflow_tracking_uri.startswith(("sqlite:", "file:")):
+        return None
+    version = str(version).strip().lstrip("v")
+    text = tracking.read_model_card(settings.model.name, version)
+    if text is None:
+        return None
+    path = settings.reports_dir / f"model-card-{settings.model.name}-v{version}.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return ReportFile("model card", path, datetime.now(), version)
 
 
 @cli.group()

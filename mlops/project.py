@@ -165,16 +165,23 @@ def _line_in(path: Path, exc: BaseException) -> int | str:
 
 
 def failing_project_line(settings: Settings, exc: BaseException) -> traceback.FrameSummary | None:
-    """The last line of the project's own code (not the framework's) an exception passed through, if any.
+    """The last line of the project's own code an exception passed through, when the framework did not raise it.
 
-    A crash there is the user's to fix, reported with its file and line; a crash inside the
-    framework keeps its traceback (a bug report).
+    A crash there (in the project's code or a tool it called itself) is the user's to fix,
+    reported with its file and line; one that passed through the framework after the
+    project's last line keeps its traceback (a bug report), even when a flow of the project
+    called it.
     """
     root, library = os.path.realpath(settings.project.root), os.path.realpath(Path(__file__).parent)
-    frames = [
-        frame for frame in traceback.extract_tb(exc.__traceback__)
-        if os.path.realpath(frame.filename).startswith(root + os.sep)
-        and not os.path.realpath(frame.filename).startswith(library + os.sep)
-        and ".venv" not in Path(frame.filename).parts
-    ]
-    return frames[-1] if frames else None
+
+    def where(frame: traceback.FrameSummary) -> str:
+        path = os.path.realpath(frame.filename)
+        if path.startswith(library + os.sep):
+            return "framework"
+        return "project" if path.startswith(root + os.sep) and ".venv" not in Path(frame.filename).parts else "tool"
+
+    frames = [(frame, where(frame)) for frame in traceback.extract_tb(exc.__traceback__)]
+    last = max((index for index, (_, kind) in enumerate(frames) if kind == "project"), default=None)
+    if last is None or any(kind == "framework" for _, kind in frames[last + 1 :]):
+        return None
+    return frames[last][0]

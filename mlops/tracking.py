@@ -92,6 +92,7 @@ __all__ = [
     "prefect_tags",
     "promote_version",
     "read_audit",
+    "read_model_card",
     "reference_fingerprint",
     "reference_snapshot",
     "registry_lock",
@@ -107,6 +108,7 @@ AUDIT_FILE = "audit.jsonl"  # mlops.audit.AUDIT_FILE: every audited change, alia
 LOCK_FILE = "registry.lock"
 LOCK_TIMEOUT_SECONDS = 600.0
 STORE_LOCK_FILE = "mlflow-store.lock"
+MODEL_CARD = "model_card.md"  # the training run's card artifact
 # A version is created ``incomplete`` and becomes ``complete`` once the gate has judged it:
 # a training stopped in between (the tracking server died) leaves it out of gates, aliases
 # and deployment, and :func:`clean_leftovers` finds it.
@@ -474,7 +476,19 @@ Task: {settings.model.task}; target `{settings.data.target}`; run `{registered.r
 
 def log_model_card(registered: RegisteredVersion, card: str) -> None:
     """Attach the card to the training run (written after the gate, so it can state the decision)."""
-    mlflow.MlflowClient().log_text(registered.run_id, card, "model_card.md")
+    mlflow.MlflowClient().log_text(registered.run_id, card, MODEL_CARD)
+
+
+def read_model_card(name: str, version: str) -> str | None:
+    """Version ``version``'s card, through the tracking server (no shared disk); None without one."""
+    client = mlflow.MlflowClient()
+    try:
+        run_id = client.get_model_version(name, str(version)).run_id
+    except MlflowException as exc:
+        raise RegistryError(f"{name} has no version {version}: check it with `mlops compare`.") from exc
+    if run_id is None or MODEL_CARD not in {artifact.path for artifact in client.list_artifacts(run_id)}:
+        return None
+    return mlflow.artifacts.load_text(f"runs:/{run_id}/{MODEL_CARD}")
 
 
 # --- The gate --------------------------------------------------------------------------

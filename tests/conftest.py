@@ -87,12 +87,41 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("xdist_group") is None and _uses_module_fixture(item):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    items.sort(key=_start_order)  # stable: a module's own order is kept
     if "fuzz_long" in (config.getoption("markexpr") or ""):
         return
     skip = pytest.mark.skip(reason="the long fuzzing run: select it with -m fuzz_long")
     for item in items:
         if "fuzz_long" in item.keywords:
             item.add_marker(skip)
+
+
+# The longest work first (``--no-loadscope-reorder`` keeps this order): the test processes
+# then end together instead of one running the slowest chain alone at the end. From the
+# CI log's slowest durations (`make test` prints them); a group counts as its whole module.
+SLOW_FIRST = (
+    "tests/test_stack.py",
+    "tests/test_continuous_training.py",
+    "tests/test_cli.py::test_demo__the_retrained_model",
+    "tests/test_user_views.py",
+    "tests/test_scaffold.py::test_init__make_demo_and_make_test",
+    "tests/test_real_data.py::test_bring_your_own_data__the_whole_loop",
+    "tests/test_benchmarks.py::test_benchmark__quick_run_writes_its_table",
+    "tests/test_secrets.py",
+    "tests/test_tracking_faults.py",
+    "tests/test_schedules.py::test_schedule__serves_deployments",
+    "tests/test_supervision.py",
+    "tests/test_shadow.py",
+    "tests/test_deployment.py",
+    "tests/test_fuzz.py",
+    "tests/test_cli.py::test_demo__sigterm",
+    "tests/test_serving.py",
+    "tests/test_labels_endpoint.py",
+)
+
+
+def _start_order(item: pytest.Item) -> int:
+    return next((rank for rank, prefix in enumerate(SLOW_FIRST) if item.nodeid.startswith(prefix)), len(SLOW_FIRST))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -168,3 +168,33 @@ def test_project__a_crash_in_the_projects_flow_names_its_line_and_exits_2(tmp_pa
     text = subprocess.run([str(MLOPS), "--log-format", "text", "train"], cwd=project, capture_output=True, text=True,
                           env=_user_env(), timeout=300)  # fmt: skip
     assert f"error: {flow_file}:{line}: KeyError" in text.stderr and "Traceback" not in text.stderr, text.stderr
+
+
+def test_failing_project_line__the_project_is_blamed_for_its_own_lines_not_for_the_frameworks(tmp_path):
+    from mlops.project import failing_project_line
+
+    (tmp_path / "mine.py").write_text(
+        "import json\n"
+        "from mlops import metrics\n"
+        "def own():\n    raise KeyError('no such column')\n"
+        "def through_a_tool():\n    json.loads('{')\n"
+        "def through_the_framework():\n    metrics.score_labels(None, None, None)\n"
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import mine
+    finally:
+        sys.path.remove(str(tmp_path))
+    settings = load_settings(state_dir=tmp_path / "state", project=tmp_path)
+
+    def blamed(function):
+        try:
+            function()
+        except Exception as exc:  # noqa: BLE001 — what the CLI catches
+            line = failing_project_line(settings, exc)
+            return None if line is None else (Path(line.filename).name, line.lineno)
+        raise AssertionError("did not raise")
+
+    assert blamed(mine.own) == ("mine.py", 4)
+    assert blamed(mine.through_a_tool) == ("mine.py", 6)  # the project called the tool itself
+    assert blamed(mine.through_the_framework) is None  # a framework bug keeps its traceback

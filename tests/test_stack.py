@@ -107,6 +107,10 @@ def test_stack__train_gate_promote_and_rollback_run_on_postgres_through_a_profil
     second = _ok(_mlops(stack_project, "--env", "staging", "train"))
     assert "Registered churn-staging v1" in first and "promoted to champion" in first
     assert "Registered churn-staging v2" in second  # the gate decided, on the server's registry
+    card = _ok(_mlops(stack_project, "--env", "staging", "report", "--version", "2"))
+    assert "# churn-staging v2" in card and "## Gate decision" in card  # fetched from the server: no shared disk
+    unknown = _mlops(stack_project, "--env", "staging", "report", "--version", "9")
+    assert unknown.returncode == 2 and "has no version 9" in unknown.stderr, unknown.stderr
     _ok(_mlops(stack_project, "--env", "staging", "promote", "2", "--force", "--reason", "staging check"))
     _ok(_mlops(stack_project, "--env", "staging", "rollback", "--reason", "staging check"))
 
